@@ -1,0 +1,188 @@
+"""``edged bench accuracy``: verification accuracy on a pairs CSV, optionally beside face_recognition."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edged.bench.metrics import Report, evaluate
+from edged.bench.record import markdown_table, record
+from edged.errors import BadArgument, EdgedError
+from edged.pipeline.image import read_image
+from edged.pipeline.pipeline import FacePipeline
+from edged.types import Box, FloatArray, ImageRGB
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    image_a: str
+    image_b: str
+    same: int
+    fold: int | None
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """Read ``image_a,image_b,same_person[,fold]``; errors name the file and line."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise BadArgument(f"cannot read pairs file {path}: {exc.strerror or exc}") from exc
+    pairs = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            same = int(row["same_person"])
+            if same not in (0, 1):
+                raise ValueError(f"same_person must be 0 or 1, not {same}")
+            fold = int(row["fold"]) if row.get("fold") not in (None, "") else None
+            pairs.append(Pair(row["image_a"], row["image_b"], same, fold))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadArgument(f"{path}:{line}: bad row {row!r}: {exc}") from exc
+    if not pairs:
+        raise BadArgument(f"{path} has no pairs (want columns image_a,image_b,same_person[,fold])")
+    return pairs
+
+
+def choose_face(boxes: Sequence[Box], width: int, height: int) -> int:
+    """The face the pair means: the largest box containing the image centre, else the largest."""
+    cx, cy = width / 2, height / 2
+    central = [i for i, b in enumerate(boxes) if b.x1 <= cx <= b.x2 and b.y1 <= cy <= b.y2]
+    candidates = central or list(range(len(boxes)))
+    return max(candidates, key=lambda i: boxes[i].area)
+
+
+Embedder = Callable[[ImageRGB], FloatArray | None]
+
+
+def edged_embedder(pipeline: FacePipeline) -> Embedder:
+    def embed(image: ImageRGB) -> FloatArray | None:
+        detections = pipeline.detect(image)
+        if not detections:
+            return None
+        h, w = image.shape[:2]
+        chosen = detections[choose_face([d.box for d in detections], w, h)]
+        return pipeline.analyze(image, chosen).embedding
+
+    return embed
+
+
+def face_recognition_embedder() -> Embedder | None:
+    try:
+        import face_recognition
+    except ImportError:
+        return None
+
+    def embed(image: ImageRGB) -> FloatArray | None:
+        locations = face_recognition.face_locations(image)
+        if not locations:
+            return None
+        h, w = image.shape[:2]
+        boxes = [Box(left, top, right, bottom) for top, right, bottom, left in locations]
+        chosen = locations[choose_face(boxes, w, h)]
+        return np.asarray(face_recognition.face_encodings(image, [chosen])[0], np.float32)
+
+    return embed
+
+
+def distances_for(pairs: list[Pair], root: Path, embed: Embedder) -> tuple[np.ndarray, list[str], float]:
+    names = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
+    templates: dict[str, FloatArray | None] = {}
+    failures: list[str] = []
+    start = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        try:
+            templates[name] = embed(read_image(root / name))
+        except EdgedError as exc:
+            print(f"edged: {exc}", file=sys.stderr)
+            templates[name] = None
+        if templates[name] is None:
+            failures.append(name)
+        if i % 500 == 0:
+            print(f"  … {i}/{len(names)} images", file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    distances = np.array(
+        [
+            float(np.linalg.norm(ta - tb))
+            if (ta := templates[p.image_a]) is not None and (tb := templates[p.image_b]) is not None
+            else np.inf
+            for p in pairs
+        ]
+    )
+    return distances, failures, elapsed / max(1, len(names))
+
+
+def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline) -> int:
+    pairs = load_pairs(args.pairs)
+    same = np.array([p.same for p in pairs], np.int64)
+    folds = np.array([p.fold for p in pairs], np.int64) if all(p.fold is not None for p in pairs) else None
+    calibration = pipeline.calibration
+    default = calibration.default_threshold if calibration else 0.6
+    systems: dict[str, Embedder] = {f"edged ({args.embedder})": edged_embedder(pipeline)}
+    if args.compare:
+        reference = face_recognition_embedder()
+        if reference is None:
+            print("edged: face_recognition is not installed; comparing skipped", file=sys.stderr)
+        else:
+            systems["face_recognition 1.3 (dlib HOG + ResNet)"] = reference
+    reports: dict[str, tuple[Report, float, list[str]]] = {}
+    for name, embed in systems.items():
+        print(f"{name}: embedding images of {args.pairs} …", file=sys.stderr)
+        distances, failures, per_image = distances_for(pairs, args.root, embed)
+        failed_pairs = sum(1 for p in pairs if p.image_a in failures or p.image_b in failures)
+        reports[name] = (evaluate(distances, same, folds, default, failed_pairs), per_image, failures)
+    rows = []
+    for name, (rep, per_image, failures) in reports.items():
+        rows.append(
+            [
+                name,
+                str(rep.pairs),
+                f"{len(failures)} images / {rep.failures} pairs",
+                f"{100 * rep.accuracy:.2f} ± {100 * rep.accuracy_std:.2f} %",
+                f"{rep.auc:.4f}",
+                f"{100 * rep.eer:.2f} %",
+                f"{100 * rep.tar_at_far['1e-3']:.2f} %",
+                f"{100 * rep.tar_at_far['1e-4']:.2f} %",
+                f"{rep.threshold:.4f}",
+                f"{1000 * per_image:.1f}",
+            ]
+        )
+    header = [
+        "system",
+        "pairs",
+        "no face",
+        "accuracy",
+        "AUC",
+        "EER",
+        "TAR@FAR1e-3",
+        "TAR@FAR1e-4",
+        "threshold",
+        "ms/image",
+    ]
+    table = markdown_table(header, rows)
+    first = next(iter(reports.values()))[0]
+    print(table)
+    print(f"protocol: {first.protocol}", file=sys.stderr)
+    if args.record:
+        command = (
+            f"edged bench accuracy --pairs {args.pairs} --root {args.root} --embedder {args.embedder}"
+            + (" --compare" if args.compare else "")
+        )
+        note = (
+            f"Protocol: {first.protocol}. Images with no detected face count as failures and their pairs "
+            "as non-matches. TAR@FAR on these pairs only (FAR 1e-4 below 1/impostors means zero false accepts)."
+        )
+        record(args.record, f"accuracy: {args.pairs.name} ({args.root.name})", table + "\n\n" + note, command)
+    if args.json:
+        main_report = reports[next(iter(reports))][0].as_json()
+        if len(reports) > 1:
+            main_report["reference"] = {k: v[0].as_json() for k, v in list(reports.items())[1:]}
+        print(json.dumps(main_report))
+    return 0

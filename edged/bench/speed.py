@@ -1,0 +1,140 @@
+"""``edged bench speed``: per-stage latency for one face in 640×480 and 1280×720 frames."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from edged.bench.record import markdown_table, record
+from edged.errors import NoFaceDetected
+from edged.pipeline.align import chip_for
+from edged.pipeline.image import read_image
+from edged.pipeline.pipeline import FacePipeline
+from edged.pipeline.quality import assess
+from edged.types import ImageRGB
+
+FRAME_SIZES = ((640, 480), (1280, 720))
+STAGES = ("detect", "mesh", "align+quality", "embed", "total")
+
+
+def make_frame(image: ImageRGB, width: int, height: int) -> ImageRGB:
+    """The image scaled to the frame's height and centred on a grey background."""
+    scale = height / max(image.shape[:2])
+    resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((height, width, 3), 110, np.uint8)
+    h, w = resized.shape[:2]
+    x, y = (width - w) // 2, (height - h) // 2
+    frame[y : y + h, x : x + w] = resized[: height - y, : width - x]
+    return frame
+
+
+def time_pipeline(pipeline: FacePipeline, frame: ImageRGB, repeat: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    clock = time.perf_counter
+    for _ in range(repeat):
+        t0 = clock()
+        detections = pipeline.detect(frame)
+        t1 = clock()
+        if not detections:
+            raise NoFaceDetected("the benchmark frame has no detectable face")
+        det = max(detections, key=lambda d: d.box.area)
+        mesh = pipeline.mesher.mesh(frame, det)
+        t2 = clock()
+        chip = chip_for(frame, det, mesh)
+        assess(frame, det, mesh, chip, pipeline.quality_limits)
+        t3 = clock()
+        pipeline.embedder.embed(chip)
+        t4 = clock()
+        for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+            samples[stage].append(value * 1000)
+    return samples
+
+
+def time_face_recognition(frame: ImageRGB, repeat: int) -> list[float] | None:
+    try:
+        import face_recognition
+    except ImportError:
+        return None
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        locations = face_recognition.face_locations(frame)
+        face_recognition.face_encodings(frame, locations[:1])
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    return float(np.median(values)), float(np.percentile(values, 95))
+
+
+def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> int:
+    source = read_image(args.image) if args.image else None
+    if source is None:
+        from edged.demo import astronaut
+
+        source = astronaut()
+    threads_options = sorted({1, os.cpu_count() or 1})
+    pipelines = {t: load(t) for t in threads_options}
+    results: dict[str, dict[str, object]] = {}
+    rows = []
+    for width, height in FRAME_SIZES:
+        frame = make_frame(source, width, height)
+        for threads, pipeline in pipelines.items():
+            time_pipeline(pipeline, frame, 10)  # warm-up
+            samples = time_pipeline(pipeline, frame, args.repeat)
+            key = f"{width}x{height} threads={threads}"
+            results[key] = {
+                stage: dict(zip(("median_ms", "p95_ms"), stats(samples[stage]), strict=True))
+                for stage in STAGES
+            }
+            rows.append(
+                [f"edged, {width}×{height}, {threads} thread(s)"]
+                + ["{:.2f} / {:.2f}".format(*stats(samples[stage])) for stage in STAGES]
+                + [""]
+            )
+        if args.compare:
+            reference = time_face_recognition(frame, max(5, args.repeat // 20))
+            if reference is None:
+                print("edged: face_recognition is not installed; comparing skipped", file=sys.stderr)
+            else:
+                ours = stats(time_pipeline(pipelines[1], frame, args.repeat)["total"])[0]
+                theirs = stats(reference)
+                ratio = theirs[0] / ours
+                results[f"{width}x{height} face_recognition"] = {
+                    "median_ms": theirs[0],
+                    "p95_ms": theirs[1],
+                    "ratio_vs_edged_1_thread": ratio,
+                }
+                rows.append(
+                    [
+                        f"face_recognition 1.3 (dlib), {width}×{height}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "{:.2f} / {:.2f}".format(*theirs),
+                        f"{ratio:.1f}× slower than edged (1 thread)",
+                    ]
+                )
+    header = ["pipeline (ms, median / p95)", *STAGES, "ratio"]
+    table = markdown_table(header, rows)
+    print(table)
+    if args.record:
+        command = "edged bench speed" + (" --compare" if args.compare else "") + f" --repeat {args.repeat}"
+        note = (
+            "One face per frame (the astronaut portrait scaled to the frame height). `total` is detect + mesh + "
+            "align + quality + embed for that face; face_recognition's is face_locations (HOG) + "
+            "face_encodings on the same frame, in the same run."
+        )
+        record(args.record, "speed", table + "\n\n" + note, command)
+    if args.json:
+        print(json.dumps(results))
+    return 0

@@ -1,0 +1,191 @@
+"""The ``edged`` command line: argument parsing and output only; the work is done elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edged import __version__
+from edged.errors import BadArgument, EdgedError, NoFaceDetected
+from edged.inference.manifest import Manifest
+from edged.pipeline.image import ImageLimits, read_image
+from edged.pipeline.pipeline import FacePipeline, PipelineSettings
+from edged.pipeline.verify import verify
+from edged.types import Face
+
+logger = logging.getLogger("edged.cli")
+
+
+def _far(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--far must be a number such as 1e-4, not {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--far must be between 0 and 1, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edged", description="On-device face verification for door terminals."
+    )
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument(
+        "--model-dir", type=Path, help="directory with manifest.yaml (default: the installed models)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="inference threads per model (default 1)")
+    parser.add_argument("--detector", choices=("short", "full"), default="short", help="BlazeFace variant")
+    parser.add_argument("--max-pixels", type=int, default=ImageLimits.max_pixels, help="image pixel cap")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="find faces in an image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="are the largest faces of two images the same person?")
+    p.add_argument("image_a", type=Path)
+    p.add_argument("image_b", type=Path)
+    p.add_argument(
+        "--far", type=_far, default=None, help="target false-accept rate (default: calibrated, 1e-4)"
+    )
+    p.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="accuracy and speed benchmarks").add_subparsers(
+        dest="bench", required=True, metavar="BENCH"
+    )
+    p = bench.add_parser("accuracy", help="verification accuracy on a pairs CSV")
+    p.add_argument("--pairs", type=Path, required=True, help="CSV: image_a,image_b,same_person[,fold]")
+    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
+    p.add_argument("--embedder", choices=("int8", "float32"), default="int8")
+    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
+    p.add_argument("--repeat", type=int, default=200)
+    p.add_argument(
+        "--image", type=Path, help="a one-face image to build the frames from (default: astronaut)"
+    )
+    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("demo", help="a self-contained run on the public-domain astronaut portrait")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, embedder: str = "int8") -> PipelineSettings:
+    if args.threads < 1:
+        raise BadArgument(f"--threads must be at least 1, not {args.threads}")
+    return PipelineSettings(detector=args.detector, threads=args.threads, embedder=embedder)
+
+
+def load_pipeline(args: argparse.Namespace, embedder: str = "int8") -> FacePipeline:
+    return FacePipeline.load(Manifest.load(args.model_dir), settings_from(args, embedder))
+
+
+def face_json(face: Face) -> dict[str, Any]:
+    det = face.detection
+    return {
+        "box": det.box.as_list(),
+        "score": round(det.score, 4),
+        "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in det.keypoints],
+        "quality": {"ok": face.quality.ok, "reasons": list(face.quality.reasons), **face.quality.measures},
+    }
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args)
+    image = read_image(args.image, ImageLimits(max_pixels=args.max_pixels))
+    faces = pipeline.faces(image, embed=False)
+    result = {"faces": [face_json(f) for f in faces]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.image}: {len(faces)} face(s)")
+        for i, f in enumerate(result["faces"]):
+            q = f["quality"]
+            verdict = "ok" if q["ok"] else ",".join(q["reasons"])
+            print(f"  #{i} box={f['box']} score={f['score']:.3f} quality={verdict}")
+    return 0
+
+
+def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnings: list[str]) -> Face:
+    image = read_image(path, limits)
+    detections = sorted(pipeline.detect(image), key=lambda d: d.box.area, reverse=True)
+    if not detections:
+        raise NoFaceDetected(f"no face found in {path}")
+    if len(detections) > 1:
+        warnings.append(f"{path} has {len(detections)} faces; using the largest")
+    return pipeline.analyze(image, detections[0])
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args)
+    limits = ImageLimits(max_pixels=args.max_pixels)
+    warnings: list[str] = []
+    a = largest_face(pipeline, args.image_a, limits, warnings)
+    b = largest_face(pipeline, args.image_b, limits, warnings)
+    assert a.embedding is not None and b.embedding is not None
+    result = verify(a.embedding, b.embedding, pipeline.calibration, args.far)
+    for warning in warnings:
+        print(f"edged: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**result.as_json(), "warnings": warnings}))
+    else:
+        verdict = "same person" if result.is_identical else "different people"
+        print(
+            f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold:.4f} at FAR {result.far:g}), "
+            f"confidence {result.confidence:.3f}"
+        )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "accuracy":
+        from edged.bench.accuracy import run_accuracy
+
+        return run_accuracy(args, load_pipeline(args, args.embedder))
+    from edged.bench.speed import run_speed
+
+    return run_speed(
+        args,
+        lambda threads: FacePipeline.load(
+            Manifest.load(args.model_dir), PipelineSettings(detector=args.detector, threads=threads)
+        ),
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edged.demo import run_demo
+
+    return run_demo(load_pipeline(args))
+
+
+COMMANDS = {"detect": cmd_detect, "verify": cmd_verify, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

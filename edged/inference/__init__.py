@@ -1,0 +1,1 @@
+"""Adapters to the native TFLite runtime and the model manifest."""

@@ -1,0 +1,111 @@
+"""Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip`` from five points.
+
+A similarity transform (no reflection) is fitted from dlib's five-point chip template to the
+face's points; chip pixel ``u`` is then sampled at ``c + R(θ)·k·(u − 74.5)`` with
+``k = (150·s − 1)/149`` (dlib's ``centered_drect`` off-by-one), bilinear, truncated to uint8.
+When the face is more than twice the chip's size the region is first halved with the 5-tap
+Gaussian pyramid (as dlib's ``extract_image_chips`` does) so the chip is not aliased.
+Enrolment and verification must use this same aligner.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edged.types import Detection, FloatArray, ImageRGB, Mesh
+
+CHIP_SIZE = 150
+
+# dlib's five-point template in 150-px chip pixels: subject's left eye outer and inner corners,
+# right eye outer and inner corners, nose base.
+CHIP_TEMPLATE = np.array(
+    [
+        [110.9567, 46.3498],
+        [89.6060, 47.8967],
+        [37.0575, 46.3727],
+        [58.4085, 47.9064],
+        [74.0112, 87.7798],
+    ],
+    np.float64,
+)
+MESH_INDICES = (263, 362, 33, 133, 2)
+"""Face-mesh points that correspond to the rows of ``CHIP_TEMPLATE``."""
+
+# Fallback when no mesh is available: BlazeFace's eye centres (right, left) against the template's
+# eye-corner midpoints.
+KEYPOINT_TEMPLATE = np.array(
+    [
+        (CHIP_TEMPLATE[2] + CHIP_TEMPLATE[3]) / 2,
+        (CHIP_TEMPLATE[0] + CHIP_TEMPLATE[1]) / 2,
+    ]
+)
+
+
+def fit_similarity(
+    src: npt.NDArray[np.float64], dst: npt.NDArray[np.float64]
+) -> tuple[float, float, FloatArray]:
+    """Least-squares similarity ``dst ≈ s·R(θ)·src + t`` (Umeyama, reflection excluded).
+
+    Returns ``(s, θ, t)``."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    var_s = (sc**2).sum() / len(src)
+    cov = dc.T @ sc / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = u @ d @ vt
+    scale = float(np.trace(np.diag(sig) @ d) / var_s)
+    t = mu_d - scale * rot @ mu_s
+    return scale, math.atan2(rot[1, 0], rot[0, 0]), t.astype(np.float32)
+
+
+def five_points(mesh: Mesh) -> npt.NDArray[np.float64]:
+    return mesh.points[list(MESH_INDICES), :2].astype(np.float64)
+
+
+def align_chip(
+    image: ImageRGB, points: npt.NDArray[np.float64], template: npt.NDArray[np.float64] = CHIP_TEMPLATE
+) -> ImageRGB:
+    """The 150×150 uint8 RGB chip for ``points`` (rows matching ``template``) in ``image``."""
+    scale, angle, t = fit_similarity(template, points)
+    cos, sin = math.cos(angle), math.sin(angle)
+    centre = scale * np.array([cos * 75.0 - sin * 75.0, sin * 75.0 + cos * 75.0]) + t
+    k = (CHIP_SIZE * scale - 1.0) / (CHIP_SIZE - 1)
+    levels = 0
+    while scale / 2 ** (levels + 1) > 1.0:
+        levels += 1
+
+    # Work on the region the chip covers (plus a border for the pyramid filter), not the frame.
+    half = 0.5 * CHIP_SIZE * k * (abs(cos) + abs(sin)) + 2 * (2**levels) + 2
+    h, w = image.shape[:2]
+    x0, y0 = max(0, math.floor(centre[0] - half)), max(0, math.floor(centre[1] - half))
+    x1, y1 = min(w, math.ceil(centre[0] + half) + 1), min(h, math.ceil(centre[1] + half) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+    region = image[y0:y1, x0:x1]
+    for _ in range(levels):
+        region = cv2.pyrDown(region)
+    factor = 2.0**-levels
+    cx, cy = (centre[0] - x0) * factor, (centre[1] - y0) * factor
+    kc, ks = k * factor * cos, k * factor * sin
+    c = (CHIP_SIZE - 1) / 2.0
+    matrix = np.array([[kc, -ks, cx - kc * c + ks * c], [ks, kc, cy - ks * c - kc * c]], np.float64)
+    chip = cv2.warpAffine(
+        region.astype(np.float32),
+        matrix,
+        (CHIP_SIZE, CHIP_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
+    return np.clip(chip, 0, 255).astype(np.uint8)
+
+
+def chip_for(image: ImageRGB, detection: Detection, mesh: Mesh | None) -> ImageRGB:
+    """Align from the mesh's five points, or from the detector's eye keypoints without a mesh."""
+    if mesh is not None:
+        return align_chip(image, five_points(mesh))
+    return align_chip(image, detection.keypoints[:2].astype(np.float64), KEYPOINT_TEMPLATE)

@@ -1,0 +1,80 @@
+"""The face pipeline assembled from its stages, loaded from the model manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edged.inference.manifest import Calibration, Manifest
+from edged.inference.runtime import TFLiteModel
+from edged.pipeline.align import chip_for
+from edged.pipeline.detect import VARIANTS, FaceDetector
+from edged.pipeline.embed import FaceEmbedder
+from edged.pipeline.mesh import FaceMesher
+from edged.pipeline.quality import QualityThresholds, assess
+from edged.types import Detection, Face, ImageRGB
+
+EMBEDDER_KEYS = {"int8": "face_embedder", "float32": "face_embedder_float32"}
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    detector: str = "short"
+    """``short`` (faces ≥ ~10 % of the frame width, a door camera at arm's length) or ``full``."""
+    detection_threshold: float | None = None
+    min_face_px: float = 20.0
+    embedder: str = "int8"
+    threads: int = 1
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+
+
+class FacePipeline:
+    """detect → mesh → align → quality → embed over one in-memory RGB frame."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        mesher: FaceMesher,
+        embedder: FaceEmbedder,
+        calibration: Calibration | None,
+        quality: QualityThresholds,
+    ) -> None:
+        self.detector = detector
+        self.mesher = mesher
+        self.embedder = embedder
+        self.calibration = calibration
+        self.quality_limits = quality
+
+    @classmethod
+    def load(cls, manifest: Manifest | None = None, settings: PipelineSettings | None = None) -> FacePipeline:
+        manifest = manifest or Manifest.load()
+        settings = settings or PipelineSettings()
+        variant = VARIANTS[settings.detector]
+        embedder_key = EMBEDDER_KEYS[settings.embedder]
+        threads = settings.threads
+        detector = FaceDetector(
+            TFLiteModel(manifest.verified_path(variant.model_key), threads),
+            variant,
+            settings.detection_threshold,
+            settings.min_face_px,
+        )
+        mesher = FaceMesher(TFLiteModel(manifest.verified_path("face_mesh"), threads))
+        embedder = FaceEmbedder(TFLiteModel(manifest.verified_path(embedder_key), threads))
+        calibration = manifest.entry(embedder_key).calibration or manifest.entry("face_embedder").calibration
+        return cls(detector, mesher, embedder, calibration, settings.quality)
+
+    def detect(self, image: ImageRGB) -> list[Detection]:
+        return self.detector.detect(image)
+
+    def analyze(self, image: ImageRGB, detection: Detection, embed: bool = True) -> Face:
+        """Mesh, align and assess one detection; embed it when asked (even if the gate fails:
+        the caller decides what a failed gate means)."""
+        mesh = self.mesher.mesh(image, detection)
+        chip = chip_for(image, detection, mesh)
+        quality = assess(image, detection, mesh, chip, self.quality_limits)
+        embedding = self.embedder.embed(chip) if embed else None
+        return Face(detection, mesh, quality, embedding)
+
+    def faces(self, image: ImageRGB, embed: bool = True) -> list[Face]:
+        """Every face in the frame, largest first."""
+        detections = sorted(self.detect(image), key=lambda d: d.box.area, reverse=True)
+        return [self.analyze(image, d, embed) for d in detections]
