@@ -123,12 +123,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnings: list[str]) -> Face:
     image = read_image(path, limits)
-    detections = sorted(pipeline.detect(image), key=lambda d: d.box.area, reverse=True)
-    if not detections:
+    faces = pipeline.faces(image, embed=False)
+    if not faces:
         raise NoFaceDetected(f"no face found in {path}")
-    if len(detections) > 1:
-        warnings.append(f"{path} has {len(detections)} faces; using the largest")
-    return pipeline.analyze(image, detections[0])
+    if len(faces) > 1:
+        warnings.append(f"{path} has {len(faces)} faces; using the largest")
+    return pipeline.embed(image, faces[0])
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

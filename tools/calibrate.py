@@ -31,7 +31,7 @@ from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import EMBEDDER_KEYS, FacePipeline, PipelineSettings
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
-DEFAULT_FAR = 1e-4
+DEFAULT_FAR = 1e-3
 
 
 def embed_all(root: Path, embedder: str) -> tuple[np.ndarray, list[str], list[str]]:
@@ -42,12 +42,12 @@ def embed_all(root: Path, embedder: str) -> tuple[np.ndarray, list[str], list[st
     start = time.perf_counter()
     for row in rows:
         image = read_image(root / row["image"])
-        detections = pipeline.detect(image)
-        if not detections:
+        faces = pipeline.faces(image, embed=False)
+        if not faces:
             missing.append(row["image"])
             continue
         h, w = image.shape[:2]
-        face = pipeline.analyze(image, detections[choose_face([d.box for d in detections], w, h)])
+        face = pipeline.embed(image, faces[choose_face([f.detection.box for f in faces], w, h)])
         assert face.embedding is not None
         vectors.append(face.embedding)
         identities.append(row["identity"])

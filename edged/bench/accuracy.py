@@ -64,12 +64,12 @@ Embedder = Callable[[ImageRGB], FloatArray | None]
 
 def edged_embedder(pipeline: FacePipeline) -> Embedder:
     def embed(image: ImageRGB) -> FloatArray | None:
-        detections = pipeline.detect(image)
-        if not detections:
+        faces = pipeline.faces(image, embed=False)
+        if not faces:
             return None
         h, w = image.shape[:2]
-        chosen = detections[choose_face([d.box for d in detections], w, h)]
-        return pipeline.analyze(image, chosen).embedding
+        chosen = faces[choose_face([f.detection.box for f in faces], w, h)]
+        return pipeline.embed(image, chosen).embedding
 
     return embed
 

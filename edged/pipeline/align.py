@@ -1,7 +1,7 @@
-"""Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip`` from five points.
+"""Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip``'s geometry.
 
-A similarity transform (no reflection) is fitted from dlib's five-point chip template to the
-face's points; chip pixel ``u`` is then sampled at ``c + R(θ)·k·(u − 74.5)`` with
+A similarity transform (no reflection) is fitted from a chip template (dlib's own five-point
+template, or the mesh template below) to the face's points; chip pixel ``u`` is then sampled at ``c + R(θ)·k·(u − 74.5)`` with
 ``k = (150·s − 1)/149`` (dlib's ``centered_drect`` off-by-one), bilinear, truncated to uint8.
 When the face is more than twice the chip's size the region is first halved with the 5-tap
 Gaussian pyramid (as dlib's ``extract_image_chips`` does) so the chip is not aliased.
@@ -32,8 +32,72 @@ CHIP_TEMPLATE = np.array(
     ],
     np.float64,
 )
-MESH_INDICES = (263, 362, 33, 133, 2)
-"""Face-mesh points that correspond to the rows of ``CHIP_TEMPLATE``."""
+FIVE_MESH_INDICES = (263, 362, 33, 133, 2)
+"""Face-mesh points nearest the rows of ``CHIP_TEMPLATE``."""
+
+# Where 26 stable face-mesh points (eye corners and lids, brows, nose, lips) fall on average in dlib's
+# chip, measured by tools/fit_mesh_template.py: each face's mesh is mapped into the chip that dlib's
+# own five-point shape predictor aligns, and the positions are averaged. Fitting the similarity to
+# many points instead of five mesh points that only approximate dlib's makes the chip less noisy.
+MESH_INDICES = (
+    33,
+    133,
+    362,
+    263,
+    2,
+    1,
+    4,
+    5,
+    159,
+    145,
+    386,
+    374,
+    168,
+    6,
+    98,
+    327,
+    61,
+    291,
+    0,
+    17,
+    70,
+    300,
+    105,
+    334,
+    9,
+    151,
+)
+MESH_TEMPLATE = np.array(
+    [
+        [36.323, 46.578],  # 33 subject's right eye, outer corner
+        [59.742, 47.547],  # 133 right eye, inner corner
+        [89.193, 47.558],  # 362 left eye, inner corner
+        [112.876, 46.397],  # 263 left eye, outer corner
+        [74.267, 86.301],  # 2 nose base
+        [73.983, 81.026],  # 1 nose tip
+        [73.947, 75.312],  # 4
+        [73.975, 67.798],  # 5
+        [46.629, 42.962],  # 159 right upper lid
+        [48.210, 49.618],  # 145 right lower lid
+        [102.290, 42.834],  # 386 left upper lid
+        [100.841, 49.492],  # 374 left lower lid
+        [74.217, 43.348],  # 168 between the eyes
+        [74.174, 49.664],  # 6 nose bridge
+        [59.202, 83.997],  # 98 right nostril
+        [89.648, 83.940],  # 327 left nostril
+        [51.452, 104.524],  # 61 right mouth corner
+        [98.329, 104.432],  # 291 left mouth corner
+        [74.338, 98.423],  # 0 upper lip
+        [74.622, 117.629],  # 17 lower lip
+        [26.314, 35.015],  # 70 right brow, outer
+        [123.076, 34.637],  # 300 left brow, outer
+        [39.838, 27.740],  # 105 right brow
+        [108.759, 27.376],  # 334 left brow
+        [74.095, 30.502],  # 9 glabella
+        [74.091, 15.867],  # 151 forehead
+    ],
+    np.float64,
+)
 
 # Fallback when no mesh is available: BlazeFace's eye centres (right, left) against the template's
 # eye-corner midpoints.
@@ -64,6 +128,13 @@ def fit_similarity(
 
 
 def five_points(mesh: Mesh) -> npt.NDArray[np.float64]:
+    """The mesh points nearest dlib's five landmarks, for ``CHIP_TEMPLATE`` (tools/chips.py makes
+    the int8 calibration chips this way)."""
+    return mesh.points[list(FIVE_MESH_INDICES), :2].astype(np.float64)
+
+
+def mesh_points(mesh: Mesh) -> npt.NDArray[np.float64]:
+    """The mesh points that ``MESH_TEMPLATE`` describes, in frame pixels."""
     return mesh.points[list(MESH_INDICES), :2].astype(np.float64)
 
 
@@ -105,7 +176,7 @@ def align_chip(
 
 
 def chip_for(image: ImageRGB, detection: Detection, mesh: Mesh | None) -> ImageRGB:
-    """Align from the mesh's five points, or from the detector's eye keypoints without a mesh."""
+    """Align from the mesh points, or from the detector's eye keypoints without a mesh."""
     if mesh is not None:
-        return align_chip(image, five_points(mesh))
+        return align_chip(image, mesh_points(mesh), MESH_TEMPLATE)
     return align_chip(image, detection.keypoints[:2].astype(np.float64), KEYPOINT_TEMPLATE)

@@ -11,7 +11,7 @@ from edged.pipeline.detect import VARIANTS, FaceDetector
 from edged.pipeline.embed import FaceEmbedder
 from edged.pipeline.mesh import FaceMesher
 from edged.pipeline.quality import QualityThresholds, assess
-from edged.types import Detection, Face, ImageRGB
+from edged.types import Detection, Face, ImageRGB, Mesh
 
 EMBEDDER_KEYS = {"int8": "face_embedder", "float32": "face_embedder_float32"}
 
@@ -69,12 +69,28 @@ class FacePipeline:
         """Mesh, align and assess one detection; embed it when asked (even if the gate fails:
         the caller decides what a failed gate means)."""
         mesh = self.mesher.mesh(image, detection)
+        return self._finish(image, detection, mesh, embed)
+
+    def _finish(self, image: ImageRGB, detection: Detection, mesh: Mesh, embed: bool) -> Face:
         chip = chip_for(image, detection, mesh)
         quality = assess(image, detection, mesh, chip, self.quality_limits)
         embedding = self.embedder.embed(chip) if embed else None
         return Face(detection, mesh, quality, embedding)
 
+    def embed(self, image: ImageRGB, face: Face) -> Face:
+        """``face`` with its template (for faces found with ``embed=False``)."""
+        if face.embedding is not None:
+            return face
+        return self._finish(image, face.detection, face.mesh or self.mesher.mesh(image, face.detection), True)
+
     def faces(self, image: ImageRGB, embed: bool = True) -> list[Face]:
-        """Every face in the frame, largest first."""
+        """Every face in the frame, largest first. Detections that the face mesh does not confirm
+        as a face (its face flag below the quality limit) are dropped: they are not faces."""
         detections = sorted(self.detect(image), key=lambda d: d.box.area, reverse=True)
-        return [self.analyze(image, d, embed) for d in detections]
+        found = []
+        for detection in detections:
+            mesh = self.mesher.mesh(image, detection)
+            if mesh.face_score < self.quality_limits.min_face_score:
+                continue
+            found.append(self._finish(image, detection, mesh, embed))
+        return found
