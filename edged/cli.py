@@ -13,7 +13,7 @@ from typing import Any
 from edged import __version__
 from edged.errors import BadArgument, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
-from edged.pipeline.image import ImageLimits, read_image
+from edged.pipeline.image import MAX_PIXELS, ImageLimits, read_image
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.pipeline.verify import verify
 from edged.types import Face
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--threads", type=int, default=1, help="inference threads per model (default 1)")
     parser.add_argument("--detector", choices=("short", "full"), default="short", help="BlazeFace variant")
-    parser.add_argument("--max-pixels", type=int, default=ImageLimits.max_pixels, help="image pixel cap")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image pixel cap")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -146,7 +146,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         verdict = "same person" if result.is_identical else "different people"
         print(
-            f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold:.4f} at FAR {result.far:g}), "
+            f"{verdict}: distance {result.distance:.4f} "
+            f"(threshold {result.threshold:.4f} at FAR {result.far:g}), "
             f"confidence {result.confidence:.3f}"
         )
     return 0

@@ -20,12 +20,16 @@ def astronaut() -> ImageRGB:
         from skimage import data
     except ImportError as exc:
         raise ConfigError("the demo image comes from scikit-image: pip install 'edged[demo]'") from exc
-    return np.ascontiguousarray(data.astronaut())
+    portrait: ImageRGB = np.ascontiguousarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+    return portrait
 
 
 def shifted(image: ImageRGB, dx: int, dy: int) -> ImageRGB:
     matrix = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    moved: ImageRGB = cv2.warpAffine(
+        image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE
+    )
+    return moved
 
 
 def run_demo(pipeline: FacePipeline) -> int:

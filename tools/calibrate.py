@@ -73,7 +73,7 @@ def pair_distances(vectors: np.ndarray, identities: list[str]) -> tuple[np.ndarr
 
 def threshold_at(impostor_sorted: np.ndarray, far: float) -> float:
     """Largest threshold t with #(impostor ≤ t) / n ≤ far: just below the (k+1)-th smallest."""
-    allowed = int(math.floor(far * impostor_sorted.size))
+    allowed = math.floor(far * impostor_sorted.size)
     return float(np.nextafter(impostor_sorted[allowed], -np.inf))
 
 

@@ -38,7 +38,7 @@ class DlibAligner:
     """dlib's own chip pipeline: HOG detector, 5-point landmarks, ``get_face_chip``."""
 
     def __init__(self, shape_predictor: Path) -> None:
-        import dlib  # noqa: PLC0415 (optional: the default build aligns with edged, not dlib)
+        import dlib
 
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
@@ -73,8 +73,8 @@ class EdgedAligner:
         repo = str(Path(__file__).resolve().parents[1])
         if repo not in sys.path:
             sys.path.insert(0, repo)
-        from edged.inference.runtime import TFLiteModel  # noqa: PLC0415 (this checkout's edged)
-        from edged.pipeline import align, detect, mesh  # noqa: PLC0415
+        from edged.inference.runtime import TFLiteModel
+        from edged.pipeline import align, detect, mesh
 
         self._align = align
         self._detector = detect.FaceDetector(

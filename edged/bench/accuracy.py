@@ -177,7 +177,8 @@ def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline) -> int:
         )
         note = (
             f"Protocol: {first.protocol}. Images with no detected face count as failures and their pairs "
-            "as non-matches. TAR@FAR on these pairs only (FAR 1e-4 below 1/impostors means zero false accepts)."
+            "as non-matches. TAR@FAR on these pairs only "
+            "(FAR 1e-4 below 1/impostors means zero false accepts)."
         )
         record(args.record, f"accuracy: {args.pairs.name} ({args.root.name})", table + "\n\n" + note, command)
     if args.json:

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from edged.inference.runtime import runtime_name
 
-HEADER = "# Benchmarks\n\nWritten by `edged bench … --record`; each section is replaced when its benchmark runs again.\n"
+HEADER = (
+    "# Benchmarks\n\nWritten by `edged bench … --record`; "
+    "each section is replaced when its benchmark runs again.\n"
+)
 
 
 def cpu_model() -> str:

@@ -130,7 +130,8 @@ def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> 
     if args.record:
         command = "edged bench speed" + (" --compare" if args.compare else "") + f" --repeat {args.repeat}"
         note = (
-            "One face per frame (the astronaut portrait scaled to the frame height). `total` is detect + mesh + "
+            "One face per frame (the astronaut portrait scaled to the frame height). "
+            "`total` is detect + mesh + "
             "align + quality + embed for that face; face_recognition's is face_locations (HOG) + "
             "face_encodings on the same frame, in the same run."
         )

@@ -1,7 +1,8 @@
 """Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip``'s geometry.
 
 A similarity transform (no reflection) is fitted from a chip template (dlib's own five-point
-template, or the mesh template below) to the face's points; chip pixel ``u`` is then sampled at ``c + R(θ)·k·(u − 74.5)`` with
+template, or the mesh template below) to the face's points; chip pixel ``u`` is then sampled
+at ``c + R(θ)·k·(u − 74.5)`` with
 ``k = (150·s − 1)/149`` (dlib's ``centered_drect`` off-by-one), bilinear, truncated to uint8.
 When the face is more than twice the chip's size the region is first halved with the 5-tap
 Gaussian pyramid (as dlib's ``extract_image_chips`` does) so the chip is not aliased.
@@ -157,7 +158,7 @@ def align_chip(
     x1, y1 = min(w, math.ceil(centre[0] + half) + 1), min(h, math.ceil(centre[1] + half) + 1)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
-    region = image[y0:y1, x0:x1]
+    region: np.ndarray = image[y0:y1, x0:x1]
     for _ in range(levels):
         region = cv2.pyrDown(region)
     factor = 2.0**-levels

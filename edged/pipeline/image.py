@@ -17,12 +17,13 @@ from edged.types import ImageRGB
 
 MAX_BYTES = 6 * 1024 * 1024
 MIN_SIDE = 36
+MAX_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True, slots=True)
 class ImageLimits:
     max_bytes: int = MAX_BYTES
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = MAX_PIXELS
     min_side: int = MIN_SIDE
 
 
