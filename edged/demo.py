@@ -26,10 +26,8 @@ def astronaut() -> ImageRGB:
 
 def shifted(image: ImageRGB, dx: int, dy: int) -> ImageRGB:
     matrix = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-    moved: ImageRGB = cv2.warpAffine(
-        image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE
-    )
-    return moved
+    size = (image.shape[1], image.shape[0])
+    return np.asarray(cv2.warpAffine(image, matrix, size, borderMode=cv2.BORDER_REPLICATE), dtype=np.uint8)
 
 
 def run_demo(pipeline: FacePipeline) -> int:
