@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edged import __version__
-from edged.errors import BadArgument, EdgedError, NoFaceDetected
+from edged.config import CONFIG_ENV, Config, config_errors, load_config
+from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
-from edged.pipeline.image import MAX_PIXELS, ImageLimits, read_image
-from edged.pipeline.pipeline import FacePipeline, PipelineSettings
+from edged.pipeline.image import ImageLimits, read_image
+from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
 from edged.types import Face
 
@@ -37,11 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     parser.add_argument(
+        "--config", type=Path, help=f"YAML configuration (default: ${CONFIG_ENV}, else built-in)"
+    )
+    parser.add_argument(
         "--model-dir", type=Path, help="directory with manifest.yaml (default: the installed models)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="inference threads per model (default 1)")
-    parser.add_argument("--detector", choices=("short", "full"), default="short", help="BlazeFace variant")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="image pixel cap")
+    parser.add_argument("--threads", type=int, help="inference threads per model (config default 1)")
+    parser.add_argument(
+        "--detector", choices=("short", "full"), help="BlazeFace variant (config default short)"
+    )
+    parser.add_argument("--max-pixels", type=int, help="image pixel cap (config default 4096×4096)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -82,17 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("demo", help="a self-contained run on the public-domain astronaut portrait")
+
+    p = sub.add_parser("check-config", help="validate a configuration file and print every error")
+    p.add_argument("file", type=Path, nargs="?", help="default: --config, $EDGED_CONFIG")
     return parser
 
 
-def settings_from(args: argparse.Namespace, embedder: str = "int8") -> PipelineSettings:
-    if args.threads < 1:
-        raise BadArgument(f"--threads must be at least 1, not {args.threads}")
-    return PipelineSettings(detector=args.detector, threads=args.threads, embedder=embedder)
+def effective_config(args: argparse.Namespace) -> Config:
+    """The configuration file with the command-line overrides applied (validated again)."""
+    data = load_config(args.config).model_dump()
+    overrides = {
+        "threads": args.threads,
+        "detector": args.detector,
+        "embedder": getattr(args, "embedder", None),
+    }
+    data["pipeline"].update({k: v for k, v in overrides.items() if v is not None})
+    if args.max_pixels is not None:
+        data["images"]["max_pixels"] = args.max_pixels
+    if args.model_dir is not None:
+        data["model_dir"] = args.model_dir
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][-1]).replace("_", "-")
+        raise BadArgument(f"{option}: {first['msg']}") from None
 
 
-def load_pipeline(args: argparse.Namespace, embedder: str = "int8") -> FacePipeline:
-    return FacePipeline.load(Manifest.load(args.model_dir), settings_from(args, embedder))
+def load_pipeline(config: Config, threads: int | None = None) -> FacePipeline:
+    settings = config.pipeline if threads is None else config.pipeline.model_copy(update={"threads": threads})
+    return FacePipeline.load(Manifest.load(config.model_dir), settings)
 
 
 def face_json(face: Face) -> dict[str, Any]:
@@ -106,8 +134,9 @@ def face_json(face: Face) -> dict[str, Any]:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args)
-    image = read_image(args.image, ImageLimits(max_pixels=args.max_pixels))
+    config = effective_config(args)
+    pipeline = load_pipeline(config)
+    image = read_image(args.image, config.images)
     faces = pipeline.faces(image, embed=False)
     result = {"faces": [face_json(f) for f in faces]}
     if args.json:
@@ -132,13 +161,14 @@ def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnin
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args)
-    limits = ImageLimits(max_pixels=args.max_pixels)
+    config = effective_config(args)
+    pipeline = load_pipeline(config)
     warnings: list[str] = []
-    a = largest_face(pipeline, args.image_a, limits, warnings)
-    b = largest_face(pipeline, args.image_b, limits, warnings)
+    a = largest_face(pipeline, args.image_a, config.images, warnings)
+    b = largest_face(pipeline, args.image_b, config.images, warnings)
     assert a.embedding is not None and b.embedding is not None
-    result = verify(a.embedding, b.embedding, pipeline.calibration, args.far)
+    far = args.far if args.far is not None else config.verify.far
+    result = verify(a.embedding, b.embedding, pipeline.calibration, far)
     for warning in warnings:
         print(f"edged: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -154,27 +184,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    config = effective_config(args)
     if args.bench == "accuracy":
         from edged.bench.accuracy import run_accuracy
 
-        return run_accuracy(args, load_pipeline(args, args.embedder))
+        return run_accuracy(args, load_pipeline(config), config.images)
     from edged.bench.speed import run_speed
 
-    return run_speed(
-        args,
-        lambda threads: FacePipeline.load(
-            Manifest.load(args.model_dir), PipelineSettings(detector=args.detector, threads=threads)
-        ),
-    )
+    return run_speed(args, lambda threads: load_pipeline(config, threads))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edged.demo import run_demo
 
-    return run_demo(load_pipeline(args))
+    return run_demo(load_pipeline(effective_config(args)))
 
 
-COMMANDS = {"detect": cmd_detect, "verify": cmd_verify, "bench": cmd_bench, "demo": cmd_demo}
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is None:
+        raise BadArgument("name the file: edged check-config FILE (or --config / $EDGED_CONFIG)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    config, errors = config_errors(text, str(path))
+    for error in errors:
+        print(error, file=sys.stderr)
+    if config is None:
+        print(f"edged: {path}: {len(errors)} error(s)", file=sys.stderr)
+        return ConfigError.exit_code
+    print(f"{path}: ok")
+    return 0
+
+
+COMMANDS = {
+    "detect": cmd_detect,
+    "verify": cmd_verify,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+    "check-config": cmd_check_config,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

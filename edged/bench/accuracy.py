@@ -16,7 +16,7 @@ import numpy as np
 from edged.bench.metrics import Report, evaluate
 from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument, EdgedError
-from edged.pipeline.image import read_image
+from edged.pipeline.image import ImageLimits, read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import Box, FloatArray, ImageRGB
 
@@ -92,14 +92,16 @@ def face_recognition_embedder() -> Embedder | None:
     return embed
 
 
-def distances_for(pairs: list[Pair], root: Path, embed: Embedder) -> tuple[np.ndarray, list[str], float]:
+def distances_for(
+    pairs: list[Pair], root: Path, embed: Embedder, limits: ImageLimits | None = None
+) -> tuple[np.ndarray, list[str], float]:
     names = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
     templates: dict[str, FloatArray | None] = {}
     failures: list[str] = []
     start = time.perf_counter()
     for i, name in enumerate(names, 1):
         try:
-            templates[name] = embed(read_image(root / name))
+            templates[name] = embed(read_image(root / name, limits))
         except EdgedError as exc:
             print(f"edged: {exc}", file=sys.stderr)
             templates[name] = None
@@ -119,7 +121,7 @@ def distances_for(pairs: list[Pair], root: Path, embed: Embedder) -> tuple[np.nd
     return distances, failures, elapsed / max(1, len(names))
 
 
-def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline) -> int:
+def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: ImageLimits) -> int:
     pairs = load_pairs(args.pairs)
     same = np.array([p.same for p in pairs], np.int64)
     folds = np.array([p.fold for p in pairs], np.int64) if all(p.fold is not None for p in pairs) else None
@@ -135,7 +137,7 @@ def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline) -> int:
     reports: dict[str, tuple[Report, float, list[str]]] = {}
     for name, embed in systems.items():
         print(f"{name}: embedding images of {args.pairs} …", file=sys.stderr)
-        distances, failures, per_image = distances_for(pairs, args.root, embed)
+        distances, failures, per_image = distances_for(pairs, args.root, embed, limits)
         failed_pairs = sum(1 for p in pairs if p.image_a in failures or p.image_b in failures)
         reports[name] = (evaluate(distances, same, folds, default, failed_pairs), per_image, failures)
     rows = []

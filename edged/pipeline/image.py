@@ -6,25 +6,16 @@ Nothing here writes to disk: images arrive as bytes and leave as an RGB array.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edged.config import ImageLimits
 from edged.errors import ImageError, ImageSizeError
 from edged.types import ImageRGB
 
-MAX_BYTES = 6 * 1024 * 1024
-MIN_SIDE = 36
-MAX_PIXELS = 4096 * 4096
-
-
-@dataclass(frozen=True, slots=True)
-class ImageLimits:
-    max_bytes: int = MAX_BYTES
-    max_pixels: int = MAX_PIXELS
-    min_side: int = MIN_SIDE
+__all__ = ["ImageLimits", "decode_image", "header_size", "read_image"]
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from edged.config import PipelineSettings
 from edged.inference.manifest import Calibration, Manifest
 from edged.inference.runtime import TFLiteModel
 from edged.pipeline.align import chip_for
@@ -15,16 +14,7 @@ from edged.types import Detection, Face, ImageRGB, Mesh
 
 EMBEDDER_KEYS = {"int8": "face_embedder", "float32": "face_embedder_float32"}
 
-
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
-    detector: str = "short"
-    """``short`` (faces ≥ ~10 % of the frame width, a door camera at arm's length) or ``full``."""
-    detection_threshold: float | None = None
-    min_face_px: float = 20.0
-    embedder: str = "int8"
-    threads: int = 1
-    quality: QualityThresholds = field(default_factory=QualityThresholds)
+__all__ = ["EMBEDDER_KEYS", "FacePipeline", "PipelineSettings"]
 
 
 class FacePipeline:
@@ -58,7 +48,9 @@ class FacePipeline:
             settings.min_face_px,
         )
         mesher = FaceMesher(TFLiteModel(manifest.verified_path("face_mesh"), threads))
-        embedder = FaceEmbedder(TFLiteModel(manifest.verified_path(embedder_key), threads))
+        embedder = FaceEmbedder(
+            TFLiteModel(manifest.verified_path(embedder_key), threads), settings.flip_average
+        )
         calibration = manifest.entry(embedder_key).calibration or manifest.entry("face_embedder").calibration
         return cls(detector, mesher, embedder, calibration, settings.quality)
 

@@ -4,12 +4,14 @@ and the measured values behind them."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from edged.config import QualityThresholds
 from edged.types import Detection, ImageRGB, Mesh, Quality
+
+__all__ = ["QualityThresholds", "assess", "brightness", "outside_fraction", "pose_degrees", "sharpness"]
 
 # reason codes (stable: they appear in CLI output, MQTT events and enrolment refusals)
 TOO_SMALL = "too_small"
@@ -23,22 +25,6 @@ LOW_DETECTION_SCORE = "low_detection_score"
 
 # mesh points: nose tip, cheek extremes (subject's right/left), forehead top, chin
 _NOSE, _RIGHT_CHEEK, _LEFT_CHEEK, _FOREHEAD, _CHIN = 1, 234, 454, 10, 152
-
-
-@dataclass(frozen=True, slots=True)
-class QualityThresholds:
-    """Limits of the gate; every value is documented in config/edged.yaml."""
-
-    min_face_px: float = 48.0
-    min_sharpness: float = 40.0
-    max_yaw_deg: float = 40.0
-    max_pitch_deg: float = 35.0
-    max_roll_deg: float = 45.0
-    min_brightness: float = 40.0
-    max_brightness: float = 225.0
-    max_outside_fraction: float = 0.1
-    min_face_score: float = 0.5
-    min_detection_score: float = 0.5
 
 
 def pose_degrees(mesh: Mesh) -> tuple[float, float, float]:
