@@ -119,7 +119,14 @@ def effective_config(args: argparse.Namespace) -> Config:
 
 
 def load_pipeline(config: Config, threads: int | None = None) -> FacePipeline:
-    settings = config.pipeline if threads is None else config.pipeline.model_copy(update={"threads": threads})
+    if threads is not None:  # the speed benchmark's 1-thread / all-cores runs
+        config = Config.model_validate(
+            {
+                **config.model_dump(),
+                "pipeline": {**config.pipeline.model_dump(), "threads": threads, "model_threads": {}},
+            }
+        )
+    settings = config.pipeline
     return FacePipeline.load(Manifest.load(config.model_dir), settings)
 
 

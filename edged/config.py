@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,6 +58,13 @@ class PipelineSettings(Strict):
     )
     flip_average: bool = Field(True, description="template = mean of the chip's and its mirror's embeddings")
     threads: int = Field(1, ge=1, le=16, description="inference threads per model")
+    model_threads: dict[Literal["detector", "mesh", "embedder"], Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=dict, description="per-model overrides of threads, e.g. {embedder: 2}"
+    )
+
+    def threads_for(self, stage: Literal["detector", "mesh", "embedder"]) -> int:
+        return self.model_threads.get(stage, self.threads)
+
     quality: QualityThresholds = Field(default_factory=QualityThresholds)
 
 

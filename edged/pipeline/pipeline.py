@@ -40,16 +40,16 @@ class FacePipeline:
         settings = settings or PipelineSettings()
         variant = VARIANTS[settings.detector]
         embedder_key = EMBEDDER_KEYS[settings.embedder]
-        threads = settings.threads
         detector = FaceDetector(
-            TFLiteModel(manifest.verified_path(variant.model_key), threads),
+            TFLiteModel(manifest.verified_path(variant.model_key), settings.threads_for("detector")),
             variant,
             settings.detection_threshold,
             settings.min_face_px,
         )
-        mesher = FaceMesher(TFLiteModel(manifest.verified_path("face_mesh"), threads))
+        mesher = FaceMesher(TFLiteModel(manifest.verified_path("face_mesh"), settings.threads_for("mesh")))
         embedder = FaceEmbedder(
-            TFLiteModel(manifest.verified_path(embedder_key), threads), settings.flip_average
+            TFLiteModel(manifest.verified_path(embedder_key), settings.threads_for("embedder")),
+            settings.flip_average,
         )
         calibration = manifest.entry(embedder_key).calibration or manifest.entry("face_embedder").calibration
         return cls(detector, mesher, embedder, calibration, settings.quality)
