@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edged import __version__
-from edged.config import CONFIG_ENV, Config, config_errors, load_config
+from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
 from edged.pipeline.image import ImageLimits, read_image
@@ -208,14 +207,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    path = args.file or args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    path = args.file or config_path(args.config)
     if path is None:
         raise BadArgument("name the file: edged check-config FILE (or --config / $EDGED_CONFIG)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    config, errors = config_errors(text, str(path))
+    config, errors = check_config(path)
     for error in errors:
         print(error, file=sys.stderr)
     if config is None:

@@ -138,18 +138,29 @@ def config_errors(text: str, source: str) -> tuple[Config | None, list[str]]:
         return None, errors
 
 
-def load_config(path: Path | None) -> Config:
-    """The config at ``path`` (or ``$EDGED_CONFIG``), or the defaults when neither is set."""
-    if path is None:
-        env = os.environ.get(CONFIG_ENV)
-        if not env:
-            return Config()
-        path = Path(env)
+def config_path(path: Path | None) -> Path | None:
+    """``path``, else ``$EDGED_CONFIG``, else None (the built-in defaults)."""
+    if path is not None:
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else None
+
+
+def check_config(path: Path) -> tuple[Config | None, list[str]]:
+    """Read and validate the file at ``path``: the config, or every error found."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    config, errors = config_errors(text, str(path))
+    return config_errors(text, str(path))
+
+
+def load_config(path: Path | None) -> Config:
+    """The config at ``path`` (or ``$EDGED_CONFIG``), or the defaults when neither is set."""
+    path = config_path(path)
+    if path is None:
+        return Config()
+    config, errors = check_config(path)
     if config is None:
         more = f" (and {len(errors) - 1} more: run edged check-config)" if len(errors) > 1 else ""
         raise ConfigError(errors[0] + more)
