@@ -16,10 +16,11 @@ from edged import __version__
 from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
+from edged.log import native_stderr_silenced
 from edged.pipeline.image import ImageLimits, read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
-from edged.types import Face
+from edged.types import Face, ImageRGB
 
 logger = logging.getLogger("edged.cli")
 
@@ -129,6 +130,12 @@ def load_pipeline(config: Config, threads: int | None = None) -> FacePipeline:
     return FacePipeline.load(Manifest.load(config.model_dir), settings)
 
 
+def quiet_read(path: Path, limits: ImageLimits) -> ImageRGB:
+    """Read an image with the decoders' own stderr chatter silenced: the error, if any, is ours."""
+    with native_stderr_silenced():
+        return read_image(path, limits)
+
+
 def face_json(face: Face) -> dict[str, Any]:
     det = face.detection
     return {
@@ -142,7 +149,7 @@ def face_json(face: Face) -> dict[str, Any]:
 def cmd_detect(args: argparse.Namespace) -> int:
     config = effective_config(args)
     pipeline = load_pipeline(config)
-    image = read_image(args.image, config.images)
+    image = quiet_read(args.image, config.images)
     faces = pipeline.faces(image, embed=False)
     result = {"faces": [face_json(f) for f in faces]}
     if args.json:
@@ -157,7 +164,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnings: list[str]) -> Face:
-    image = read_image(path, limits)
+    image = quiet_read(path, limits)
     faces = pipeline.faces(image, embed=False)
     if not faces:
         raise NoFaceDetected(f"no face found in {path}")

@@ -170,7 +170,7 @@ def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
     ]
     table = markdown_table(header, rows)
     first = next(iter(reports.values()))[0]
-    print(table)
+    print(table, file=sys.stderr if args.json else sys.stdout)
     print(f"protocol: {first.protocol}", file=sys.stderr)
     if args.record:
         command = (

@@ -71,6 +71,11 @@ def tar_at_far(distances: Floats, same: Ints, target: float) -> tuple[float, flo
     impostor = np.sort(distances[same == 0])
     allowed = int(np.floor(target * impostor.size + 1e-9))  # false accepts we may make
     threshold = float(impostor[allowed] - 1e-9) if allowed < impostor.size else float("inf")
+    if not np.isfinite(threshold):
+        # every impostor left is a failure (inf, a non-match): any finite threshold accepts none of
+        # them, and a failed genuine pair must never count as accepted
+        finite = distances[np.isfinite(distances)]
+        threshold = float(finite.max()) if finite.size else 0.0
     genuine = distances[same == 1]
     return float((genuine <= threshold).mean()) if genuine.size else float("nan"), threshold
 

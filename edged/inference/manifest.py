@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from edged.errors import ModelError, ModelIntegrityError
+from edged.errors import BadArgument, ModelError, ModelIntegrityError
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ class Calibration:
         usable = [t for t in self.thresholds if t.far <= far * (1 + 1e-9)]
         if not usable:
             smallest = min(t.far for t in self.thresholds)
-            raise ModelError(
-                f"no calibrated threshold for far={far:g}; smallest calibrated FAR is {smallest:g}"
-            )
+            raise BadArgument(f"far={far:g} is below the smallest calibrated FAR, {smallest:g}")
         return max(usable, key=lambda t: t.far).threshold
 
     def confidence(self, distance: float) -> float:

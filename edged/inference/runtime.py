@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.errors import ModelError
+from edged.log import native_stderr_silenced
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class TFLiteModel:
         interpreter_class, self.runtime = _interpreter_class()
         self.path = path
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=max(1, threads))
-            self._interpreter.allocate_tensors()
+            with native_stderr_silenced():
+                self._interpreter = interpreter_class(model_path=str(path), num_threads=max(1, threads))
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.runtime} cannot load {path.name}: {exc}") from exc
         self.inputs = tuple(_spec(d) for d in self._interpreter.get_input_details())
