@@ -1,0 +1,107 @@
+"""The YAML configuration: defaults, validation with the offending line, CLI overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edged.config import Config, check_config, config_errors, load_config
+from edged.errors import ConfigError
+
+RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "edged.yaml"
+
+
+def test_the_shipped_config_is_valid_and_states_the_defaults() -> None:
+    config, errors = check_config(SHIPPED)
+    assert errors == []
+    assert config == Config(), "config/edged.yaml must document exactly the built-in defaults"
+
+
+def test_no_file_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGED_CONFIG", raising=False)
+    assert load_config(None) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pipeline:\n  detektor: short\n", ["x.yaml:2: pipeline.detektor: unknown key"]),
+        (
+            "pipeline:\n  threads: 0\n",
+            ["x.yaml:2: pipeline.threads: Input should be greater than or equal to 1"],
+        ),
+        (
+            "images:\n  max_bytes: 99999999\n",
+            ["x.yaml:2: images.max_bytes: Input should be less than or equal"],
+        ),
+        (
+            "pipeline:\n  quality:\n    max_yaw_deg: wide\n",
+            ["x.yaml:3: pipeline.quality.max_yaw_deg: Input should"],
+        ),
+        ("pipeline:\n  model_threads: {gpu: 2}\n", ["x.yaml:2: pipeline.model_threads.gpu"]),
+        ("schema_version: 2\n", ["x.yaml:1: schema_version: Input should be 1"]),
+        ("- a\n- b\n", ["x.yaml: the top level must be a mapping, not list"]),
+        ("pipeline: [\n", ["x.yaml:2: not valid YAML"]),
+    ],
+)
+def test_errors_name_the_path_and_line(text: str, expected: list[str]) -> None:
+    config, errors = config_errors(text, "x.yaml")
+    assert config is None
+    assert len(errors) == len(expected)
+    for error, start in zip(errors, expected, strict=True):
+        assert error.startswith(start), error
+
+
+def test_every_error_is_reported_at_once() -> None:
+    _, errors = config_errors("pipeline:\n  detektor: x\n  threads: -1\nverify:\n  far: 2\n", "c.yaml")
+    assert {e.split(":")[1] for e in errors} == {"2", "3", "5"}
+
+
+def test_load_config_raises_one_error_with_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("pipeline:\n  detektor: x\n  threads: -1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d: .* \(and 1 more: run edged check-config\)"):
+        load_config(path)
+
+
+def test_per_model_threads_override_the_default() -> None:
+    config = Config.model_validate({"pipeline": {"threads": 2, "model_threads": {"embedder": 1}}})
+    assert config.pipeline.threads_for("embedder") == 1
+    assert config.pipeline.threads_for("detector") == 2
+
+
+def test_check_config_cli(tmp_path: Path, run_edged: RunEdged) -> None:
+    good = run_edged(["check-config", SHIPPED])
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip().endswith(": ok")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline:\n  detektor: x\nimages:\n  min_side: 0\n")
+    result = run_edged(["check-config", bad])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == f"edged: {bad}: 2 error(s)"
+    assert any(":2: pipeline.detektor: unknown key" in line for line in lines)
+    assert any(":4: images.min_side" in line for line in lines)
+
+
+def test_config_from_the_environment_and_cli_overrides(tmp_path: Path, run_edged: RunEdged) -> None:
+    """EDGED_CONFIG is read; a bad file stops the command with one line; a bad override is BadArgument."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline:\n  detector: medium\n")
+    env = {**os.environ, "EDGED_CONFIG": str(bad)}
+    result = run_edged(["demo"], env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"edged: BadConfig: {bad}:2: pipeline.detector")
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"pipeline": {"threads": 1}}))
+    override = run_edged(["--config", good, "--threads", "0", "demo"])
+    assert override.returncode == 2
+    assert override.stderr.startswith("edged: BadArgument: --threads")
