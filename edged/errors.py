@@ -10,9 +10,16 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   └── ModelIntegrityError     file bytes differ from models/manifest.yaml
     ├── ImageError                  code InvalidImage: unreadable, corrupt, empty, wrong type
     │   └── ImageSizeError          code InvalidImageSize: bytes or pixels over the cap, too small
-    └── FaceError
-        ├── NoFaceDetected          no face passed detection
-        └── BadArgument             a request argument out of range or of the wrong type
+    ├── FaceError
+    │   ├── NoFaceDetected          no face passed detection
+    │   ├── BadArgument             a request argument out of range or of the wrong type
+    │   ├── NotFound                (exit 6) a referenced object does not exist (or has expired)
+    │   │   ├── PersonGroupNotFound, PersonNotFound, FaceListNotFound, DynamicPersonGroupNotFound
+    │   │   └── FaceNotFound        face ID unknown or expired, persisted face unknown
+    │   ├── Conflict                (exit 7) PersonGroupExists, FaceListExists, PersonGroupNotTrained,
+    │   │                           DuplicateIdentity (enrolment matches another person)
+    │   └── QuotaExceeded           a limit of the data model (persons, faces, sizes)
+    └── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
 """
 
 from __future__ import annotations
@@ -67,3 +74,71 @@ class NoFaceDetected(FaceError):
 class BadArgument(FaceError):
     code = "BadArgument"
     exit_code = 2
+
+
+class NotFound(FaceError):
+    code = "NotFound"
+    exit_code = 6
+
+
+class PersonGroupNotFound(NotFound):
+    code = "PersonGroupNotFound"
+
+
+class PersonNotFound(NotFound):
+    code = "PersonNotFound"
+
+
+class FaceNotFound(NotFound):
+    code = "FaceNotFound"
+
+
+class FaceListNotFound(NotFound):
+    code = "FaceListNotFound"
+
+
+class DynamicPersonGroupNotFound(NotFound):
+    code = "DynamicPersonGroupNotFound"
+
+
+class Conflict(FaceError):
+    code = "Conflict"
+    exit_code = 7
+
+
+class PersonGroupExists(Conflict):
+    code = "PersonGroupExists"
+
+
+class FaceListExists(Conflict):
+    code = "FaceListExists"
+
+
+class PersonGroupNotTrained(Conflict):
+    code = "PersonGroupNotTrained"
+
+
+class DuplicateIdentity(Conflict):
+    code = "DuplicateIdentity"
+
+
+class QuotaExceeded(FaceError):
+    code = "QuotaExceeded"
+    exit_code = 7
+
+
+class CryptoError(EdgedError):
+    code = "CryptoError"
+    exit_code = 8
+
+
+class WrongKey(CryptoError):
+    """The key-encryption key does not open this directory; nothing was modified."""
+
+    code = "WrongKey"
+
+
+class DecryptionFailed(CryptoError):
+    """A ciphertext failed authentication: tampered, swapped between rows, or a wrong key."""
+
+    code = "DecryptionFailed"
