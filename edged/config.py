@@ -82,6 +82,30 @@ class VerifySettings(Strict):
     )
 
 
+class DirectorySettings(Strict):
+    """The person directory: where it lives and its policies."""
+
+    state_dir: Path | None = Field(
+        None,
+        description="directory of the SQLite file (default: $STATE_DIRECTORY under systemd, else ./state)",
+    )
+    transient_ttl_s: int = Field(
+        86_400, ge=60, le=86_400, description="lifetime of face IDs from detect (60 s to 24 h)"
+    )
+    identify_far: float = Field(
+        1e-4, gt=0, lt=1, description="target false-accept rate of identify (1:N): stricter than verify"
+    )
+    duplicate_policy: Literal["refuse", "warn", "off"] = Field(
+        "refuse", description="enrolling a face that matches a different person: refuse, warn, or allow"
+    )
+    duplicate_far: float = Field(
+        1e-3, gt=0, lt=1, description="FAR threshold of the duplicate-identity check"
+    )
+    enroll_requires_quality: bool = Field(
+        True, description="refuse enrolment of faces that fail the quality gate"
+    )
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -92,6 +116,7 @@ class Config(Strict):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     images: ImageLimits = Field(default_factory=ImageLimits)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -18,7 +18,8 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   │   └── FaceNotFound        face ID unknown or expired, persisted face unknown
     │   ├── Conflict                (exit 7) PersonGroupExists, FaceListExists, PersonGroupNotTrained,
     │   │                           DuplicateIdentity (enrolment matches another person)
-    │   └── QuotaExceeded           a limit of the data model (persons, faces, sizes)
+    │   ├── QuotaExceeded           a limit of the data model (persons, faces, sizes)
+    │   └── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
     └── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
 """
 
@@ -142,3 +143,8 @@ class DecryptionFailed(CryptoError):
     """A ciphertext failed authentication: tampered, swapped between rows, or a wrong key."""
 
     code = "DecryptionFailed"
+
+
+class QualityTooLow(FaceError):
+    code = "QualityTooLow"
+    exit_code = 5

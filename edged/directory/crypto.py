@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,8 @@ class Kek:
 
 def _parse_key(data: bytes, source: str) -> bytes:
     text = data.strip()
-    if len(data) == KEY_BYTES:
-        return data
+    if len(data) == KEY_BYTES and not re.fullmatch(rb"[0-9A-Za-z+/=\s]+", data):
+        return data  # raw bytes (a random key is practically never all printable text)
     for decode in (binascii.unhexlify, base64.b64decode):
         try:
             key = decode(text)
@@ -72,9 +73,9 @@ def read_kek(path: Path) -> Kek:
         raise ConfigError(f"key file {path} does not exist (create one with: edged keys init)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO) and not str(path).startswith(
-        os.environ.get("CREDENTIALS_DIRECTORY", "\0")
-    ):
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    is_credential = bool(credentials) and path.resolve().is_relative_to(Path(str(credentials)).resolve())
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) and not is_credential:
         raise ConfigError(
             f"key file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); chmod 600 it"
         )

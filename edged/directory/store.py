@@ -35,9 +35,11 @@ from edged.directory.crypto import (
     seal,
     unseal,
     unwrap_key,
+    verify_signature,
     wrap_key,
 )
 from edged.errors import (
+    BadArgument,
     ConfigError,
     DecryptionFailed,
     DynamicPersonGroupNotFound,
@@ -257,7 +259,9 @@ class Store:
         self.clock = clock or SystemClock()
         self._kek = kek
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():  # ciphertext only, but nobody else's business: 0600 (SQLite copies it to -wal)
+        if path.exists():
+            self._check_key_read_only(path, kek)
+        else:  # ciphertext only, but nobody else's business: 0600 (SQLite copies it to -wal)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -268,10 +272,14 @@ class Store:
             self._db.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path} is not a usable SQLite database: {exc}") from exc
-        if str(mode).lower() != "wal":
-            raise ConfigError(f"{path}: cannot switch to WAL mode (got {mode})")
-        self._check_key_then_migrate()
-        self._signer = self._device_signer()
+        try:
+            if str(mode).lower() != "wal":
+                raise ConfigError(f"{path}: cannot switch to WAL mode (got {mode})")
+            self._check_key_then_migrate()
+            self._signer = self._device_signer()
+        except BaseException:
+            self._db.close()
+            raise
 
     @classmethod
     def open(cls, state_dir: Path, kek: Kek, clock: Clock | None = None) -> Store:
@@ -330,17 +338,42 @@ class Store:
                 )
 
     def _check_key(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'kek_check'").fetchone()
-        if row is None:
-            raise ConfigError(f"{self.path} has no key check: not an edged directory, or damaged")
+        self._verify_kek(self._db, self.path, self._kek)
+
+    @staticmethod
+    def _verify_kek(db: sqlite3.Connection, path: Path, kek: Kek) -> None:
         try:
-            unseal(self._kek.key, bytes(row[0]), b"kek-check")
+            has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            row = (
+                db.execute("SELECT value FROM meta WHERE key = 'kek_check'").fetchone() if has_meta else None
+            )
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path} is not a usable SQLite database: {exc}") from exc
+        if row is None:
+            if has_meta:
+                raise ConfigError(f"{path} has no key check: not an edged directory, or damaged")
+            return  # created but never migrated: nothing to protect yet
+        try:
+            unseal(kek.key, bytes(row[0]), b"kek-check")
         except DecryptionFailed:
-            stored = self._db.execute("SELECT value FROM meta WHERE key = 'kek_id'").fetchone()
+            stored = db.execute("SELECT value FROM meta WHERE key = 'kek_id'").fetchone()
             raise WrongKey(
-                f"the key from {self._kek.source} (id {self._kek.key_id}) does not open {self.path} "
+                f"the key from {kek.source} (id {kek.key_id}) does not open {path} "
                 f"(it was written with key id {stored[0] if stored else '?'}); nothing was changed"
             ) from None
+
+    @classmethod
+    def _check_key_read_only(cls, path: Path, kek: Kek) -> None:
+        """Check the key on a read-only connection before opening read-write: a refused key must not
+        even let SQLite replay a WAL left by a power cut into the database."""
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path} is not a usable SQLite database: {exc}") from exc
+        try:
+            cls._verify_kek(db, path, kek)
+        finally:
+            db.close()
 
     def _device_signer(self) -> DeviceSigner:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'device_key'").fetchone()
@@ -389,6 +422,8 @@ class Store:
     def create_group(
         self, group_id: str, name: str, user_data: str | None, kind: str, model: str
     ) -> PersonGroup:
+        if kind not in ("group", "large"):
+            raise BadArgument(f"a person group's kind is 'group' or 'large', not {kind!r}")
         now = self.clock.now()
         try:
             with self._tx() as db:
@@ -716,6 +751,8 @@ class Store:
     def create_face_list(
         self, list_id: str, name: str, user_data: str | None, kind: str, model: str
     ) -> FaceList:
+        if kind not in ("list", "large"):
+            raise BadArgument(f"a face list's kind is 'list' or 'large', not {kind!r}")
         try:
             with self._tx() as db:
                 key_id, _ = self._new_owner_key(db, f"list:{list_id}")
@@ -796,6 +833,7 @@ class Store:
     def create_dynamic_group(
         self, dgroup_id: str, name: str, user_data: str | None, members: Sequence[str]
     ) -> None:
+        members = list(dict.fromkeys(members))  # a repeated ID is one membership
         for person_id in members:
             self._person_row(None, person_id)
         try:
@@ -913,6 +951,9 @@ class Store:
             )
             record = record.with_hash(chain_hash(record))
             db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", record.row())
+            head = canonical({"seq": record.seq, "hash": record.hash})
+            signed = canonical({"head": head.decode(), "signature": self._signer.sign(b"audit-head|" + head)})
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (signed,))
         return record
 
     def audit_records(self) -> Iterator[AuditRecord]:
@@ -920,7 +961,27 @@ class Store:
             yield AuditRecord.from_row(tuple(row))
 
     def verify_audit(self) -> tuple[bool, int, str]:
-        return verify_chain(self.audit_records())
+        """The chain must hold, and end at the head that the device key signed with the newest
+        record: so removing the newest records, or rewriting the chain with fresh hashes, shows."""
+        ok, count, reason = verify_chain(self.audit_records())
+        if not ok:
+            return ok, count, reason
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+        if row is None:
+            return (True, 0, "ok") if count == 0 else (False, count, "the signed head record is missing")
+        signed = json.loads(bytes(row[0]))
+        head = signed["head"].encode()
+        if not verify_signature(self.device_public_key, b"audit-head|" + head, signed["signature"]):
+            return False, count, "the signature of the chain's head does not verify"
+        expected = json.loads(head)
+        last = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is None or (int(last[0]), last[1]) != (expected["seq"], expected["hash"]):
+            return (
+                False,
+                count,
+                f"the chain should end at record {expected['seq']}; records were removed or rewritten",
+            )
+        return True, count, "ok"
 
     # -- keys -----------------------------------------------------------------------------------
 

@@ -1,0 +1,276 @@
+"""The append-only audit log: hash-chained records (seq 1..n, each linked to the previous hash)
+that verify, and any edit, removal, insertion or reordering made behind the store's back (raw SQL
+on the real file) is detected and named. Records hold IDs and outcomes, never names."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.clock import ManualClock
+from edged.directory import crypto
+from edged.directory.audit import GENESIS, AuditRecord, chain_hash, verify_chain
+from edged.directory.store import Store
+
+MODEL = "edged-mfn-int8-v1"
+NAME = "Zebulon Quixotic-Marchbanks"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def kek(tmp_path: Path) -> crypto.Kek:
+    return crypto.create_key_file(tmp_path / "kek")
+
+
+@pytest.fixture
+def store(tmp_path: Path, kek: crypto.Kek, clock: ManualClock) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "state", kek, clock)
+    yield opened
+    opened.close()
+
+
+def write_records(store: Store, clock: ManualClock, count: int = 5) -> list[AuditRecord]:
+    records = []
+    for i in range(count):
+        clock.advance(1.5)
+        records.append(
+            store.audit(
+                ["identify", "enroll", "delete_person", "verify", "train"][i % 5],
+                f"door-{i % 2}",
+                "terminal" if i % 2 else "admin",
+                {"personGroupId": "staff", "faceId": f"{i:08d}-0000-4000-8000-000000000000"},
+                "ok" if i % 3 else "denied",
+            )
+        )
+    return records
+
+
+def broken(store: Store) -> tuple[bool, int, str]:
+    ok, checked, reason = store.verify_audit()
+    assert not ok, "verification should fail"
+    return ok, checked, reason
+
+
+def test_records_form_a_chain(store: Store, clock: ManualClock) -> None:
+    records = write_records(store, clock, 6)
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[0].prev_hash == GENESIS
+    for previous, record in itertools.pairwise(records):
+        assert record.prev_hash == previous.hash
+    for record in records:
+        assert record.hash == chain_hash(record)
+        assert len(record.hash) == 64
+    assert len({r.hash for r in records}) == 6
+    assert records[-1].time == clock.now()
+    assert store.verify_audit() == (True, 6, "ok")
+
+
+def test_records_read_back_as_written(store: Store, clock: ManualClock) -> None:
+    written = write_records(store, clock, 4)
+    assert list(store.audit_records()) == written
+    as_json = written[1].as_json()
+    assert as_json["operation"] == "enroll"
+    assert as_json["targets"] == {"personGroupId": "staff", "faceId": "00000001-0000-4000-8000-000000000000"}
+    assert as_json["hash"] == written[1].hash
+
+
+def test_an_empty_log_verifies(store: Store) -> None:
+    assert store.verify_audit() == (True, 0, "ok")
+
+
+def test_the_chain_survives_reopening(
+    tmp_path: Path, store: Store, kek: crypto.Kek, clock: ManualClock
+) -> None:
+    write_records(store, clock, 3)
+    store.close()
+    reopened = Store.open(tmp_path / "state", kek, clock)
+    try:
+        record = reopened.audit("identify", "door-1", "terminal", {"personGroupId": "staff"}, "ok")
+        assert record.seq == 4
+        assert reopened.verify_audit() == (True, 4, "ok")
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("result", "'denied'"),
+        ("result", "'ok '"),
+        ("operation", "'verify'"),
+        ("actor", "'door-1'"),
+        ("role", "'terminal'"),
+        ("targets", """'{"faceId": "99999999-0000-4000-8000-000000000000", "personGroupId": "staff"}'"""),
+        ("targets", """'{"faceId": "00000002-0000-4000-8000-000000000000"}'"""),
+        ("time", "time - 3600"),
+        ("time", "time + 0.001"),
+    ],
+)
+def test_editing_one_record_breaks_verification(
+    store: Store, clock: ManualClock, column: str, value: str
+) -> None:
+    records = write_records(store, clock, 6)
+    assert store.verify_audit() == (True, 6, "ok")
+    before = store._db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0]
+    store._db.execute(f"UPDATE audit SET {column} = {value} WHERE seq = 3")
+    assert store._db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0] != before
+    _, checked, reason = broken(store)
+    assert checked == 3
+    assert reason == "record 3 was changed after it was written"
+    assert records[2].hash == store._db.execute("SELECT hash FROM audit WHERE seq = 3").fetchone()[0]
+
+
+def test_editing_a_hash_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 4)
+    store._db.execute("UPDATE audit SET hash = ? WHERE seq = 2", ("f" * 64,))
+    _, _, reason = broken(store)
+    assert "record 2" in reason
+
+
+def test_editing_a_prev_hash_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 4)
+    store._db.execute("UPDATE audit SET prev_hash = ? WHERE seq = 3", ("0" * 64,))
+    _, _, reason = broken(store)
+    assert reason == "record 3 does not follow record 2"
+
+
+@pytest.mark.parametrize("seq", [1, 3])
+def test_deleting_a_record_breaks_verification(store: Store, clock: ManualClock, seq: int) -> None:
+    write_records(store, clock, 5)
+    store._db.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+    _, _, reason = broken(store)
+    assert reason == f"record {seq} is missing (found {seq + 1} next)"
+
+
+def test_deleting_and_renumbering_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 5)
+    store._db.execute("DELETE FROM audit WHERE seq = 2")
+    store._db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 2")
+    assert [r.seq for r in store.audit_records()] == [1, 2, 3, 4]
+    _, checked, reason = broken(store)
+    assert checked == 2
+    assert reason == "record 2 does not follow record 1"
+
+
+def test_swapping_two_records_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 5)
+    db = store._db
+    db.execute("UPDATE audit SET seq = -1 WHERE seq = 2")
+    db.execute("UPDATE audit SET seq = 2 WHERE seq = 3")
+    db.execute("UPDATE audit SET seq = 3 WHERE seq = -1")
+    _, _, reason = broken(store)
+    assert reason == "record 2 does not follow record 1"
+
+
+def test_renumbering_all_records_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 3)
+    store._db.execute("UPDATE audit SET seq = seq + 10")
+    _, _, reason = broken(store)
+    assert reason == "record 1 is missing (found 11 next)"
+
+
+def test_inserting_a_copied_record_breaks_verification(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 4)
+    db = store._db
+    db.execute("UPDATE audit SET seq = -(seq + 1) WHERE seq >= 3")  # make room for a new record 3
+    db.execute("UPDATE audit SET seq = -seq WHERE seq < 0")
+    db.execute(
+        "INSERT INTO audit SELECT 3, time, operation, actor, role, targets, result, prev_hash, hash"
+        " FROM audit WHERE seq = 2"
+    )
+    assert [r.seq for r in store.audit_records()] == [1, 2, 3, 4, 5]
+    _, _, reason = broken(store)
+    assert reason == "record 3 does not follow record 2"
+
+
+def test_removing_the_newest_record_is_detected(store: Store, clock: ManualClock) -> None:
+    """Cutting records off the end (hiding the latest actions) is a removal too: the chain alone
+    cannot show it, so the log must be anchored (e.g. a head signed with the device key)."""
+    write_records(store, clock, 5)
+    store._db.execute("DELETE FROM audit WHERE seq = 5")
+    ok, _, reason = store.verify_audit()
+    assert not ok, "removing the newest record went unnoticed"
+    assert "5" in reason
+    store._db.execute("DELETE FROM audit")
+    assert not store.verify_audit()[0], "removing every record went unnoticed"
+
+
+def test_a_rewritten_chain_is_detected(store: Store, clock: ManualClock) -> None:
+    """Editing a record and recomputing the plain SHA-256 chain after it needs no secret: anyone
+    with write access to the file can do it. Verification must still notice (a keyed chain or
+    a signed head)."""
+    write_records(store, clock, 5)
+    records = list(store.audit_records())
+    forged: list[AuditRecord] = records[:2]
+    for record in records[2:]:
+        changed = AuditRecord(
+            record.seq,
+            record.time,
+            record.operation,
+            record.actor,
+            record.role,
+            record.targets,
+            "denied" if record.seq == 3 else record.result,
+            forged[-1].hash,
+            "",
+        )
+        forged.append(changed.with_hash(chain_hash(changed)))
+    assert (records[2].result, forged[2].result) == ("ok", "denied")
+    assert verify_chain(forged) == (True, 5, "ok")  # the forgery is a well-formed chain
+    store._db.execute("DELETE FROM audit WHERE seq >= 3")
+    store._db.executemany(
+        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [r.row() for r in forged[2:]]
+    )
+    ok, _, _ = store.verify_audit()
+    assert not ok, "a record edited with a recomputed chain went unnoticed"
+
+
+def test_verify_chain_directly() -> None:
+    first = AuditRecord(1, 10.0, "enroll", "cli", "admin", {"personId": "p"}, "ok", GENESIS, "")
+    first = first.with_hash(chain_hash(first))
+    second = AuditRecord(2, 11.0, "identify", "door", "terminal", {}, "ok", first.hash, "")
+    second = second.with_hash(chain_hash(second))
+    assert verify_chain([first, second]) == (True, 2, "ok")
+    assert verify_chain([second, first])[0] is False
+    assert verify_chain([second])[2] == "record 1 is missing (found 2 next)"
+    assert verify_chain([first, AuditRecord.from_row(second.row())]) == (True, 2, "ok")
+
+
+def test_records_hold_no_names(store: Store, clock: ManualClock, tmp_path: Path) -> None:
+    """Enrol a named person and audit what happened to it by ID: the name appears nowhere in the
+    audit table (read through a separate connection, as a reader of the file would)."""
+    store.create_group("staff", "Staff", None, "group", MODEL)
+    person_id = store.create_person("staff", NAME, '{"badge": "ZQM-774312"}')
+    face_id = store.add_person_face(
+        "staff", person_id, np.random.default_rng(3).standard_normal(128).astype(np.float32), MODEL, None, {}
+    )
+    store.audit("create_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok")
+    store.audit(
+        "add_face", "cli", "admin", {"personGroupId": "staff", "personId": person_id, "faceId": face_id}, "ok"
+    )
+    store.audit("identify", "door-1", "terminal", {"personGroupId": "staff", "candidate": person_id}, "match")
+    store.audit("delete_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok")
+    store.delete_person("staff", person_id)
+
+    reader = sqlite3.connect(tmp_path / "state" / "directory.sqlite3")
+    try:
+        rows = reader.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+    finally:
+        reader.close()
+    assert len(rows) == 4
+    text = json.dumps(rows)
+    assert person_id in text  # IDs are what the log is for
+    for fragment in (NAME, "Zebulon", "Quixotic", "Marchbanks", "ZQM-774312"):
+        assert fragment not in text
+        assert fragment.lower() not in text.lower()
+    assert store.verify_audit() == (True, 4, "ok")
