@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edged import __version__
+from edged import __version__, cli_directory
 from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-pixels", type=int, help="image pixel cap (config default 4096×4096)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    cli_directory.add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("detect", help="find faces in an image")
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("demo", help="a self-contained run on the public-domain astronaut portrait")
+
+    cli_directory.add_commands(sub)
 
     p = sub.add_parser("check-config", help="validate a configuration file and print every error")
     p.add_argument("file", type=Path, nargs="?", help="default: --config, $EDGED_CONFIG")
@@ -243,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command in cli_directory.COMMANDS:
+            return cli_directory.COMMANDS[args.command](args, effective_config(args))
         return COMMANDS[args.command](args)
     except EdgedError as exc:
         print(f"edged: {exc}", file=sys.stderr)

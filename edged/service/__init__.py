@@ -1,0 +1,1 @@
+"""Face API semantics over the pipeline and the directory."""

@@ -1,0 +1,565 @@
+"""The face operations with the semantics of the cloud face APIs, over the pipeline, the encrypted
+directory and the in-memory matching indexes.
+
+Limits and error codes follow the reference service (see docs/directory.md). Decrypted templates
+exist only here, in ``TemplateIndex`` objects; images only as arguments, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from edged.config import DirectorySettings
+from edged.directory.store import PersonGroup, Receipt, Store
+from edged.errors import (
+    BadArgument,
+    DuplicateIdentity,
+    NoFaceDetected,
+    PersonGroupNotTrained,
+    QualityTooLow,
+    QuotaExceeded,
+)
+from edged.inference.manifest import Calibration
+from edged.matcher import Match, TemplateIndex
+from edged.pipeline.embed import distance
+from edged.pipeline.pipeline import FacePipeline
+from edged.pipeline.verify import Verification, verify
+from edged.types import Box, Face, FloatArray, ImageRGB
+
+logger = logging.getLogger(__name__)
+
+MAX_PERSONS = {"group": 10_000, "large": 1_000_000}
+MAX_LIST_FACES = {"list": 1_000, "large": 1_000_000}
+MAX_FACES_PER_PERSON = 248
+MAX_NAME = 128
+MAX_USER_DATA = 16 * 1024
+ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+DIRECTORY = "(directory)"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedFace:
+    face_id: str | None
+    expires: float | None
+    face: Face
+
+    def as_json(self) -> dict[str, Any]:
+        det = self.face.detection
+        out: dict[str, Any] = {
+            "faceRectangle": det.box.as_list(),
+            "score": round(det.score, 4),
+            "quality": {
+                "ok": self.face.quality.ok,
+                "reasons": list(self.face.quality.reasons),
+                **self.face.quality.measures,
+            },
+        }
+        if self.face_id is not None:
+            out = {"faceId": self.face_id, "expires": self.expires, **out}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    person_id: str
+    confidence: float
+    distance: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"personId": self.person_id, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Similar:
+    face_id: str
+    confidence: float
+    persisted: bool
+
+    def as_json(self) -> dict[str, Any]:
+        key = "persistedFaceId" if self.persisted else "faceId"
+        return {key: self.face_id, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    face_id: str
+    person_id: str
+    quality: tuple[str, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_id(kind: str, value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise BadArgument(f"{kind} {value!r} must be 1-64 characters of a-z, 0-9, '-' and '_'")
+    return value
+
+
+def check_text(kind: str, value: str | None, limit: int) -> str | None:
+    if value is not None and len(value.encode()) > limit:
+        raise BadArgument(f"{kind} is {len(value.encode())} bytes; the limit is {limit}")
+    return value
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise BadArgument(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+
+
+class FaceService:
+    """Face API operations. Thread-safe: one lock serialises the store and the index cache."""
+
+    def __init__(
+        self, pipeline: FacePipeline, store: Store, settings: DirectorySettings, model_id: str
+    ) -> None:
+        if pipeline.calibration is None:
+            raise BadArgument("the embedder has no calibration: run tools/calibrate.py")
+        self.pipeline = pipeline
+        self.store = store
+        self.settings = settings
+        self.model_id = model_id
+        self.calibration: Calibration = pipeline.calibration
+        self._indexes: dict[str, TemplateIndex] = {}
+        self._lock = threading.RLock()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _faces(self, image: ImageRGB) -> list[Face]:
+        return self.pipeline.faces(image, embed=False)
+
+    def _one_face(self, image: ImageRGB, target: Box | None, what: str) -> Face:
+        faces = self._faces(image)
+        if not faces:
+            raise NoFaceDetected(f"no face found in {what}")
+        if target is not None:
+            best = max(faces, key=lambda f: f.detection.box.iou(target))
+            if best.detection.box.iou(target) < 0.3:
+                raise BadArgument(f"targetFace {target.as_list()} matches no detected face in {what}")
+            chosen = best
+        elif len(faces) > 1:
+            raise BadArgument(f"{what} has {len(faces)} faces; give targetFace to choose one")
+        else:
+            chosen = faces[0]
+        return self.pipeline.embed(image, chosen)
+
+    def _threshold(self, far: float) -> float:
+        return self.calibration.threshold_for(far)
+
+    def _index(self, key: str) -> TemplateIndex:
+        """The index of a person group, the directory (``DIRECTORY``) or a face list (``list:ID``),
+        loaded (decrypted) from the store on first use."""
+        index = self._indexes.get(key)
+        if index is None:
+            if key == DIRECTORY:
+                templates = self.store.templates(directory=True)
+            elif key.startswith("list:"):
+                templates = self.store.templates(list_id=key[5:])
+            else:
+                templates = self.store.templates(group_id=key)
+            index = TemplateIndex()
+            if templates.face_ids:
+                index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
+            self._indexes[key] = index
+        return index
+
+    def _audit(
+        self, operation: str, actor: str, role: str, targets: dict[str, str], result: str = "ok"
+    ) -> None:
+        self.store.audit(operation, actor, role, targets, result)
+
+    # -- detection ------------------------------------------------------------------------------
+
+    def detect(
+        self, image: ImageRGB, return_face_id: bool = True, ttl_s: int | None = None
+    ) -> list[DetectedFace]:
+        ttl = self.settings.transient_ttl_s if ttl_s is None else ttl_s
+        check_range("faceIdTimeToLive", ttl, 60, self.settings.transient_ttl_s)
+        out = []
+        with self._lock:
+            for face in self._faces(image):
+                if not return_face_id:
+                    out.append(DetectedFace(None, None, face))
+                    continue
+                embedded = self.pipeline.embed(image, face)
+                assert embedded.embedding is not None
+                face_id, expires = self.store.add_transient(embedded.embedding, self.model_id, ttl)
+                out.append(DetectedFace(face_id, expires, embedded))
+        return out
+
+    def _transient(self, face_id: str) -> FloatArray:
+        return self.store.get_transient(face_id)
+
+    # -- verification ---------------------------------------------------------------------------
+
+    def verify_faces(self, face_id1: str, face_id2: str, far: float | None = None) -> Verification:
+        with self._lock:
+            a, b = self._transient(face_id1), self._transient(face_id2)
+        return verify(a, b, self.calibration, far)
+
+    def verify_person(
+        self, face_id: str, person_id: str, group_id: str | None, far: float | None = None
+    ) -> Verification:
+        """Face ID against a person (in a group, or in the directory when ``group_id`` is None): the
+        closest of the person's faces decides."""
+        with self._lock:
+            probe = self._transient(face_id)
+            self.store.get_person(group_id, person_id)  # PersonNotFound / PersonGroupNotFound
+            templates = self.store.templates(
+                group_id=group_id, directory=group_id is None, person_ids=[person_id]
+            )
+        if not templates.face_ids:
+            raise BadArgument(f"person {person_id!r} has no faces to verify against")
+        best = min(distance(probe, row) for row in templates.matrix)
+        far = self.calibration.default_far if far is None else far
+        threshold = self.calibration.threshold_for(far)
+        return Verification(best <= threshold, self.calibration.confidence(best), best, threshold, far)
+
+    # -- identification -------------------------------------------------------------------------
+
+    def identify(
+        self,
+        face_ids: Sequence[str],
+        *,
+        group_id: str | None = None,
+        dynamic_group_id: str | None = None,
+        person_ids: Sequence[str] | None = None,
+        max_candidates: int = 10,
+        confidence_threshold: float | None = None,
+        far: float | None = None,
+    ) -> list[tuple[str, list[Candidate]]]:
+        """Candidates per face ID, best first; none below the threshold (never a best guess).
+        Scope: a (large) person group, a dynamic person group, or persons of the directory
+        (``person_ids``; ``["*"]`` or None means all)."""
+        check_range("faceIds count", len(face_ids), 1, 10)
+        check_range("maxNumOfCandidatesReturned", max_candidates, 1, 100)
+        if confidence_threshold is not None:
+            check_range("confidenceThreshold", confidence_threshold, 0, 1)
+        threshold = self._threshold(far if far is not None else self.settings.identify_far)
+        with self._lock:
+            probes = [self._transient(face_id) for face_id in face_ids]
+            owners: set[str] | None = None
+            if group_id is not None:
+                group = self.store.get_group(group_id)
+                if group.train_status != "succeeded":
+                    raise PersonGroupNotTrained(
+                        f"person group {group_id!r} is not trained (status {group.train_status}): "
+                        "run train first"
+                    )
+                index = self._index(group_id)
+            else:
+                index = self._index(DIRECTORY)
+                if dynamic_group_id is not None:
+                    owners = set(self.store.dynamic_members(dynamic_group_id))
+                elif person_ids is not None and list(person_ids) != ["*"]:
+                    for person_id in person_ids:
+                        self.store.get_person(None, person_id)
+                    owners = set(person_ids)
+            results = []
+            for face_id, probe in zip(face_ids, probes, strict=True):
+                matches = index.search(probe, max_candidates, max_distance=threshold, owners=owners)
+                candidates = [self._candidate(m) for m in matches]
+                if confidence_threshold is not None:
+                    candidates = [c for c in candidates if c.confidence >= confidence_threshold]
+                results.append((face_id, candidates))
+        return results
+
+    def _candidate(self, match: Match) -> Candidate:
+        return Candidate(match.owner_id, self.calibration.confidence(match.distance), match.distance)
+
+    def find_similar(
+        self,
+        face_id: str,
+        *,
+        face_ids: Sequence[str] | None = None,
+        face_list_id: str | None = None,
+        max_candidates: int = 20,
+        mode: Literal["matchPerson", "matchFace"] = "matchPerson",
+    ) -> list[Similar]:
+        check_range("maxNumOfCandidatesReturned", max_candidates, 1, 1000)
+        if (face_ids is None) == (face_list_id is None):
+            raise BadArgument("give exactly one of faceIds and faceListId")
+        threshold = self._threshold(self.calibration.default_far) if mode == "matchPerson" else None
+        with self._lock:
+            probe = self._transient(face_id)
+            if face_ids is not None:
+                check_range("faceIds count", len(face_ids), 1, 1000)
+                index = TemplateIndex()
+                index.add_many(
+                    list(face_ids), list(face_ids), np.stack([self._transient(f) for f in face_ids])
+                )
+                persisted = False
+            else:
+                assert face_list_id is not None
+                index = self._index(f"list:{face_list_id}")
+                persisted = True
+            matches = index.search_faces(probe, max_candidates, max_distance=threshold)
+        return [Similar(m.face_id, self.calibration.confidence(m.distance), persisted) for m in matches]
+
+    def group(self, face_ids: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+        """Groups of the same person (pairwise distance within the default threshold, transitively),
+        largest first, and the messy group of faces similar to none."""
+        check_range("faceIds count", len(face_ids), 2, 1000)
+        threshold = self._threshold(self.calibration.default_far)
+        with self._lock:
+            vectors = np.stack([self._transient(f) for f in face_ids])
+        parent = list(range(len(face_ids)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        sq = (vectors.astype(np.float64) ** 2).sum(1)
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * vectors @ vectors.T, 0))
+        for i, j in zip(*np.nonzero(np.triu(d <= threshold, 1)), strict=True):
+            parent[root(int(i))] = root(int(j))
+        clusters: dict[int, list[str]] = {}
+        for i, face_id in enumerate(face_ids):
+            clusters.setdefault(root(i), []).append(face_id)
+        groups = sorted((c for c in clusters.values() if len(c) > 1), key=len, reverse=True)
+        messy = [c[0] for c in clusters.values() if len(c) == 1]
+        return groups, messy
+
+    # -- person groups --------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        group_id: str,
+        name: str,
+        user_data: str | None = None,
+        large: bool = False,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> PersonGroup:
+        check_id("personGroupId", group_id)
+        check_text("name", name, MAX_NAME)
+        check_text("userData", user_data, MAX_USER_DATA)
+        with self._lock:
+            group = self.store.create_group(
+                group_id, name, user_data, "large" if large else "group", self.model_id
+            )
+            self._audit("create_person_group", actor, role, {"personGroupId": group_id})
+        return group
+
+    def delete_group(self, group_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
+        with self._lock:
+            receipt = self.store.delete_group(group_id)
+            self._indexes.pop(group_id, None)
+            self._audit(
+                "delete_person_group",
+                actor,
+                role,
+                {"personGroupId": group_id},
+                f"ok; receipt {receipt.signature[:32]}",
+            )
+        return receipt
+
+    def train(self, group_id: str, actor: str = "cli", role: str = "manager") -> PersonGroup:
+        """(Re)build the group's index from the store: the explicit train step of the reference
+        service. Afterwards adds and deletes keep the index consistent without retraining."""
+        with self._lock:
+            self.store.set_training(group_id, "running")
+            try:
+                self._indexes.pop(group_id, None)
+                self._index(group_id)
+            except Exception as exc:
+                self.store.set_training(group_id, "failed", str(exc)[:200])
+                raise
+            self.store.set_training(group_id, "succeeded")
+            self._audit("train", actor, role, {"personGroupId": group_id})
+            return self.store.get_group(group_id)
+
+    # -- persons and their faces ----------------------------------------------------------------
+
+    def create_person(
+        self,
+        group_id: str | None,
+        name: str,
+        user_data: str | None = None,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> str:
+        check_text("name", name, MAX_NAME)
+        check_text("userData", user_data, MAX_USER_DATA)
+        with self._lock:
+            if group_id is not None:
+                kind = self.store.get_group(group_id).kind
+                if self.store.count_persons(group_id) >= MAX_PERSONS[kind]:
+                    raise QuotaExceeded(
+                        f"person group {group_id!r} already holds {MAX_PERSONS[kind]:,} persons"
+                    )
+            person_id = self.store.create_person(group_id, name, user_data)
+            self._audit(
+                "create_person", actor, role, {"personId": person_id, "personGroupId": group_id or DIRECTORY}
+            )
+        return person_id
+
+    def add_person_face(
+        self,
+        group_id: str | None,
+        person_id: str,
+        image: ImageRGB,
+        *,
+        target: Box | None = None,
+        user_data: str | None = None,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> Enrolment:
+        """Detect, gate, check for a duplicate identity, then store the template (encrypted)."""
+        check_text("userData", user_data, MAX_USER_DATA)
+        face = self._one_face(image, target, "the image")
+        assert face.embedding is not None
+        if self.settings.enroll_requires_quality and not face.quality.ok:
+            raise QualityTooLow(f"the face fails the quality gate: {', '.join(face.quality.reasons)}")
+        warnings: list[str] = []
+        with self._lock:
+            self.store.get_person(group_id, person_id)
+            if self.store.count_faces(person_id=person_id) >= MAX_FACES_PER_PERSON:
+                raise QuotaExceeded(f"person {person_id!r} already has {MAX_FACES_PER_PERSON} faces")
+            if self.settings.duplicate_policy != "off":
+                clash = self._duplicate(group_id, person_id, face.embedding)
+                if clash is not None:
+                    message = (
+                        f"the face matches a different person, {clash.owner_id} "
+                        f"(distance {clash.distance:.3f})"
+                    )
+                    if self.settings.duplicate_policy == "refuse":
+                        self._audit(
+                            "add_person_face", actor, role, {"personId": person_id}, "refused: duplicate"
+                        )
+                        raise DuplicateIdentity(message)
+                    warnings.append(message)
+            quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
+            face_id = self.store.add_person_face(
+                group_id, person_id, face.embedding, self.model_id, user_data, quality
+            )
+            key = group_id if group_id is not None else DIRECTORY
+            if key in self._indexes:
+                self._indexes[key].add(face_id, person_id, face.embedding)
+            if group_id is not None:
+                self.store.touch_group(group_id)
+            self._audit("add_person_face", actor, role, {"personId": person_id, "persistedFaceId": face_id})
+        return Enrolment(face_id, person_id, face.quality.reasons, tuple(warnings))
+
+    def _duplicate(self, group_id: str | None, person_id: str, template: FloatArray) -> Match | None:
+        index = self._index(group_id if group_id is not None else DIRECTORY)
+        threshold = self._threshold(self.settings.duplicate_far)
+        for match in index.search(template, 2, max_distance=threshold):
+            if match.owner_id != person_id:
+                return match
+        return None
+
+    def delete_person(
+        self, group_id: str | None, person_id: str, actor: str = "cli", role: str = "manager"
+    ) -> Receipt:
+        with self._lock:
+            receipt = self.store.delete_person(group_id, person_id)
+            key = group_id if group_id is not None else DIRECTORY
+            if key in self._indexes:
+                self._indexes[key].remove_owner(person_id)
+            self._audit(
+                "delete_person",
+                actor,
+                role,
+                {"personId": person_id, "personGroupId": group_id or DIRECTORY},
+                f"ok; receipt {receipt.signature[:32]}",
+            )
+        return receipt
+
+    def delete_person_face(
+        self, group_id: str | None, person_id: str, face_id: str, actor: str = "cli", role: str = "manager"
+    ) -> Receipt:
+        with self._lock:
+            self.store.get_person(group_id, person_id)
+            receipt = self.store.delete_face(face_id, person_id=person_id)
+            key = group_id if group_id is not None else DIRECTORY
+            if key in self._indexes:
+                self._indexes[key].remove_face(face_id)
+            self._audit(
+                "delete_person_face", actor, role, {"personId": person_id, "persistedFaceId": face_id}
+            )
+        return receipt
+
+    # -- face lists -----------------------------------------------------------------------------
+
+    def create_face_list(
+        self,
+        list_id: str,
+        name: str,
+        user_data: str | None = None,
+        large: bool = False,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> None:
+        check_id("faceListId", list_id)
+        check_text("name", name, MAX_NAME)
+        check_text("userData", user_data, MAX_USER_DATA)
+        with self._lock:
+            self.store.create_face_list(list_id, name, user_data, "large" if large else "list", self.model_id)
+            self._audit("create_face_list", actor, role, {"faceListId": list_id})
+
+    def add_list_face(
+        self,
+        list_id: str,
+        image: ImageRGB,
+        *,
+        target: Box | None = None,
+        user_data: str | None = None,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> str:
+        check_text("userData", user_data, MAX_USER_DATA)
+        face = self._one_face(image, target, "the image")
+        assert face.embedding is not None
+        if self.settings.enroll_requires_quality and not face.quality.ok:
+            raise QualityTooLow(f"the face fails the quality gate: {', '.join(face.quality.reasons)}")
+        with self._lock:
+            kind = self.store.get_face_list(list_id).kind
+            if self.store.count_faces(list_id=list_id) >= MAX_LIST_FACES[kind]:
+                raise QuotaExceeded(f"face list {list_id!r} already holds {MAX_LIST_FACES[kind]:,} faces")
+            quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
+            face_id = self.store.add_list_face(list_id, face.embedding, self.model_id, user_data, quality)
+            key = f"list:{list_id}"
+            if key in self._indexes:
+                self._indexes[key].add(face_id, face_id, face.embedding)
+            self._audit(
+                "add_face_list_face", actor, role, {"faceListId": list_id, "persistedFaceId": face_id}
+            )
+        return face_id
+
+    def delete_face_list(self, list_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
+        with self._lock:
+            receipt = self.store.delete_face_list(list_id)
+            self._indexes.pop(f"list:{list_id}", None)
+            self._audit("delete_face_list", actor, role, {"faceListId": list_id})
+        return receipt
+
+    def delete_list_face(
+        self, list_id: str, face_id: str, actor: str = "cli", role: str = "manager"
+    ) -> Receipt:
+        with self._lock:
+            receipt = self.store.delete_face(face_id, list_id=list_id)
+            key = f"list:{list_id}"
+            if key in self._indexes:
+                self._indexes[key].remove_face(face_id)
+            self._audit(
+                "delete_face_list_face", actor, role, {"faceListId": list_id, "persistedFaceId": face_id}
+            )
+        return receipt
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def reap(self) -> int:
+        """Delete expired transient faces (called at start-up and on a schedule)."""
+        with self._lock:
+            count = self.store.reap_transient()
+        if count:
+            logger.info("retention: deleted %d expired face IDs", count)
+        return count

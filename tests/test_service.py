@@ -1,0 +1,347 @@
+"""The face operations over the real pipeline, a real encrypted SQLite directory and a manual clock.
+
+Identities that are always available: the astronaut (scikit-image, public domain) and the
+cameraman (scikit-image's ``camera()``, a different man, distance ≈ 0.8 from the astronaut).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from edged.clock import ManualClock
+from edged.config import DirectorySettings
+from edged.directory.crypto import create_key_file, verify_signature
+from edged.directory.store import Store
+from edged.errors import (
+    BadArgument,
+    DuplicateIdentity,
+    FaceListNotFound,
+    FaceNotFound,
+    NoFaceDetected,
+    PersonGroupExists,
+    PersonGroupNotFound,
+    PersonGroupNotTrained,
+    PersonNotFound,
+    QualityTooLow,
+    QuotaExceeded,
+)
+from edged.pipeline.pipeline import FacePipeline
+from edged.service import faces as faces_module
+from edged.service.faces import FaceService
+from edged.types import Box, ImageRGB
+
+
+def shifted(image: ImageRGB, dx: int, dy: int) -> ImageRGB:
+    matrix = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+    size = (image.shape[1], image.shape[0])
+    return np.ascontiguousarray(cv2.warpAffine(image, matrix, size, borderMode=cv2.BORDER_REPLICATE))
+
+
+@pytest.fixture(scope="module")
+def cameraman() -> ImageRGB:
+    return np.ascontiguousarray(np.stack([data.camera()] * 3, axis=-1))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def service(tmp_path: Path, pipeline: FacePipeline, clock: ManualClock) -> Iterator[FaceService]:
+    kek = create_key_file(tmp_path / "kek")
+    store = Store.open(tmp_path / "state", kek, clock)
+    yield FaceService(pipeline, store, DirectorySettings(), "dlib_resnet_v1_int8.tflite")
+    store.close()
+
+
+def face_id_of(service: FaceService, image: ImageRGB) -> str:
+    detected = service.detect(image)
+    assert len(detected) == 1
+    assert detected[0].face_id is not None
+    return detected[0].face_id
+
+
+def enrolled_group(service: FaceService, astronaut: ImageRGB) -> str:
+    service.create_group("staff", "Staff")
+    person = service.create_person("staff", "Eileen")
+    service.add_person_face("staff", person, astronaut)
+    return person
+
+
+# -- detect, verify, expiry -------------------------------------------------------------------------
+
+
+def test_detect_gives_face_ids_that_expire(
+    service: FaceService, astronaut: ImageRGB, clock: ManualClock
+) -> None:
+    detected = service.detect(astronaut, ttl_s=120)
+    assert len(detected) == 1
+    face_id = detected[0].face_id
+    assert face_id is not None
+    assert detected[0].expires == pytest.approx(clock.now() + 120)
+    other = face_id_of(service, shifted(astronaut, 20, 10))
+    assert service.verify_faces(face_id, other).is_identical
+    clock.advance(121)
+    with pytest.raises(FaceNotFound, match="expired"):
+        service.verify_faces(face_id, other)
+    assert service.store.count_transient() == 1  # the expired one was reaped on use; `other` lives 24 h
+    clock.advance(86_400)
+    assert service.reap() == 1
+    assert service.store.count_transient() == 0
+
+
+def test_detect_without_face_ids_stores_nothing(service: FaceService, astronaut: ImageRGB) -> None:
+    detected = service.detect(astronaut, return_face_id=False)
+    assert detected[0].face_id is None
+    assert service.store.count_transient() == 0
+
+
+@pytest.mark.parametrize("ttl", [59, 86_401])
+def test_face_id_lifetime_is_bounded(service: FaceService, astronaut: ImageRGB, ttl: int) -> None:
+    with pytest.raises(BadArgument, match="faceIdTimeToLive"):
+        service.detect(astronaut, ttl_s=ttl)
+
+
+def test_verify_different_people(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
+    result = service.verify_faces(face_id_of(service, astronaut), face_id_of(service, cameraman))
+    assert not result.is_identical
+    assert result.confidence < 0.5
+    assert result.distance > result.threshold
+
+
+def test_verify_face_against_person(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
+    person = enrolled_group(service, astronaut)
+    assert service.verify_person(
+        face_id_of(service, shifted(astronaut, -15, 5)), person, "staff"
+    ).is_identical
+    assert not service.verify_person(face_id_of(service, cameraman), person, "staff").is_identical
+    with pytest.raises(PersonNotFound):
+        service.verify_person(face_id_of(service, astronaut), "00000000-0000-0000-0000-000000000000", "staff")
+
+
+# -- identify ---------------------------------------------------------------------------------------
+
+
+def test_identify_needs_training(service: FaceService, astronaut: ImageRGB) -> None:
+    enrolled_group(service, astronaut)
+    probe = face_id_of(service, astronaut)
+    with pytest.raises(PersonGroupNotTrained, match="staff"):
+        service.identify([probe], group_id="staff")
+    with pytest.raises(PersonGroupNotFound):
+        service.identify([probe], group_id="nobody")
+
+
+def test_identify_finds_the_person_and_never_guesses(
+    service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
+) -> None:
+    person = enrolled_group(service, astronaut)
+    assert service.train("staff").train_status == "succeeded"
+    known, stranger = face_id_of(service, shifted(astronaut, 25, -10)), face_id_of(service, cameraman)
+    results = dict(service.identify([known, stranger], group_id="staff"))
+    assert [c.person_id for c in results[known]] == [person]
+    assert results[known][0].confidence > 0.5
+    assert results[stranger] == [], "a stranger gets no candidate, never a best guess"
+
+
+def test_a_deleted_person_is_never_returned(service: FaceService, astronaut: ImageRGB) -> None:
+    person = enrolled_group(service, astronaut)
+    service.train("staff")
+    probe = face_id_of(service, astronaut)
+    assert service.identify([probe], group_id="staff")[0][1]
+    receipt = service.delete_person("staff", person)
+    assert verify_signature(receipt.device_public_key, receipt.payload(), receipt.signature)
+    assert receipt.deleted == {"persons": 1, "faces": 1}
+    assert service.identify([probe], group_id="staff")[0][1] == []
+    with pytest.raises(PersonNotFound):
+        service.store.get_person("staff", person)
+
+
+def test_faces_added_after_training_are_matched(service: FaceService, astronaut: ImageRGB) -> None:
+    service.create_group("late", "Late")
+    service.train("late")
+    person = service.create_person("late", "Eileen")
+    service.add_person_face("late", person, astronaut)
+    assert service.identify([face_id_of(service, astronaut)], group_id="late")[0][1][0].person_id == person
+
+
+def test_identify_in_the_directory_and_dynamic_groups(service: FaceService, astronaut: ImageRGB) -> None:
+    person = service.create_person(None, "Eileen")
+    service.add_person_face(None, person, astronaut)
+    other = service.create_person(None, "Nobody yet")
+    probe = face_id_of(service, astronaut)
+    assert service.identify([probe])[0][1][0].person_id == person
+    assert service.identify([probe], person_ids=["*"])[0][1][0].person_id == person
+    assert service.identify([probe], person_ids=[other])[0][1] == []
+    service.store.create_dynamic_group("night-shift", "Night shift", None, [other])
+    assert service.identify([probe], dynamic_group_id="night-shift")[0][1] == []
+    service.store.update_dynamic_members("night-shift", add=[person])
+    assert service.identify([probe], dynamic_group_id="night-shift")[0][1][0].person_id == person
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_candidates": 0}, "maxNumOfCandidatesReturned"),
+        ({"max_candidates": 101}, "maxNumOfCandidatesReturned"),
+        ({"confidence_threshold": 1.5}, "confidenceThreshold"),
+    ],
+)
+def test_identify_arguments_are_checked(
+    service: FaceService, astronaut: ImageRGB, kwargs: dict[str, float], message: str
+) -> None:
+    enrolled_group(service, astronaut)
+    service.train("staff")
+    with pytest.raises(BadArgument, match=message):
+        service.identify([face_id_of(service, astronaut)], group_id="staff", **kwargs)  # type: ignore[arg-type]
+
+
+def test_identify_takes_one_to_ten_faces(service: FaceService, astronaut: ImageRGB) -> None:
+    enrolled_group(service, astronaut)
+    service.train("staff")
+    with pytest.raises(BadArgument, match="faceIds count"):
+        service.identify([], group_id="staff")
+    probe = face_id_of(service, astronaut)
+    with pytest.raises(BadArgument, match="faceIds count"):
+        service.identify([probe] * 11, group_id="staff")
+
+
+# -- enrolment rules --------------------------------------------------------------------------------
+
+
+def test_duplicate_identity_is_refused_and_names_the_person(
+    service: FaceService, astronaut: ImageRGB
+) -> None:
+    first = enrolled_group(service, astronaut)
+    second = service.create_person("staff", "Impostor")
+    with pytest.raises(DuplicateIdentity, match=first):
+        service.add_person_face("staff", second, shifted(astronaut, 10, 10))
+    assert service.store.get_person("staff", second).face_ids == ()
+
+
+def test_duplicate_identity_can_warn_instead(
+    tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, clock: ManualClock
+) -> None:
+    store = Store.open(tmp_path / "warn", create_key_file(tmp_path / "k"), clock)
+    service = FaceService(pipeline, store, DirectorySettings(duplicate_policy="warn"), "m")
+    first = enrolled_group(service, astronaut)
+    second = service.create_person("staff", "Twin")
+    enrolment = service.add_person_face("staff", second, astronaut)
+    assert any(first in warning for warning in enrolment.warnings)
+
+
+def test_the_quality_gate_guards_enrolment(service: FaceService, cameraman: ImageRGB) -> None:
+    service.create_group("staff", "Staff")
+    person = service.create_person("staff", "Cameraman")
+    with pytest.raises(QualityTooLow, match="extreme_pose"):
+        service.add_person_face("staff", person, cameraman)
+
+
+def test_enrolment_needs_exactly_one_face_or_a_target(service: FaceService, astronaut: ImageRGB) -> None:
+    service.create_group("staff", "Staff")
+    person = service.create_person("staff", "Eileen")
+    head = astronaut[0:300, 75:375]  # the face is (103, 81)-(197, 175) in this crop
+    two = np.ascontiguousarray(np.concatenate([head, head], axis=1))
+    with pytest.raises(BadArgument, match="2 faces"):
+        service.add_person_face("staff", person, two)
+    right = Box(300 + 103, 81, 300 + 197, 175)
+    assert service.add_person_face("staff", person, two, target=right).face_id
+    with pytest.raises(BadArgument, match="targetFace"):
+        service.add_person_face("staff", person, two, target=Box(0, 400, 40, 440))
+    with pytest.raises(NoFaceDetected):
+        service.add_person_face("staff", person, np.full((200, 200, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("name", "user_data", "message"),
+    [("x" * 129, None, "name"), ("ok", "x" * (16 * 1024 + 1), "userData")],
+)
+def test_text_limits(service: FaceService, name: str, user_data: str | None, message: str) -> None:
+    service.create_group("staff", "Staff")
+    with pytest.raises(BadArgument, match=message):
+        service.create_person("staff", name, user_data)
+
+
+@pytest.mark.parametrize("group_id", ["Staff", "a b", "x" * 65, ""])
+def test_group_ids_are_checked(service: FaceService, group_id: str) -> None:
+    with pytest.raises(BadArgument, match="personGroupId"):
+        service.create_group(group_id, "name")
+
+
+def test_group_exists_and_person_quota(
+    service: FaceService, astronaut: ImageRGB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.create_group("staff", "Staff")
+    with pytest.raises(PersonGroupExists):
+        service.create_group("staff", "again")
+    monkeypatch.setitem(faces_module.MAX_PERSONS, "group", 2)
+    service.create_person("staff", "a")
+    service.create_person("staff", "b")
+    with pytest.raises(QuotaExceeded, match="2 persons"):
+        service.create_person("staff", "c")
+    monkeypatch.setattr(faces_module, "MAX_FACES_PER_PERSON", 1)
+    person = service.store.list_persons("staff")[0].person_id
+    service.add_person_face("staff", person, astronaut)
+    with pytest.raises(QuotaExceeded, match="1 faces"):
+        service.add_person_face("staff", person, shifted(astronaut, 5, 5))
+
+
+# -- find similar, group, face lists ----------------------------------------------------------------
+
+
+def test_find_similar_in_a_face_list(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
+    service.create_face_list("visitors", "Visitors")
+    first = service.add_list_face("visitors", astronaut)
+    service.create_face_list("others", "Others")
+    probe = face_id_of(service, shifted(astronaut, 30, 0))
+    similar = service.find_similar(probe, face_list_id="visitors")
+    assert [s.face_id for s in similar] == [first]
+    assert similar[0].persisted
+    assert service.find_similar(face_id_of(service, cameraman), face_list_id="visitors") == []
+    ranked = service.find_similar(face_id_of(service, cameraman), face_list_id="visitors", mode="matchFace")
+    assert [s.face_id for s in ranked] == [first], "matchFace ranks regardless of the threshold"
+    with pytest.raises(FaceListNotFound):
+        service.find_similar(probe, face_list_id="nope")
+    service.delete_list_face("visitors", first)
+    assert service.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
+
+
+def test_find_similar_among_face_ids(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
+    probe = face_id_of(service, astronaut)
+    same, other = face_id_of(service, shifted(astronaut, -20, 0)), face_id_of(service, cameraman)
+    similar = service.find_similar(probe, face_ids=[other, same])
+    assert [s.face_id for s in similar] == [same]
+    assert not similar[0].persisted
+    with pytest.raises(BadArgument, match="exactly one"):
+        service.find_similar(probe)
+
+
+def test_group_splits_people_and_keeps_a_messy_group(
+    service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
+) -> None:
+    ids = [
+        face_id_of(service, img) for img in (astronaut, shifted(astronaut, 15, 5), astronaut[:, ::-1].copy())
+    ]
+    stranger = face_id_of(service, cameraman)
+    groups, messy = service.group([*ids, stranger])
+    assert [sorted(g) for g in groups] == [sorted(ids)]
+    assert messy == [stranger]
+    with pytest.raises(BadArgument, match="faceIds count"):
+        service.group(ids[:1])
+
+
+def test_every_change_is_audited_without_names(service: FaceService, astronaut: ImageRGB) -> None:
+    person = enrolled_group(service, astronaut)
+    service.train("staff")
+    service.delete_person("staff", person)
+    operations = [r.operation for r in service.store.audit_records()]
+    assert operations == ["create_person_group", "create_person", "add_person_face", "train", "delete_person"]
+    assert service.store.verify_audit() == (True, 5, "ok")
+    text = " ".join(str(r.as_json()) for r in service.store.audit_records())
+    assert "Eileen" not in text
