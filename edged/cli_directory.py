@@ -50,6 +50,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--user-data")
     p.add_argument("--large", action="store_true", help="a large person group (up to 1,000,000 persons)")
     p.add_argument("--json", action="store_true")
+    p = groups.add_parser("update")
+    p.add_argument("group")
+    p.add_argument("--name")
+    p.add_argument("--user-data")
+    p.add_argument("--json", action="store_true")
     for name in ("get", "delete"):
         p = groups.add_parser(name)
         p.add_argument("group")
@@ -61,6 +66,12 @@ def add_commands(sub: Any) -> None:
     )
     p = persons.add_parser("list")
     p.add_argument("group")
+    p.add_argument("--json", action="store_true")
+    p = persons.add_parser("update")
+    p.add_argument("group")
+    p.add_argument("person", help="person ID, or the person's name when unique")
+    p.add_argument("--name")
+    p.add_argument("--user-data")
     p.add_argument("--json", action="store_true")
     for name in ("get", "delete", "export"):
         p = persons.add_parser(name)
@@ -223,6 +234,16 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
             "\n".join(f"{g.group_id}\t{g.kind}\t{g.train_status}\t{g.name}" for g in groups),
         )
         return 0
+    if args.groups == "update":
+        store = open_store(args, config)
+        g = store.update_group(args.group, args.name, args.user_data)
+        store.audit("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
+        emit(
+            args,
+            {"personGroupId": g.group_id, "name": g.name, "userData": g.user_data},
+            f"updated {g.group_id}",
+        )
+        return 0
     if args.groups == "get":
         store = open_store(args, config)
         g = store.get_group(args.group)
@@ -257,6 +278,13 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
             [person_json(p) for p in persons],
             "\n".join(f"{p.person_id}\t{len(p.face_ids)} face(s)\t{p.name}" for p in persons),
         )
+        return 0
+    if args.persons == "update":
+        store = open_store(args, config)
+        person = resolve_person(store, args.group, args.person)
+        updated = store.update_person(args.group, person.person_id, args.name, args.user_data)
+        store.audit("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
+        emit(args, person_json(updated), f"updated {updated.person_id}")
         return 0
     if args.persons in ("get", "export"):
         store = open_store(args, config)

@@ -19,7 +19,8 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   ├── Conflict                (exit 7) PersonGroupExists, FaceListExists, PersonGroupNotTrained,
     │   │                           DuplicateIdentity (enrolment matches another person)
     │   ├── QuotaExceeded           a limit of the data model (persons, faces, sizes)
-    │   └── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
+    │   ├── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
+    │   └── Forbidden               (exit 10) the caller's role may not do this (recognizer enrolling)
     └── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
 """
 
@@ -148,3 +149,8 @@ class DecryptionFailed(CryptoError):
 class QualityTooLow(FaceError):
     code = "QualityTooLow"
     exit_code = 5
+
+
+class Forbidden(FaceError):
+    code = "Forbidden"
+    exit_code = 10

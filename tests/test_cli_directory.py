@@ -164,3 +164,35 @@ def test_missing_key_and_bad_arguments(run_edged: RunEdged, site: dict[str, Path
     both = cli(run_edged, site, "enroll", "staff", "Eileen", site["probe"], "--from-dir", site["people"])
     assert both.returncode == 2
     assert "not both" in both.stderr
+
+
+def test_update_group_and_person(run_edged: RunEdged, site: dict[str, Path]) -> None:
+    site["key"].parent.mkdir()
+    assert cli(run_edged, site, "--key-file", site["key"], "keys", "init").returncode == 0
+    assert cli(run_edged, site, "groups", "create", "staff").returncode == 0
+    assert cli(run_edged, site, "enroll", "staff", "Eileen", site["probe"]).returncode == 0
+    group = ok_json(cli(run_edged, site, "groups", "update", "staff", "--name", "Day staff", "--json"))
+    assert group == {"personGroupId": "staff", "name": "Day staff", "userData": None}
+    person = ok_json(
+        cli(
+            run_edged,
+            site,
+            "persons",
+            "update",
+            "staff",
+            "Eileen",
+            "--name",
+            "E. Collins",
+            "--user-data",
+            "badge 7",
+            "--json",
+        )
+    )
+    assert isinstance(person, dict)
+    assert (person["name"], person["userData"]) == ("E. Collins", "badge 7")
+    shown = ok_json(cli(run_edged, site, "persons", "get", "staff", "E. Collins", "--json"))
+    assert isinstance(shown, dict)
+    assert shown["personId"] == person["personId"]
+    missing = cli(run_edged, site, "persons", "get", "staff", "Eileen")
+    assert missing.returncode == 6
+    assert missing.stderr.startswith("edged: PersonNotFound: no person named 'Eileen'")

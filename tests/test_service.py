@@ -23,6 +23,7 @@ from edged.errors import (
     DuplicateIdentity,
     FaceListNotFound,
     FaceNotFound,
+    Forbidden,
     NoFaceDetected,
     PersonGroupExists,
     PersonGroupNotFound,
@@ -345,3 +346,40 @@ def test_every_change_is_audited_without_names(service: FaceService, astronaut: 
     assert service.store.verify_audit() == (True, 5, "ok")
     text = " ".join(str(r.as_json()) for r in service.store.audit_records())
     assert "Eileen" not in text
+
+
+def test_a_recognizer_can_match_but_never_enrol_or_delete(
+    service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
+) -> None:
+    person = enrolled_group(service, astronaut)
+    service.create_face_list("visitors", "Visitors")
+    listed = service.add_list_face("visitors", astronaut)
+    service.train("staff")
+    probe = face_id_of(service, astronaut)
+    # everything a recognizer may do (these take no role: they change nothing)
+    assert service.identify([probe], group_id="staff")[0][1][0].person_id == person
+    assert service.verify_faces(probe, face_id_of(service, shifted(astronaut, 5, 5))).is_identical
+    assert service.find_similar(probe, face_list_id="visitors")
+    assert service.group([probe, face_id_of(service, cameraman)])[1]
+    # and everything it may not
+    refused = [
+        lambda: service.create_group("other", "Other", role="recognizer"),
+        lambda: service.create_person("staff", "Mallory", role="recognizer"),
+        lambda: service.add_person_face("staff", person, astronaut, role="recognizer"),
+        lambda: service.delete_person_face("staff", person, "x", role="recognizer"),
+        lambda: service.delete_person("staff", person, role="recognizer"),
+        lambda: service.train("staff", role="recognizer"),
+        lambda: service.delete_group("staff", role="recognizer"),
+        lambda: service.create_face_list("more", "More", role="recognizer"),
+        lambda: service.add_list_face("visitors", astronaut, role="recognizer"),
+        lambda: service.delete_list_face("visitors", listed, role="recognizer"),
+        lambda: service.delete_face_list("visitors", role="recognizer"),
+    ]
+    for attempt in refused:
+        with pytest.raises(Forbidden, match="recognizer"):
+            attempt()
+    assert service.store.get_person("staff", person).face_ids
+    assert service.store.face_list_face_ids("visitors") == [listed]
+    refusals = [r for r in service.store.audit_records() if r.result == "refused: role"]
+    assert len(refusals) == len(refused)
+    assert service.store.verify_audit()[0]

@@ -21,6 +21,7 @@ from edged.directory.store import PersonGroup, Receipt, Store
 from edged.errors import (
     BadArgument,
     DuplicateIdentity,
+    Forbidden,
     NoFaceDetected,
     PersonGroupNotTrained,
     QualityTooLow,
@@ -42,6 +43,7 @@ MAX_NAME = 128
 MAX_USER_DATA = 16 * 1024
 ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 DIRECTORY = "(directory)"
+CHANGING_ROLES = frozenset({"manager", "admin"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,14 @@ class FaceService:
                 index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
             self._indexes[key] = index
         return index
+
+    def _allow(self, role: str, actor: str, operation: str) -> None:
+        """Only managers and admins change the directory; a recognizer-only client can detect,
+        verify, identify, group and find similar, never enrol or delete (refusals are audited)."""
+        if role not in CHANGING_ROLES:
+            with self._lock:
+                self._audit(operation, actor, role, {}, "refused: role")
+            raise Forbidden(f"role {role!r} may not {operation.replace('_', ' ')}; it needs manager or admin")
 
     def _audit(
         self, operation: str, actor: str, role: str, targets: dict[str, str], result: str = "ok"
@@ -338,6 +348,7 @@ class FaceService:
         actor: str = "cli",
         role: str = "manager",
     ) -> PersonGroup:
+        self._allow(role, actor, "create_person_group")
         check_id("personGroupId", group_id)
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
@@ -349,6 +360,7 @@ class FaceService:
         return group
 
     def delete_group(self, group_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
+        self._allow(role, actor, "delete_person_group")
         with self._lock:
             receipt = self.store.delete_group(group_id)
             self._indexes.pop(group_id, None)
@@ -364,6 +376,7 @@ class FaceService:
     def train(self, group_id: str, actor: str = "cli", role: str = "manager") -> PersonGroup:
         """(Re)build the group's index from the store: the explicit train step of the reference
         service. Afterwards adds and deletes keep the index consistent without retraining."""
+        self._allow(role, actor, "train")
         with self._lock:
             self.store.set_training(group_id, "running")
             try:
@@ -386,6 +399,7 @@ class FaceService:
         actor: str = "cli",
         role: str = "manager",
     ) -> str:
+        self._allow(role, actor, "create_person")
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
         with self._lock:
@@ -413,6 +427,7 @@ class FaceService:
         role: str = "manager",
     ) -> Enrolment:
         """Detect, gate, check for a duplicate identity, then store the template (encrypted)."""
+        self._allow(role, actor, "add_person_face")
         check_text("userData", user_data, MAX_USER_DATA)
         face = self._one_face(image, target, "the image")
         assert face.embedding is not None
@@ -459,6 +474,7 @@ class FaceService:
     def delete_person(
         self, group_id: str | None, person_id: str, actor: str = "cli", role: str = "manager"
     ) -> Receipt:
+        self._allow(role, actor, "delete_person")
         with self._lock:
             receipt = self.store.delete_person(group_id, person_id)
             key = group_id if group_id is not None else DIRECTORY
@@ -476,6 +492,7 @@ class FaceService:
     def delete_person_face(
         self, group_id: str | None, person_id: str, face_id: str, actor: str = "cli", role: str = "manager"
     ) -> Receipt:
+        self._allow(role, actor, "delete_person_face")
         with self._lock:
             self.store.get_person(group_id, person_id)
             receipt = self.store.delete_face(face_id, person_id=person_id)
@@ -498,6 +515,7 @@ class FaceService:
         actor: str = "cli",
         role: str = "manager",
     ) -> None:
+        self._allow(role, actor, "create_face_list")
         check_id("faceListId", list_id)
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
@@ -515,6 +533,7 @@ class FaceService:
         actor: str = "cli",
         role: str = "manager",
     ) -> str:
+        self._allow(role, actor, "add_face_list_face")
         check_text("userData", user_data, MAX_USER_DATA)
         face = self._one_face(image, target, "the image")
         assert face.embedding is not None
@@ -535,6 +554,7 @@ class FaceService:
         return face_id
 
     def delete_face_list(self, list_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
+        self._allow(role, actor, "delete_face_list")
         with self._lock:
             receipt = self.store.delete_face_list(list_id)
             self._indexes.pop(f"list:{list_id}", None)
@@ -544,6 +564,7 @@ class FaceService:
     def delete_list_face(
         self, list_id: str, face_id: str, actor: str = "cli", role: str = "manager"
     ) -> Receipt:
+        self._allow(role, actor, "delete_face_list_face")
         with self._lock:
             receipt = self.store.delete_face(face_id, list_id=list_id)
             key = f"list:{list_id}"
