@@ -150,6 +150,14 @@ class FaceService:
             chosen = faces[0]
         return self.pipeline.embed(image, chosen)
 
+    def _enrollable(self, image: ImageRGB, target: Box | None) -> tuple[Face, FloatArray]:
+        """The one face to enrol (or ``target``), embedded, past the quality gate when required."""
+        face = self._one_face(image, target, "the image")
+        assert face.embedding is not None
+        if self.settings.enroll_requires_quality and not face.quality.ok:
+            raise QualityTooLow(f"the face fails the quality gate: {', '.join(face.quality.reasons)}")
+        return face, face.embedding
+
     def _threshold(self, far: float) -> float:
         return self.calibration.threshold_for(far)
 
@@ -429,17 +437,14 @@ class FaceService:
         """Detect, gate, check for a duplicate identity, then store the template (encrypted)."""
         self._allow(role, actor, "add_person_face")
         check_text("userData", user_data, MAX_USER_DATA)
-        face = self._one_face(image, target, "the image")
-        assert face.embedding is not None
-        if self.settings.enroll_requires_quality and not face.quality.ok:
-            raise QualityTooLow(f"the face fails the quality gate: {', '.join(face.quality.reasons)}")
+        face, template = self._enrollable(image, target)
         warnings: list[str] = []
         with self._lock:
             self.store.get_person(group_id, person_id)
             if self.store.count_faces(person_id=person_id) >= MAX_FACES_PER_PERSON:
                 raise QuotaExceeded(f"person {person_id!r} already has {MAX_FACES_PER_PERSON} faces")
             if self.settings.duplicate_policy != "off":
-                clash = self._duplicate(group_id, person_id, face.embedding)
+                clash = self._duplicate(group_id, person_id, template)
                 if clash is not None:
                     message = (
                         f"the face matches a different person, {clash.owner_id} "
@@ -453,11 +458,11 @@ class FaceService:
                     warnings.append(message)
             quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
             face_id = self.store.add_person_face(
-                group_id, person_id, face.embedding, self.model_id, user_data, quality
+                group_id, person_id, template, self.model_id, user_data, quality
             )
             key = group_id if group_id is not None else DIRECTORY
             if key in self._indexes:
-                self._indexes[key].add(face_id, person_id, face.embedding)
+                self._indexes[key].add(face_id, person_id, template)
             if group_id is not None:
                 self.store.touch_group(group_id)
             self._audit("add_person_face", actor, role, {"personId": person_id, "persistedFaceId": face_id})
@@ -535,19 +540,16 @@ class FaceService:
     ) -> str:
         self._allow(role, actor, "add_face_list_face")
         check_text("userData", user_data, MAX_USER_DATA)
-        face = self._one_face(image, target, "the image")
-        assert face.embedding is not None
-        if self.settings.enroll_requires_quality and not face.quality.ok:
-            raise QualityTooLow(f"the face fails the quality gate: {', '.join(face.quality.reasons)}")
+        face, template = self._enrollable(image, target)
         with self._lock:
             kind = self.store.get_face_list(list_id).kind
             if self.store.count_faces(list_id=list_id) >= MAX_LIST_FACES[kind]:
                 raise QuotaExceeded(f"face list {list_id!r} already holds {MAX_LIST_FACES[kind]:,} faces")
             quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
-            face_id = self.store.add_list_face(list_id, face.embedding, self.model_id, user_data, quality)
+            face_id = self.store.add_list_face(list_id, template, self.model_id, user_data, quality)
             key = f"list:{list_id}"
             if key in self._indexes:
-                self._indexes[key].add(face_id, face_id, face.embedding)
+                self._indexes[key].add(face_id, face_id, template)
             self._audit(
                 "add_face_list_face", actor, role, {"faceListId": list_id, "persistedFaceId": face_id}
             )
