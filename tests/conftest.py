@@ -1,12 +1,13 @@
 """Shared fixtures: the real models (loaded once per session), the public-domain astronaut portrait
-and frames without a face, an in-memory encoder, and a runner for the ``edged`` command line."""
+and frames without a face, an in-memory encoder, a runner for the ``edged`` command line, and an
+encrypted directory store (a manual clock, a real key file, real SQLite files in ``tmp_path``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,9 @@ import numpy as np
 import pytest
 from skimage import data
 
+from edged.clock import ManualClock
+from edged.directory import crypto
+from edged.directory.store import Store
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.types import Box, Face, ImageRGB
 
@@ -115,3 +119,28 @@ def run_edged() -> RunEdged:
         )
 
     return run
+
+
+# -- the encrypted directory store ------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def kek(tmp_path: Path) -> crypto.Kek:
+    return crypto.create_key_file(tmp_path / "kek")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def store(state_dir: Path, kek: crypto.Kek, clock: ManualClock) -> Iterator[Store]:
+    opened = Store.open(state_dir, kek, clock)
+    yield opened
+    opened.close()

@@ -7,36 +7,16 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from directory_helpers import MODEL, NAME
 
 from edged.clock import ManualClock
 from edged.directory import crypto
 from edged.directory.audit import GENESIS, AuditRecord, chain_hash, verify_chain
 from edged.directory.store import Store
-
-MODEL = "edged-mfn-int8-v1"
-NAME = "Zebulon Quixotic-Marchbanks"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def kek(tmp_path: Path) -> crypto.Kek:
-    return crypto.create_key_file(tmp_path / "kek")
-
-
-@pytest.fixture
-def store(tmp_path: Path, kek: crypto.Kek, clock: ManualClock) -> Iterator[Store]:
-    opened = Store.open(tmp_path / "state", kek, clock)
-    yield opened
-    opened.close()
 
 
 def write_records(store: Store, clock: ManualClock, count: int = 5) -> list[AuditRecord]:

@@ -11,19 +11,17 @@ import gc
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from directory_helpers import MODEL, disk_files, template
 
-from edged.clock import ManualClock
 from edged.directory import crypto
-from edged.directory.store import DB_NAME, TEMPLATE_DIM, Store
+from edged.directory.store import DB_NAME, Store
 from edged.errors import WrongKey
 
-MODEL = "edged-mfn-int8-v1"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,11 +37,6 @@ class Contents:
     transient: dict[str, bytes]
     device_public_key: str
     data_keys: int
-
-
-def template(rng: np.random.Generator) -> np.ndarray:
-    vector = rng.standard_normal(TEMPLATE_DIM).astype(np.float32)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
 def fill(store: Store, rng: np.random.Generator) -> Contents:
@@ -139,7 +132,7 @@ def blobs(store: Store) -> dict[str, dict[str, bytes]]:
 
 
 def disk(state_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(state_dir.iterdir()) if p.name.startswith(DB_NAME))
+    return b"".join(disk_files(state_dir).values())
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -156,15 +149,9 @@ def new_kek(tmp_path: Path) -> crypto.Kek:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-def store(state_dir: Path, old_kek: crypto.Kek) -> Iterator[Store]:
-    opened = Store.open(state_dir, old_kek, ManualClock())
-    yield opened
-    opened.close()
+def kek(old_kek: crypto.Kek) -> crypto.Kek:
+    """The shared ``store`` fixture (conftest.py) opens the directory with the old key."""
+    return old_kek
 
 
 @pytest.fixture

@@ -4,46 +4,18 @@ byte of the template stays in the database or its WAL. A manual clock drives tim
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from directory_helpers import MODEL, found_on_disk, int8_bytes, template
 
 from edged.clock import ManualClock
 from edged.directory import crypto
-from edged.directory.store import DB_NAME, TEMPLATE_DIM, Store
+from edged.directory.store import TEMPLATE_DIM, Store
 from edged.errors import FaceNotFound
 
-MODEL = "edged-mfn-int8-v1"
 DAY = 86_400.0
-
-
-def template(rng: np.random.Generator) -> np.ndarray:
-    vector = rng.standard_normal(TEMPLATE_DIM).astype(np.float32)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def int8_bytes(vector: np.ndarray) -> bytes:
-    return np.clip(np.round(vector * 127), -128, 127).astype(np.int8).tobytes()
-
-
-def windows(blob: bytes, size: int = 16) -> list[bytes]:
-    if len(blob) <= size:
-        return [blob]
-    return [blob[i : i + size] for i in range(0, len(blob) - size + 1, size)] + [blob[-size:]]
-
-
-def found_on_disk(state_dir: Path, needles: dict[str, bytes]) -> list[str]:
-    hits = []
-    for path in sorted(state_dir.iterdir()):
-        if not path.name.startswith(DB_NAME):
-            continue
-        data = path.read_bytes()
-        hits += [
-            f"{what} in {path.name}" for what, n in needles.items() if any(w in data for w in windows(n))
-        ]
-    return hits
 
 
 def transient_secrets(store: Store, face_id: str, vector: np.ndarray) -> dict[str, bytes]:
@@ -66,25 +38,8 @@ def data_key_owners(store: Store) -> set[str]:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(7)
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-def store(tmp_path: Path, state_dir: Path, clock: ManualClock) -> Iterator[Store]:
-    opened = Store.open(state_dir, crypto.create_key_file(tmp_path / "kek"), clock)
-    yield opened
-    opened.close()
 
 
 def test_a_transient_face_is_usable_until_its_ttl(

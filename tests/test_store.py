@@ -15,11 +15,11 @@ import logging
 import shutil
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from directory_helpers import MODEL, NAME, disk_files, found_on_disk, int8_bytes, template
 
 from edged.clock import ManualClock
 from edged.directory import crypto
@@ -38,44 +38,11 @@ from edged.errors import (
     WrongKey,
 )
 
-MODEL = "edged-mfn-int8-v1"
-NAME = "Zebulon Quixotic-Marchbanks"
 USER_DATA = '{"badge": "ZQM-774312", "department": "Cryptozoology Annex"}'
 FACE_USER_DATA = "front door camera, Tuesday, badge ZQM-774312"
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def template(rng: np.random.Generator) -> np.ndarray:
-    vector = rng.standard_normal(TEMPLATE_DIM).astype(np.float32)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def int8_bytes(vector: np.ndarray) -> bytes:
-    return np.clip(np.round(vector * 127), -128, 127).astype(np.int8).tobytes()
-
-
-def windows(blob: bytes, size: int = 16) -> list[bytes]:
-    """16-byte windows covering the whole blob (the last one flush with its end)."""
-    if len(blob) <= size:
-        return [blob]
-    return [blob[i : i + size] for i in range(0, len(blob) - size + 1, size)] + [blob[-size:]]
-
-
-def disk_files(state_dir: Path) -> dict[str, bytes]:
-    """The database, its WAL, its shared-memory index and any rollback journal."""
-    return {p.name: p.read_bytes() for p in sorted(state_dir.iterdir()) if p.name.startswith(DB_NAME)}
-
-
-def found_on_disk(state_dir: Path, needles: dict[str, bytes]) -> list[str]:
-    """Which needles (or any 16-byte window of one) occur in which file."""
-    hits = []
-    for file_name, data in disk_files(state_dir).items():
-        for what, needle in needles.items():
-            if any(w in data for w in windows(needle)):
-                hits.append(f"{what} in {file_name}")
-    return hits
 
 
 def plaintext_needles(name: str, user_data: str, templates: list[np.ndarray]) -> dict[str, bytes]:
@@ -166,28 +133,6 @@ def assert_same_rows(got_ids: tuple[str, ...], got: np.ndarray, expected: dict[s
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def kek(tmp_path: Path) -> crypto.Kek:
-    return crypto.create_key_file(tmp_path / "kek")
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-def store(state_dir: Path, kek: crypto.Kek, clock: ManualClock) -> Iterator[Store]:
-    opened = Store.open(state_dir, kek, clock)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
