@@ -80,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = bench.add_parser("identify", help="1:N identification accuracy on an identities CSV")
+    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
+    p.add_argument("--identities", type=Path, required=True, help="CSV: image,identity")
+    p.add_argument(
+        "--far", type=_far, default=1e-4, help="per-comparison FAR for the threshold (default 1e-4)"
+    )
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = bench.add_parser("index", help="matching index: latency and memory at 1k–1M synthetic templates")
+    p.add_argument(
+        "--sizes", default="1k,10k,100k,1M", help="comma-separated template counts (1k, 1M, 50000)"
+    )
+    p.add_argument("--queries", type=int, default=200, help="per size: half enrolled people, half strangers")
+    p.add_argument("--storages", default="float32,float16,int8")
+    p.add_argument("--faces-per-identity", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-faiss", action="store_true", help="skip the faiss comparison even when installed")
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument(
@@ -205,6 +230,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edged.bench.accuracy import run_accuracy
 
         return run_accuracy(args, load_pipeline(config), config.images)
+    if args.bench == "identify":
+        from edged.bench.identify import run_identify
+
+        return run_identify(args, load_pipeline(config), config.images)
+    if args.bench == "index":
+        from edged.bench.index import run_index
+
+        return run_index(args)
     from edged.bench.speed import run_speed
 
     return run_speed(args, lambda threads: load_pipeline(config, threads))

@@ -18,7 +18,8 @@ How a search stays exact and fast (docs/matching.md has the measurements):
   head axes only, a lower bound of the full distance (a chunked float32 GEMV; int8 and float16 chunks
   are widened in cache). Stage 2 takes the few templates with the smallest bounds, computes their full
   distances, and derives the bound ``B`` of the k-th best owner (and ``max_distance``); every template
-  whose lower bound is ≤ ``B`` (plus a rounding margin) then gets its full distance. Any template that
+  whose lower bound is ≤ ``B`` (plus a rounding margin) then gets its full distance (when there are
+  many, a second lower bound over the next ``MID_DIM`` axes narrows them first). Any template that
   could be in the answer has a lower bound ≤ ``B``, so the result is the brute-force result over the
   stored values. When the bound prunes little, a plain full scan is used instead.
 
@@ -60,6 +61,10 @@ FIT_SAMPLE = 65_536
 MERGE_MIN = 4096
 """ID tables re-sort when additions since the last sort plus dead entries exceed this or 1/8 of the
 live entries."""
+MID_DIM = 32
+"""Axes after the head that narrow a large candidate set before full distances."""
+MID_MIN = 1024
+"""Candidate sets larger than this are narrowed with the mid axes."""
 BATCH_DICT = 1024
 """Batches up to this size go into the ID tables' dict; larger ones trigger a re-sort."""
 
@@ -243,8 +248,9 @@ class _Frame:
 class TemplateIndex:
     """Decrypted templates of one person group / face list, in memory only (never persisted).
 
-    ``storage``: ``float32`` (exact), ``float16`` (default; 256 B a template) or ``int8`` (132 B a
-    template; for very large groups). Searches are exhaustive over the stored values (module doc)."""
+    ``storage``: ``float32`` (exact; 512 B of template a face), ``float16`` (default; 256 B) or
+    ``int8`` (128 B; for large groups). Each face also costs 16 B of per-row data plus its IDs.
+    Searches are exhaustive over the stored values (module doc)."""
 
     def __init__(self, dim: int = 128, storage: Storage = "float16") -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -267,18 +273,20 @@ class TemplateIndex:
         self._head = np.zeros((0, self.head_dim), self._dtype)
         self._tail = np.zeros((0, self.dim - self.head_dim), self._dtype)
         self._hn: F32 = np.zeros(0, np.float32)  # squared norm of the stored head; +inf: no template
+        self._fn: F32 = np.zeros(0, np.float32)  # squared norm of the stored template
         self._m2s: F32 | None = np.zeros(0, np.float32) if self.storage == "int8" else None  # -2·scale
         self._owner: npt.NDArray[np.int32] = np.zeros(0, np.int32)  # owner code per row; -1: none
         self._owner_count: npt.NDArray[np.int32] = np.zeros(0, np.int32)
+        self._scratch: F32 = np.zeros(0, np.float32)  # stage-1 bounds of the current search
 
     def _row_arrays(self) -> list[np.ndarray[Any, Any]]:
-        arrays: list[np.ndarray[Any, Any]] = [self._head, self._tail, self._hn, self._owner]
+        arrays: list[np.ndarray[Any, Any]] = [self._head, self._tail, self._hn, self._fn, self._owner]
         return arrays if self._m2s is None else [*arrays, self._m2s]
 
     def _set_row_arrays(self, arrays: list[np.ndarray[Any, Any]]) -> None:
-        self._head, self._tail, self._hn, self._owner = arrays[:4]
+        self._head, self._tail, self._hn, self._fn, self._owner = arrays[:5]
         if self._m2s is not None:
-            self._m2s = arrays[4]
+            self._m2s = arrays[5]
 
     def _fit_rows(self, perm: IntArray | None = None) -> None:
         """Resize the per-row arrays to the face table's capacity (keeping ``perm`` rows, in order)."""
@@ -358,13 +366,14 @@ class TemplateIndex:
 
     # ---- encoding ----------------------------------------------------------------------------------
 
-    def _encode(self, x: F32) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], F32, F32 | None]:
-        """Stored head and tail, head squared norms and (int8) -2·scale for templates ``x``."""
+    def _encode(self, x: F32) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], F32, F32, F32 | None]:
+        """Stored head and tail, head and full squared norms and (int8) -2·scale for templates ``x``."""
         h = self.head_dim
         n = x.shape[0]
         head = np.empty((n, h), self._dtype)
         tail = np.empty((n, self.dim - h), self._dtype)
         hn = np.empty(n, np.float32)
+        fn = np.empty(n, np.float32)
         m2s = np.empty(n, np.float32) if self._m2s is not None else None
         for i in range(0, n, ENCODE_BLOCK):
             y = self._frame.project(x[i : i + ENCODE_BLOCK])
@@ -373,27 +382,20 @@ class TemplateIndex:
                 scale = np.abs(z).max(axis=1) / np.float32(127)
                 scale[scale == 0] = 1
                 codes = np.clip(np.rint(z / scale[:, None]), -127, 127).astype(np.int8)
-                stored_head = codes[:, :h] * (scale[:, None] * self._frame.weight[:h])
+                stored = codes * (scale[:, None] * self._frame.weight)
                 m2s[i : i + ENCODE_BLOCK] = -2 * scale
             else:
                 with np.errstate(over="ignore"):
                     codes = y.astype(self._dtype)
                 if not np.isfinite(codes).all():
                     raise BadArgument(f"templates have values beyond the range of {self.storage} storage")
-                stored_head = codes[:, :h].astype(np.float32)
+                stored = codes.astype(np.float32)
             head[i : i + ENCODE_BLOCK] = codes[:, :h]
             tail[i : i + ENCODE_BLOCK] = codes[:, h:]
-            hn[i : i + ENCODE_BLOCK] = np.einsum("ij,ij->i", stored_head, stored_head)
-        return head, tail, hn, m2s
-
-    def _decode(self, head: np.ndarray[Any, Any], tail: np.ndarray[Any, Any], m2s: F32 | None) -> F32:
-        y = np.empty((head.shape[0], self.dim), np.float32)
-        y[:, : self.head_dim] = head
-        y[:, self.head_dim :] = tail
-        if m2s is not None:
-            y *= (m2s * np.float32(-0.5))[:, None]
-            y *= self._frame.weight
-        return y
+            squares = stored * stored
+            hn[i : i + ENCODE_BLOCK] = squares[:, :h].sum(axis=1)
+            fn[i : i + ENCODE_BLOCK] = squares.sum(axis=1)
+        return head, tail, hn, fn, m2s
 
     # ---- mutation ----------------------------------------------------------------------------------
 
@@ -428,7 +430,7 @@ class TemplateIndex:
                 self._reset()
                 if x.shape[0] >= FIT_MIN:
                     self._frame = _Frame.fit(x, weighted=self.storage == "int8")
-            head, tail, hn, m2s = self._encode(x)
+            head, tail, hn, fn, m2s = self._encode(x)
             unique_owners, inverse = np.unique(owners, return_inverse=True)
             owner_codes = self._owners.find_many(unique_owners)
             missing = owner_codes < 0
@@ -447,6 +449,7 @@ class TemplateIndex:
             self._head[start:stop] = head
             self._tail[start:stop] = tail
             self._hn[start:stop] = hn
+            self._fn[start:stop] = fn
             self._owner[start:stop] = per_row
             if self._m2s is not None and m2s is not None:
                 self._m2s[start:stop] = m2s
@@ -502,7 +505,9 @@ class TemplateIndex:
     def memory_bytes(self) -> int:
         """Bytes held: templates, per-row data and ID tables (allocated capacity included)."""
         with self._lock:
-            arrays = sum(a.nbytes for a in self._row_arrays()) + self._owner_count.nbytes
+            arrays = (
+                sum(a.nbytes for a in self._row_arrays()) + self._owner_count.nbytes + self._scratch.nbytes
+            )
             frame = self._frame.mean.nbytes + self._frame.basis.nbytes + self._frame.weight.nbytes
             return int(arrays + frame + self._faces.memory_bytes() + self._owners.memory_bytes())
 
@@ -571,74 +576,133 @@ class TemplateIndex:
         if allowed is not None:
             allowed = allowed & np.isfinite(self._hn[:n])
         count = self._faces.live if allowed is None else int(allowed.sum())
+        q = _Query(y, self._frame.weight if self._m2s is not None else None)
         if n <= SMALL or count <= SMALL:
             cand = np.flatnonzero(np.isfinite(self._hn[:n]) if allowed is None else allowed)
-            return self._best(cand, self._exact(cand, y), k, by_owner)
-        bounds = self._lower_bounds(y)  # +inf on removed rows
+            return self._best(cand, self._exact(cand, q), k, by_owner, q)
+        bounds = self._lower_bounds(q)  # +inf on removed rows
         if allowed is not None:
             bounds[~allowed] = np.inf
+        if np.isfinite(max_d2):
+            # identify with a threshold: usually few rows can be within it
+            cand = self._within(bounds, max_d2, q)
+            if cand.size <= SMALL:
+                return self._best(cand, self._exact(cand, q), k, by_owner, q)
         probe_size = min(count, max(PROBE, 4 * k))
         while True:
             cut = float(np.partition(bounds, probe_size - 1)[probe_size - 1])
             probe = np.flatnonzero(bounds <= cut)
-            kth = self._kth(self._exact(probe, y), self._owner[probe] if by_owner else None, k)
+            kth = self._kth(self._exact(probe, q), self._owner[probe] if by_owner else None, k)
             if np.isfinite(kth) or probe_size >= count:
                 break
             probe_size = min(count, probe_size * 8)
         bound = min(kth, max_d2)
-        if np.isfinite(bound):
-            # float32 rounding of both distance forms stays far below this margin
-            margin = 1e-4 * (bound + float(y @ y)) + 1e-6
-            cand = np.flatnonzero(bounds <= bound + margin)
-        else:
-            cand = np.flatnonzero(np.isfinite(bounds))
+        # fewer than k owners in all: every remaining row is in the answer
+        cand = self._within(bounds, bound, q) if np.isfinite(bound) else np.flatnonzero(np.isfinite(bounds))
         if cand.size > n // 4:
-            d2 = self._full_scan(y)
-            return self._best(cand, d2[cand], k, by_owner)
-        return self._best(cand, self._exact(cand, y), k, by_owner)
+            return self._best(cand, self._full_scan(q)[cand], k, by_owner, q)
+        return self._best(cand, self._exact(cand, q), k, by_owner, q)
 
-    def _lower_bounds(self, y: F32) -> F32:
+    def _within(self, bounds: F32, bound: float, q: _Query) -> IntArray:
+        """Rows whose lower bound is within ``bound`` (plus a margin far above float32 rounding);
+        many rows are narrowed with a second bound over the next ``MID_DIM`` axes."""
+        margin = 1e-4 * (bound + q.norm2) + 1e-6
+        cand = np.flatnonzero(bounds <= bound + margin)
+        mid = min(MID_DIM, self.dim - self.head_dim)
+        if cand.size <= MID_MIN or mid == 0 or cand.size > bounds.size // 4:
+            return cand
+        h = self.head_dim
+        qm = q.weighted[h : h + mid].copy()
+        ym2 = np.float32(q.y[h : h + mid] @ q.y[h : h + mid])
+        keep = np.empty(cand.size, bool)
+        block = np.empty((min(CHUNK, cand.size), mid), np.float32)
+        for i in range(0, cand.size, CHUNK):
+            rows = cand[i : i + CHUNK]
+            codes = block[: rows.size]
+            codes[:] = self._tail[rows, :mid]
+            dots = codes @ qm
+            if self._m2s is not None:
+                scale = self._m2s[rows] * np.float32(-0.5)
+                codes *= self._frame.weight[h : h + mid]
+                stored2 = np.einsum("ij,ij->i", codes, codes) * (scale * scale)
+                dots *= scale
+            else:
+                stored2 = np.einsum("ij,ij->i", codes, codes)
+            # the head part plus the mid part: a tighter lower bound of the full distance
+            keep[i : i + CHUNK] = bounds[rows] + (stored2 - 2 * dots + ym2) <= bound + margin
+        return cand[keep]
+
+    def _lower_bounds(self, q: _Query) -> F32:
         """Squared distance over the head axes for every row: a lower bound of the full one."""
         n = self._faces.high
         h = self.head_dim
-        q = y[:h] * self._frame.weight[:h] if self._m2s is not None else y[:h].copy()
-        out = np.empty(n, np.float32)
+        qh = q.weighted[:h].copy()
+        if self._scratch.size < n:
+            self._scratch = np.empty(self._faces.capacity, np.float32)
+        out = self._scratch[:n]  # reused (under the lock): no page faults per query
         block = np.empty((min(CHUNK, n), h), np.float32) if self.storage != "float32" else None
         for i in range(0, n, CHUNK):
             j = min(n, i + CHUNK)
             part = out[i:j]
             if block is None:
-                np.matmul(self._head[i:j], q, out=part)
+                np.matmul(self._head[i:j], qh, out=part)
             else:
                 widened = block[: j - i]
                 np.copyto(widened, self._head[i:j], casting="unsafe")
-                np.matmul(widened, q, out=part)
+                np.matmul(widened, qh, out=part)
             if self._m2s is not None:
                 part *= self._m2s[i:j]
             else:
                 part *= np.float32(-2)
             part += self._hn[i:j]
-        out += np.float32(y[:h] @ y[:h])
+        out += q.head_norm2(h)
         return out
 
-    def _exact(self, rows: IntArray, y: F32) -> F32:
-        """Full squared distances (float32, from the difference) for ``rows``."""
-        m2s = self._m2s[rows] if self._m2s is not None else None
-        diff = self._decode(self._head[rows], self._tail[rows], m2s)
-        diff -= y
-        d2: F32 = np.einsum("ij,ij->i", diff, diff)
+    def _distances(
+        self, head: np.ndarray[Any, Any], tail: np.ndarray[Any, Any], rows: IntArray | slice, q: _Query
+    ) -> F32:
+        """Full squared distances as ‖y‖² + ‖ŷ‖² − 2·y·ŷ (float32 accumulate) for stored rows."""
+        block = np.empty((head.shape[0], self.dim), np.float32)
+        block[:, : self.head_dim] = head
+        block[:, self.head_dim :] = tail
+        d2: F32 = block @ q.weighted
+        if self._m2s is not None:
+            d2 *= self._m2s[rows]
+        else:
+            d2 *= np.float32(-2)
+        d2 += self._fn[rows]
+        d2 += np.float32(q.norm2)
         return d2
 
-    def _full_scan(self, y: F32) -> F32:
+    def _exact(self, rows: IntArray, q: _Query) -> F32:
+        if rows.size <= CHUNK:
+            return self._distances(self._head[rows], self._tail[rows], rows, q)
+        out = np.empty(rows.size, np.float32)
+        for i in range(0, rows.size, CHUNK):  # blocks that stay in cache
+            part = rows[i : i + CHUNK]
+            out[i : i + CHUNK] = self._distances(self._head[part], self._tail[part], part, q)
+        return out
+
+    def _full_scan(self, q: _Query) -> F32:
         n = self._faces.high
         out = np.empty(n, np.float32)
         for i in range(0, n, CHUNK):
             j = min(n, i + CHUNK)
-            m2s = self._m2s[i:j] if self._m2s is not None else None
-            diff = self._decode(self._head[i:j], self._tail[i:j], m2s)
-            diff -= y
-            out[i:j] = np.einsum("ij,ij->i", diff, diff)
+            out[i:j] = self._distances(self._head[i:j], self._tail[i:j], slice(i, j), q)
+        out[~np.isfinite(self._hn[:n])] = np.inf
         return out
+
+    def _direct(self, rows: IntArray, q: _Query) -> F32:
+        """Full squared distances from the difference (the most precise form) for a few rows."""
+        y = np.empty((rows.size, self.dim), np.float32)
+        y[:, : self.head_dim] = self._head[rows]
+        y[:, self.head_dim :] = self._tail[rows]
+        if self._m2s is not None:
+            y *= (self._m2s[rows] * np.float32(-0.5))[:, None]
+            y *= self._frame.weight
+        y -= q.y
+        d2: F32 = np.einsum("ij,ij->i", y, y)
+        return d2
 
     def _kth(self, d2: F32, groups: npt.NDArray[np.int32] | None, k: int) -> float:
         """The k-th smallest distance (per group minimum when grouped); inf when fewer than k."""
@@ -648,10 +712,28 @@ class TemplateIndex:
             d2 = d2[order[first]]
         return float(np.partition(d2, k - 1)[k - 1]) if d2.size >= k else float("inf")
 
-    def _best(self, rows: IntArray, d2: F32, k: int, by_owner: bool) -> tuple[IntArray, F32]:
+    def _best(self, rows: IntArray, d2: F32, k: int, by_owner: bool, q: _Query) -> tuple[IntArray, F32]:
+        """The k best (owners' best) rows, their distances recomputed from the difference."""
         order = np.lexsort((rows, d2))
         if by_owner:
             _, first = np.unique(self._owner[rows[order]], return_index=True)
             order = order[np.sort(first)]
-        order = order[:k]
-        return rows[order], d2[order]
+        best = rows[order[:k]]
+        precise = self._direct(best, q)
+        again = np.lexsort((best, precise))
+        return best[again], precise[again]
+
+
+class _Query:
+    """A query in the index's frame: ``y``, its squared norm, and ``weighted`` (y·weight for int8
+    codes, else y) that stored values are multiplied with."""
+
+    __slots__ = ("norm2", "weighted", "y")
+
+    def __init__(self, y: F32, weight: F32 | None) -> None:
+        self.y = y
+        self.weighted: F32 = y * weight if weight is not None else y
+        self.norm2 = float(y @ y)
+
+    def head_norm2(self, h: int) -> np.float32:
+        return np.float32(self.y[:h] @ self.y[:h])
