@@ -56,7 +56,10 @@ class PipelineSettings(Strict):
     embedder: Literal["int8", "float32"] = Field(
         "int8", description="int8 is the daemon's model; float32 is the reference"
     )
-    flip_average: bool = Field(True, description="template = mean of the chip's and its mirror's embeddings")
+    flip_average: bool = Field(
+        False,
+        description="template = mean of the chip's and its mirror's embeddings (slower; see docs/models.md)",
+    )
     threads: int = Field(1, ge=1, le=16, description="inference threads per model")
     model_threads: dict[Literal["detector", "mesh", "embedder"], Annotated[int, Field(ge=1, le=16)]] = Field(
         default_factory=dict, description="per-model overrides of threads, e.g. {embedder: 2}"

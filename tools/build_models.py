@@ -261,8 +261,11 @@ def manifest_entry(folder: Path, entry: ModelEntry) -> dict[str, Any]:
     }
 
 
+CALIBRATION_KEYS = ("calibration", "calibration_flip_average")  # written by tools/calibrate.py
+
+
 def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
-    """Write ``manifest.yaml``, carrying over ``calibration:`` of models already listed."""
+    """Write ``manifest.yaml``, carrying over the calibrations of models already listed."""
     path = folder / "manifest.yaml"
     previous: dict[str, Any] = {}
     if path.exists():
@@ -270,9 +273,10 @@ def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
     models: dict[str, Any] = {}
     for entry in entries:
         models[entry.key] = manifest_entry(folder, entry)
-        calibration = (previous.get(entry.key) or {}).get("calibration")
-        if calibration is not None:
-            models[entry.key]["calibration"] = calibration
+        for key in CALIBRATION_KEYS:
+            calibration = (previous.get(entry.key) or {}).get(key)
+            if calibration is not None:
+                models[entry.key][key] = calibration
     document = {"schema": MANIFEST_SCHEMA, "models": models}
     path.write_text(yaml.dump(document, Dumper=_ManifestDumper, sort_keys=False, width=100))
     return path

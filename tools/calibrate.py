@@ -34,8 +34,8 @@ FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 DEFAULT_FAR = 1e-3
 
 
-def embed_all(root: Path, embedder: str) -> tuple[np.ndarray, list[str], list[str]]:
-    pipeline = FacePipeline.load(settings=PipelineSettings(embedder=embedder))
+def embed_all(root: Path, embedder: str, flip_average: bool) -> tuple[np.ndarray, list[str], list[str]]:
+    pipeline = FacePipeline.load(settings=PipelineSettings(embedder=embedder, flip_average=flip_average))
     with (root / "identities.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     vectors, identities, missing = [], [], []
@@ -133,9 +133,10 @@ def main() -> int:
     )
     parser.add_argument("--root", type=Path, required=True, help="calibration set with identities.csv")
     parser.add_argument("--embedder", choices=tuple(EMBEDDER_KEYS), default="int8")
+    parser.add_argument("--flip-average", action="store_true", help="calibrate flip-averaged templates")
     parser.add_argument("--write", action="store_true", help="store the table in models/manifest.yaml")
     args = parser.parse_args()
-    vectors, identities, missing = embed_all(args.root, args.embedder)
+    vectors, identities, missing = embed_all(args.root, args.embedder, args.flip_average)
     genuine, impostor = pair_distances(vectors, identities)
     table = calibration_table(
         genuine,
@@ -147,7 +148,8 @@ def main() -> int:
     if args.write:
         path = default_model_dir() / MANIFEST_NAME
         data = yaml.safe_load(path.read_text())
-        data["models"][EMBEDDER_KEYS[args.embedder]]["calibration"] = table
+        key = "calibration_flip_average" if args.flip_average else "calibration"
+        data["models"][EMBEDDER_KEYS[args.embedder]][key] = table
         path.write_text(yaml.safe_dump(data, sort_keys=False, width=110))
         print(f"wrote the calibration of {EMBEDDER_KEYS[args.embedder]} to {path}", file=sys.stderr)
     return 0

@@ -273,7 +273,7 @@ def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
         f"each), {report['mated_probes']} mated probes, {report['non_mated_probes']} non-mated probes; "
         f"no face in {report['no_face']['total']} ({no_face_mated} mated: misses; {no_face_non_mated} "
         f"non-mated: left out of FPIR); {report['unenrollable_identities']} people could not be enrolled. "
-        f"Embedding {report['embed_ms_per_image']:.1f} ms per image (detect, mesh, align, embed with flip)."
+        f"Embedding {report['embed_ms_per_image']:.1f} ms per image (detect, mesh, align, embed)."
     )
     out = sys.stderr if args.json else sys.stdout
     print(table, file=out)

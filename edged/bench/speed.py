@@ -134,7 +134,7 @@ def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> 
         note = (
             "One face per frame: the astronaut's head and shoulders scaled to the frame height, the face "
             "≈ 30 % of it (a door camera at arm's length). `total` is detect + mesh + align + quality + "
-            "embed (two passes: the chip and its mirror) for that face; face_recognition's is "
+            "embed for that face (flip averaging off, the default); face_recognition's is "
             "face_locations (HOG) + face_encodings on the same frame, in the same run."
         )
         record(args.record, "speed", table + "\n\n" + note, command)

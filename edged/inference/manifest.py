@@ -97,6 +97,12 @@ class ModelEntry:
     sha256: str
     size: int
     calibration: Calibration | None
+    """For templates of one embedding per chip."""
+    calibration_flip_average: Calibration | None = None
+    """For templates that average the chip's and its mirror's embeddings."""
+
+    def calibration_for(self, flip_average: bool) -> Calibration | None:
+        return self.calibration_flip_average if flip_average else self.calibration
 
     def verify(self) -> None:
         """Raise ``ModelIntegrityError`` unless the file's bytes hash to the manifest's sha256."""
@@ -133,12 +139,14 @@ class Manifest:
         for key, item in data["models"].items():
             try:
                 calibration = item.get("calibration")
+                flipped = item.get("calibration_flip_average")
                 entries[key] = ModelEntry(
                     key=key,
                     path=model_dir / str(item["file"]),
                     sha256=str(item["sha256"]).lower(),
                     size=int(item["bytes"]),
                     calibration=Calibration.from_mapping(calibration) if calibration else None,
+                    calibration_flip_average=Calibration.from_mapping(flipped) if flipped else None,
                 )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ModelError(f"{path}: entry {key!r} is malformed: {exc!r}") from exc

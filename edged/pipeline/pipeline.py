@@ -51,7 +51,10 @@ class FacePipeline:
             TFLiteModel(manifest.verified_path(embedder_key), settings.threads_for("embedder")),
             settings.flip_average,
         )
-        calibration = manifest.entry(embedder_key).calibration or manifest.entry("face_embedder").calibration
+        flip = settings.flip_average
+        calibration = manifest.entry(embedder_key).calibration_for(flip) or manifest.entry(
+            "face_embedder"
+        ).calibration_for(flip)
         return cls(detector, mesher, embedder, calibration, settings.quality)
 
     def detect(self, image: ImageRGB) -> list[Detection]:
