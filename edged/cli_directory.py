@@ -16,7 +16,9 @@ from edged.config import Config
 from edged.directory.crypto import KEY_FILE_ENV, create_key_file, locate_key_file, read_kek
 from edged.directory.store import Person, Receipt, Store
 from edged.errors import BadArgument, EdgedError, NoFaceDetected, PersonNotFound
+from edged.inference.manifest import Manifest
 from edged.pipeline.image import read_image
+from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 
 STATE_ENV = "EDGED_STATE_DIR"
@@ -148,9 +150,7 @@ def open_store(args: argparse.Namespace, config: Config) -> Store:
 
 
 def open_service(args: argparse.Namespace, config: Config) -> FaceService:
-    from edged.cli import load_pipeline
-
-    pipeline = load_pipeline(config)
+    pipeline = FacePipeline.load(Manifest.load(config.model_dir), config.pipeline)
     service = FaceService(
         pipeline, open_store(args, config), config.directory, pipeline.embedder.model.path.name
     )
