@@ -21,7 +21,8 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   ├── QuotaExceeded           a limit of the data model (persons, faces, sizes)
     │   ├── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
     │   └── Forbidden               (exit 10) the caller's role may not do this (recognizer enrolling)
-    └── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
+    ├── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
+    └── CameraError                 (exit 11) a frame source that cannot be opened or read
 """
 
 from __future__ import annotations
@@ -154,3 +155,12 @@ class QualityTooLow(FaceError):
 class Forbidden(FaceError):
     code = "Forbidden"
     exit_code = 10
+
+
+class CameraError(EdgedError):
+    """A frame source that cannot be opened or read: a missing camera or file, an empty replay
+    folder, an unreadable video, picamera2 not installed. The message names the source (with any
+    password removed) and what went wrong."""
+
+    code = "CameraError"
+    exit_code = 11
