@@ -29,13 +29,18 @@ class Pair:
     fold: int | None
 
 
-def load_pairs(path: Path) -> list[Pair]:
-    """Read ``image_a,image_b,same_person[,fold]``; errors name the file and line."""
+def read_rows(path: Path, what: str) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header; an unreadable file is a BadArgument naming it."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            return list(csv.DictReader(handle))
     except OSError as exc:
-        raise BadArgument(f"cannot read pairs file {path}: {exc.strerror or exc}") from exc
+        raise BadArgument(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """Read ``image_a,image_b,same_person[,fold]``; errors name the file and line."""
+    rows = read_rows(path, "pairs")
     pairs = []
     for line, row in enumerate(rows, start=2):
         try:

@@ -18,7 +18,6 @@ a face cannot be enrolled: all their images count as missed mated probes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.bench.accuracy import edged_embedder
+from edged.bench.accuracy import edged_embedder, read_rows
 from edged.bench.index import one_thread
 from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument, EdgedError
@@ -50,11 +49,7 @@ class Entry:
 
 def load_identities(path: Path) -> list[Entry]:
     """Read ``image,identity`` rows; errors name the file and line."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise BadArgument(f"cannot read identities file {path}: {exc.strerror or exc}") from exc
+    rows = read_rows(path, "identities")
     seen: dict[str, str] = {}
     entries = []
     for line, row in enumerate(rows, start=2):
