@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edged.errors import ConfigError
+from edged.mqtt.settings import MqttSettings
 
 CONFIG_ENV = "EDGED_CONFIG"
 
@@ -120,6 +121,7 @@ class Config(Strict):
     images: ImageLimits = Field(default_factory=ImageLimits)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection (docs/mqtt.md)")
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -1,0 +1,78 @@
+"""Broker connection settings (pydantic, unknown keys rejected, every field described).
+
+Only pydantic is imported here, so ``edged.config`` can nest ``MqttSettings`` without importing paho
+(and without an import cycle: this module does not import ``edged.config``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edged.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(Strict):
+    """TLS towards the broker (server verification with a CA, optional client certificate)."""
+
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (PEM), with key_file")
+    key_file: Path | None = Field(None, description="client private key (PEM), with cert_file")
+    insecure: bool = Field(
+        False, description="skip the broker host name check (testing only; never in production)"
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        return self
+
+
+class MqttSettings(Strict):
+    """The broker connection."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is the usual TLS port)")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=128, description="MQTT client id (default: edged-<device id>)"
+    )
+    username: str | None = Field(None, min_length=1, description="user name for the broker")
+    password_file: Path | None = Field(
+        None,
+        description="file holding the password (e.g. $CREDENTIALS_DIRECTORY/mqtt-password); "
+        "passwords are never written inline in the config",
+    )
+    tls: TlsSettings | None = Field(None, description="TLS settings; absent means plain TCP")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval, seconds")
+    reconnect_min_delay_s: int = Field(1, ge=1, le=300, description="first reconnect delay, seconds")
+    reconnect_max_delay_s: int = Field(
+        60, ge=1, le=3600, description="reconnect delay cap (doubling from the minimum), seconds"
+    )
+    stop_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="how long stop() waits for the broker to acknowledge 'stopped'"
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> MqttSettings:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
+            raise ValueError("reconnect_max_delay_s is below reconnect_min_delay_s")
+        return self
+
+    def password(self) -> str | None:
+        """The password read from ``password_file`` (trailing newline removed)."""
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file {str(self.password_file)!r}: {exc.strerror}") from exc

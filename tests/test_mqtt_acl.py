@@ -1,0 +1,108 @@
+"""The shipped Mosquitto template and ACL (config/mosquitto/) on a real broker: password logins, and
+roles refused by the broker itself (a recognizer cannot delete, a door controller cannot forge a
+decision)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from string import Template
+
+import paho.mqtt.client as paho
+import pytest
+from mqtt_broker import READY_TIMEOUT_S, Broker, make_broker, mosquitto_executable
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edged.mqtt.client import MqttClient, MqttSettings
+from edged.mqtt.topics import Topics
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
+TOPICS = Topics("pi-01")
+USERS = {"edged-pi-01": "dev-pw", "recognizer": "rec-pw", "door-controller": "door-pw", "admin": "adm-pw"}
+
+
+@pytest.fixture
+def site_broker(tmp_path: Path) -> Iterator[Broker]:
+    mosquitto_executable()  # skips without a broker
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+    passwords = tmp_path / "passwd"
+    for user, password in USERS.items():
+        flags = ["-c"] if not passwords.exists() else []
+        subprocess.run(
+            ["mosquitto_passwd", *flags, "-b", str(passwords), user, password], check=True, timeout=10
+        )
+    acl = tmp_path / "acl"
+    acl.write_text(Template((CONFIG / "acl.template").read_text()).substitute(DEVICE="pi-01"))
+    for broker in make_broker(tmp_path, start=False):
+        conf = Template((CONFIG / "edged.conf.template").read_text()).substitute(
+            PORT=broker.port, BIND="127.0.0.1", PASSWORD_FILE=passwords, ACL_FILE=acl, STATE_DIR=tmp_path
+        )
+        broker.conf.write_text(conf + f"log_dest file {broker.log}\n{broker.run_as()}")
+        broker.start()
+        yield broker
+
+
+def login(broker: Broker, user: str) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}", protocol=paho.MQTTv5)
+    client.username_pw_set(user, USERS[user])
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    assert connected.wait(READY_TIMEOUT_S), f"{user} could not log in"
+    return client
+
+
+def test_roles_are_enforced_by_the_broker(site_broker: Broker, tmp_path: Path) -> None:
+    secret = tmp_path / "device-password"
+    secret.write_text("dev-pw\n")
+    device = MqttClient(
+        MqttSettings(port=site_broker.port, username="edged-pi-01", password_file=secret), TOPICS, {}
+    )
+    seen: list[str] = []
+    cond = threading.Condition()
+    admin = login(site_broker, "admin")
+
+    def on_message(c: paho.Client, u: object, message: paho.MQTTMessage) -> None:
+        with cond:
+            seen.append(message.topic)
+            cond.notify_all()
+
+    subscribed = threading.Event()
+    admin.on_message = on_message
+    admin.on_subscribe = lambda *a: subscribed.set()
+    admin.subscribe("edged/#", qos=1)
+    assert subscribed.wait(READY_TIMEOUT_S)
+    device.start()
+    recognizer = login(site_broker, "recognizer")
+    door = login(site_broker, "door-controller")
+    try:
+        assert device.connected.wait(READY_TIMEOUT_S)  # the password came from a file
+        recognizer.publish(TOPICS.request("persons_delete"), b"{}", qos=1).wait_for_publish(5)
+        recognizer.publish(TOPICS.request("identify"), b"{}", qos=1).wait_for_publish(5)
+        door.publish(TOPICS.decision("front"), b'{"outcome":"granted"}', qos=1).wait_for_publish(5)
+        door.publish(TOPICS.claim("front"), b"{}", qos=1).wait_for_publish(5)
+        expected = {TOPICS.status(), TOPICS.request("identify"), TOPICS.claim("front")}
+        with cond:  # each sender's allowed message follows its refused one: order proves the refusal
+            assert cond.wait_for(lambda: expected <= set(seen), READY_TIMEOUT_S), seen
+        assert TOPICS.request("persons_delete") not in seen
+        assert TOPICS.decision("front") not in seen
+    finally:
+        device.stop()
+        for client in (admin, recognizer, door):
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_anonymous_clients_are_refused(site_broker: Broker) -> None:
+    client = MqttClient(MqttSettings(port=site_broker.port), TOPICS, {})
+    client.start()
+    try:
+        assert client.refused.wait(READY_TIMEOUT_S)
+        assert not client.connected.is_set()
+    finally:
+        client.stop()
