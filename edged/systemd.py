@@ -1,0 +1,63 @@
+"""sd_notify without a dependency: READY=1 once models, directory and camera are up, STATUS= lines,
+WATCHDOG=1 from the frame loop (so a stuck camera trips systemd's watchdog), STOPPING=1 on the way
+out. Outside systemd ($NOTIFY_SOCKET unset) every call is a no-op."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        self.sent = 0
+        self.failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def notify(self, *fields: str) -> bool:
+        """Send ``KEY=value`` lines in one datagram; False when not under systemd or on failure."""
+        if not self.address:
+            return False
+        target = self.address
+        if target.startswith("@"):  # an abstract socket
+            target = "\0" + target[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.connect(target)
+                sock.sendall("\n".join(fields).encode())
+        except OSError as exc:
+            self.failures += 1
+            logger.warning("sd_notify to %s failed: %s", self.address, exc)
+            return False
+        self.sent += 1
+        return True
+
+    def ready(self, status: str) -> bool:
+        return self.notify("READY=1", f"STATUS={status}")
+
+    def status(self, status: str) -> bool:
+        return self.notify(f"STATUS={status}")
+
+    def watchdog(self) -> bool:
+        return self.notify("WATCHDOG=1")
+
+    def stopping(self, status: str = "stopping") -> bool:
+        return self.notify("STOPPING=1", f"STATUS={status}")
+
+    @staticmethod
+    def watchdog_interval_s() -> float | None:
+        """Half of systemd's WatchdogSec (from $WATCHDOG_USEC), the interval to ping at; None when off."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec or not usec.isdigit() or int(usec) == 0:
+            return None
+        pid = os.environ.get("WATCHDOG_PID")
+        if pid and pid.isdigit() and int(pid) != os.getpid():
+            return None
+        return int(usec) / 2_000_000
