@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from edged import __version__, cli_directory
 from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
+from edged.directory.crypto import locate_key_file, read_kek
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
 from edged.log import native_stderr_silenced
@@ -32,6 +35,16 @@ def _far(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--far must be a number such as 1e-4, not {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"--far must be between 0 and 1, not {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--duration must be a number of seconds, not {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"--duration must be between 0 and 86400 seconds, not {text}")
     return value
 
 
@@ -116,7 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
-    sub.add_parser("demo", help="a self-contained run on the public-domain astronaut portrait")
+    p = sub.add_parser(
+        "demo", help="the door daemon on a built-in camera scene, the astronaut enrolled (nothing stored)"
+    )
+    p.add_argument("--mqtt", metavar="mqtt://HOST:PORT", help="also publish to this broker")
+    p.add_argument("--device-id", default="demo", help="MQTT device ID (default demo)")
+    p.add_argument("--duration", type=_seconds, default=15.0, help="seconds to run (default 15)")
+    p.add_argument("--pipeline-only", action="store_true", help="just the pipeline on the astronaut portrait")
+
+    p = sub.add_parser("run", help="the door daemon: camera, doors and MQTT from the configuration")
+    p.add_argument("--no-mqtt", action="store_true", help="do not connect to the broker")
 
     cli_directory.add_commands(sub)
 
@@ -239,9 +261,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edged.demo import run_demo
+    from edged.demo import demo_config, run_daemon_demo, run_demo
 
-    return run_demo(load_pipeline(effective_config(args)))
+    if args.pipeline_only:
+        return run_demo(load_pipeline(effective_config(args)))
+    config = demo_config(effective_config(args), args.device_id)
+    return run_daemon_demo(config, load_pipeline(config), args.mqtt, args.duration)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.app import App
+
+    config = effective_config(args)
+    if not config.doors:
+        raise ConfigError("no doors configured: add a doors: section to the configuration")
+    kek = read_kek(locate_key_file(args.key_file))
+    mqtt_url = None if args.no_mqtt else f"mqtt://{config.mqtt.host}:{config.mqtt.port}"
+    stop = threading.Event()
+    app = App(config, cli_directory.state_dir(args, config), kek, mqtt_url, stop, sys.stdout)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app.start()
+        stop.wait()
+    finally:
+        app.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if app.error is not None else 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -263,6 +309,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "bench": cmd_bench,
     "demo": cmd_demo,
+    "run": cmd_run,
     "check-config": cmd_check_config,
 }
 

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
+from edged.decider import DoorSettings
 from edged.errors import ConfigError
 from edged.mqtt.settings import MqttSettings
+from edged.mqtt.topics import check_id
+from edged.strict import Strict
 
 CONFIG_ENV = "EDGED_CONFIG"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class QualityThresholds(Strict):
@@ -110,10 +109,36 @@ class DirectorySettings(Strict):
     )
 
 
+class CameraSettings(Strict):
+    """Where the door daemon's frames come from."""
+
+    source: str = Field(
+        "demo",
+        min_length=1,
+        description="frame source: demo, picamera2, a camera index or /dev/video*, an rtsp:// or "
+        "http(s):// URL, a video file or a folder of images (edged.capture.make_source)",
+    )
+    fps: float | None = Field(
+        None, gt=0, le=120, description="frame rate to pace the source at (null: the source's own)"
+    )
+
+
+class TrackerSettings(Strict):
+    """The face tracker that follows faces across frames (edged/tracker.py)."""
+
+    min_iou: float = Field(0.3, gt=0, le=1, description="smallest box overlap that continues a track")
+    max_missed_s: float = Field(
+        1.0, ge=0, le=60, description="a track unseen for longer than this ends (its session closes)"
+    )
+
+
 class Config(Strict):
     """The whole configuration file."""
 
     schema_version: Literal[1] = Field(1, description="version of this file's layout")
+    device_id: str = Field(
+        "edged-1", description="this terminal's ID: the MQTT topic level edged/<device_id>/…"
+    )
     model_dir: Path | None = Field(
         None, description="directory with manifest.yaml (default: the installed models)"
     )
@@ -122,6 +147,30 @@ class Config(Strict):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection (docs/mqtt.md)")
+    camera: CameraSettings = Field(default_factory=CameraSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    doors: dict[str, DoorSettings] = Field(
+        default_factory=dict, description="the doors of this terminal by door ID (docs/decisions.md)"
+    )
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return _identifier("device id", value)
+
+    @field_validator("doors")
+    @classmethod
+    def _door_ids(cls, value: dict[str, DoorSettings]) -> dict[str, DoorSettings]:
+        for door in value:
+            _identifier("door id", door)
+        return value
+
+
+def _identifier(kind: str, value: str) -> str:
+    try:
+        return check_id(kind, value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

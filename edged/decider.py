@@ -46,10 +46,10 @@ from typing import Literal, TypeAlias, get_args
 from pydantic import Field, model_validator
 
 from edged.clock import Clock
-from edged.config import Strict
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration
 from edged.matcher import Match
+from edged.strict import Strict
 from edged.tracker import CaptureZone
 from edged.types import Box, Face
 

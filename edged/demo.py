@@ -1,16 +1,33 @@
-"""The built-in demo: the pipeline on scikit-image's public-domain astronaut portrait (Eileen
-Collins, NASA), so it runs on a fresh machine with no camera, no broker and no shared data."""
+"""The built-in demos, on scikit-image's public-domain photographs, so they run on a fresh machine
+with no camera, no broker and no shared data:
+
+- ``run_daemon_demo``: the door daemon (``edged.app.App``) on the demo camera, with the astronaut
+  portrait (Eileen Collins, NASA) enrolled in a throw-away encrypted directory (a temporary folder
+  and a key that lives in memory only, both gone at exit): one door in identify mode;
+- ``run_demo``: the pipeline alone on the astronaut portrait (``edged demo --pipeline-only``).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
 
+from edged.config import Config
+from edged.directory.crypto import KEY_BYTES, Kek
+from edged.directory.store import Store
 from edged.errors import ConfigError, NoFaceDetected
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
+from edged.service.faces import FaceService
 from edged.types import ImageRGB
 
 
@@ -60,3 +77,70 @@ def run_demo(pipeline: FacePipeline) -> int:
         result = verify(reference.embedding, found[0].embedding, pipeline.calibration)
         print(f"  verify against {name}: {json.dumps(result.as_json())}")
     return 0
+
+
+DEMO_GROUP = "demo"
+DEMO_PERSON = "Eileen Collins"
+DEMO_DOOR = "front"
+DEMO_MAX_YAW_DEG = 90.0
+"""The demo's stranger stands in profile: with the default pose limit (40°) he is low_quality; at 90°
+his face is embedded and matched, and comes out unknown."""
+
+
+def demo_config(base: Config, device_id: str) -> Config:
+    """``base`` with the demo camera, one identify door on the demo group, and the pose limit opened."""
+    data: dict[str, Any] = base.model_dump()
+    data["device_id"] = device_id
+    data["camera"] = {"source": "demo", "fps": None}
+    data["pipeline"]["quality"]["max_yaw_deg"] = DEMO_MAX_YAW_DEG
+    data["doors"] = {DEMO_DOOR: {"mode": "identify", "group": DEMO_GROUP}}
+    data["directory"]["state_dir"] = None
+    return Config.model_validate(data)
+
+
+def enrol_demo(pipeline: FacePipeline, state_dir: Path, kek: Kek, config: Config) -> str:
+    """Create the trained demo group with the astronaut in it; returns her person ID."""
+    store = Store.open(state_dir, kek)
+    try:
+        service = FaceService(pipeline, store, config.directory, pipeline.embedder.model.path.name)
+        service.create_group(DEMO_GROUP, "Demo", actor="demo")
+        person_id = service.create_person(DEMO_GROUP, DEMO_PERSON, actor="demo")
+        service.add_person_face(DEMO_GROUP, person_id, astronaut(), actor="demo")
+        service.train(DEMO_GROUP, actor="demo")
+        return person_id
+    finally:
+        store.close()
+
+
+def run_daemon_demo(
+    config: Config,
+    pipeline: FacePipeline,
+    mqtt_url: str | None,
+    duration_s: float,
+    out: TextIO = sys.stdout,
+) -> int:
+    """The daemon for ``duration_s`` seconds (or until SIGINT/SIGTERM), decisions as JSON lines on
+    ``out``. The directory lives in a temporary folder under $TMPDIR, deleted before this returns."""
+    from edged.app import App
+
+    stop = threading.Event()
+    key = Kek(os.urandom(KEY_BYTES), "demo (in memory)")
+    with tempfile.TemporaryDirectory(prefix="edged-demo-") as tmp:
+        state = Path(tmp)
+        person_id = enrol_demo(pipeline, state, key, config)
+        print(f"edged demo: enrolled {DEMO_PERSON!r} as person {person_id}", file=sys.stderr)
+        app = App(config, state, key, mqtt_url, stop, out, pipeline=pipeline)
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            app.start()
+            stop.wait(duration_s)
+        finally:
+            app.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print(
+            f"edged demo: {app.frames_processed} frames processed, {app.frames_dropped} dropped, "
+            f"{app.decisions} decisions",
+            file=sys.stderr,
+        )
+    return 1 if app.error is not None else 0

@@ -30,6 +30,7 @@ class Notifier:
             target = "\0" + target[1:]
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)  # never stall the frame loop on a busy or stuck notify socket
                 sock.connect(target)
                 sock.sendall("\n".join(fields).encode())
         except OSError as exc:

@@ -152,7 +152,7 @@ def test_verify_without_a_face_fails(run_edged: RunEdged, images: dict[str, Path
 
 
 def test_demo_prints_verifications(run_edged: RunEdged) -> None:
-    result = run_edged(["demo"])
+    result = run_edged(["demo", "--pipeline-only"])
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "verify against" in line]
     assert len(lines) >= 2, result.stdout

@@ -72,7 +72,7 @@ def sandbox(tmp_path: Path, astronaut: ImageRGB, encode_image: Encode) -> dict[s
     [
         ["detect", "{inputs}/a.png", "--json"],
         ["verify", "{inputs}/a.png", "{inputs}/b.jpg", "--json"],
-        ["demo"],
+        ["demo", "--duration", "5"],  # the daemon: its directory lives under TMPDIR, deleted at exit
     ],
     ids=["detect", "verify", "demo"],
 )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +72,41 @@ def test_watchdog_interval(
     if pid == "1" and os.getpid() == 1:
         pytest.skip("running as PID 1")
     assert Notifier.watchdog_interval_s() == expected
+
+
+def test_the_daemon_reports_ready_watchdog_and_stopping(listener: tuple[str, socket.socket]) -> None:
+    """`edged demo` runs the daemon: under systemd it says READY once up, pings the watchdog from the
+    frame loop, and says STOPPING on the way out."""
+    path, sock = listener
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+    env.pop("WATCHDOG_PID", None)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:  # as systemd does: read as they come
+        sock.settimeout(0.2)
+        while not done.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "edged", "demo", "--duration", "3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        done.set()
+        reader.join(5)
+    assert result.returncode == 0, result.stderr
+    kinds = [m.split("\n")[0] for m in messages]
+    assert kinds[0] == "READY=1", messages
+    assert "WATCHDOG=1" in kinds
+    assert kinds[-1] == "STOPPING=1"

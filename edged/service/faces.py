@@ -187,6 +187,17 @@ class FaceService:
             self._indexes[key] = index
         return index
 
+    def trained_index(self, group_id: str) -> TemplateIndex:
+        """The matching index of a trained person group (the door daemon's). Raises
+        ``PersonGroupNotFound`` / ``PersonGroupNotTrained``."""
+        with self._lock:
+            group = self.store.get_group(group_id)
+            if group.train_status != "succeeded":
+                raise PersonGroupNotTrained(
+                    f"person group {group_id!r} is not trained (status {group.train_status}): run train first"
+                )
+            return self._index(group_id)
+
     def _allow(self, role: str, actor: str, operation: str) -> None:
         """Only managers and admins change the directory; a recognizer-only client can detect,
         verify, identify, group and find similar, never enrol or delete (refusals are audited)."""

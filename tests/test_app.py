@@ -1,0 +1,139 @@
+"""The door daemon end to end (edged/app.py): ``edged demo`` as a subprocess on the built-in camera
+scene, with and without a real Mosquitto broker, plus the start-up checks of ``App``.
+
+The demo scene (edged/capture/demo.py) shows the enrolled astronaut, then a stranger in profile; the
+demo opens the pose limit so the stranger is matched (and unknown) rather than low_quality."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_broker import Broker, Watcher, make_broker
+
+from edged.app import App, mqtt_target
+from edged.config import Config
+from edged.directory import crypto
+from edged.errors import ConfigError
+from edged.pipeline.pipeline import FacePipeline
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from make_broker(tmp_path)
+
+
+FORBIDDEN_KEYS = {"image", "images", "embedding", "embeddings", "template", "templates", "chip", "pixels"}
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edged", "demo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+
+
+def all_keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value).union(*(all_keys(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(all_keys(v) for v in value))
+    return set()
+
+
+def check_decisions(decisions: list[dict[str, Any]]) -> None:
+    """≥ 1 granted (a person, reason match) and ≥ 1 unknown; well-formed, nothing biometric."""
+    for decision in decisions:
+        assert {"schema", "event_id", "outcome"} <= set(decision), decision
+        assert decision["door"] == "front"
+        assert not all_keys(decision) & FORBIDDEN_KEYS, decision
+    granted = [d for d in decisions if d["outcome"] == "granted"]
+    unknown = [d for d in decisions if d["outcome"] == "unknown"]
+    assert granted, decisions
+    assert all(d["person_id"] and d["reasons"] == ["match"] for d in granted), granted
+    assert len({d["person_id"] for d in granted}) == 1, "the astronaut is one person"
+    assert unknown, f"the stranger was not decided unknown: {decisions}"
+    assert all(d["person_id"] is None for d in unknown), unknown
+    assert len({d["event_id"] for d in decisions}) == len(decisions), "event IDs are unique"
+
+
+def test_demo_prints_granted_and_unknown_decisions() -> None:
+    result = run_demo("--duration", "15")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines, result.stderr
+    check_decisions([json.loads(line) for line in lines])
+
+
+def test_demo_publishes_birth_decisions_and_stopped(broker: Broker) -> None:
+    watcher = Watcher(broker.port, "edged/t1/#")
+    try:
+        result = run_demo(
+            "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--device-id", "t1", "--duration", "15"
+        )
+        assert result.returncode == 0, result.stderr
+        messages = watcher.wait_for(
+            lambda ms: any(t == "edged/t1/status" and p["state"] == "stopped" for t, p, _ in ms)
+        )
+    finally:
+        watcher.close()
+    states = [p["state"] for t, p, _ in messages if t == "edged/t1/status"]
+    assert states[0] == "online" and states[-1] == "stopped", states
+    decisions = [p for t, p, _ in messages if t == "edged/t1/door/front/decision"]
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert decisions, messages
+    assert {d["event_id"] for d in decisions} <= {d["event_id"] for d in printed}
+    check_decisions(decisions)
+    sessions = [p for t, p, _ in messages if t == "edged/t1/door/front/session"]
+    assert {"new", "end"} <= {s["type"] for s in sessions}, sessions
+
+
+def test_mqtt_urls() -> None:
+    assert mqtt_target("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884)
+    assert mqtt_target("mqtt://broker.local") == ("broker.local", 1883)
+    for bad in ("http://127.0.0.1:1883", "mqtt://", "mqtt://host:99999", "mqtt://host/path"):
+        with pytest.raises(ConfigError):
+            mqtt_target(bad)
+
+
+def test_config_validates_device_and_door_ids() -> None:
+    assert Config().device_id == "edged-1" and Config().doors == {}
+    Config.model_validate({"device_id": "door_2", "doors": {"front": {"group": "staff"}}})
+    for bad in ({"device_id": "a/b"}, {"device_id": "#"}, {"doors": {"front door": {"group": "staff"}}}):
+        with pytest.raises(ValueError, match="not a valid MQTT identifier"):
+            Config.model_validate(bad)
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "missing"])
+def test_a_door_needs_a_trained_group(
+    pipeline: FacePipeline, tmp_path: Path, kek: crypto.Kek, trained: bool
+) -> None:
+    from edged.directory.store import Store
+    from edged.service.faces import FaceService
+
+    state = tmp_path / "state"
+    if not trained:  # the group exists but was never trained
+        store = Store.open(state, kek)
+        FaceService(pipeline, store, Config().directory, "m").create_group("staff", "Staff")
+        store.close()
+    group = "staff" if not trained else "nobody"
+    config = Config.model_validate({"doors": {"front": {"group": group}}})
+    stop = threading.Event()
+    app = App(config, state, kek, None, stop, None, pipeline=pipeline)
+    with pytest.raises(ConfigError, match=r"door 'front': person group '\w+' (is not trained|does not)"):
+        app.start()
+    assert stop.is_set() and app.capture is None and app.worker is None
+    assert threading.active_count() >= 1
