@@ -49,6 +49,13 @@ def test_birth_is_retained_and_clean_stop_says_stopped(broker: Broker, protocol:
     client.start()
     try:
         assert client.connected.wait(READY_TIMEOUT_S)
+        # `connected` is set once the birth is *sent*; wait until the broker has it (a first watcher sees
+        # it, live or retained) before a late subscriber checks that it was kept as retained
+        early = Watcher(broker.port, TOPICS.status(), client_id="early")
+        try:
+            early.wait_for(lambda m: "online" in states(m))
+        finally:
+            early.close()
         late = Watcher(broker.port, TOPICS.status(), client_id="late")  # subscribes after the birth
         try:
             (_, birth, retained), *_ = late.wait_for(lambda m: "online" in states(m))
