@@ -97,12 +97,11 @@ def face_recognition_embedder() -> Embedder | None:
     return embed
 
 
-def distances_for(
-    pairs: list[Pair], root: Path, embed: Embedder, limits: ImageLimits | None = None
-) -> tuple[np.ndarray, list[str], float]:
-    names = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
+def embed_images(
+    names: Sequence[str], root: Path, embed: Embedder, limits: ImageLimits | None = None
+) -> tuple[dict[str, FloatArray | None], float]:
+    """Every image's template (None: no face or unreadable, said on stderr) and the mean s per image."""
     templates: dict[str, FloatArray | None] = {}
-    failures: list[str] = []
     start = time.perf_counter()
     for i, name in enumerate(names, 1):
         try:
@@ -110,11 +109,17 @@ def distances_for(
         except EdgedError as exc:
             print(f"edged: {exc}", file=sys.stderr)
             templates[name] = None
-        if templates[name] is None:
-            failures.append(name)
         if i % 500 == 0:
             print(f"  … {i}/{len(names)} images", file=sys.stderr)
-    elapsed = time.perf_counter() - start
+    return templates, (time.perf_counter() - start) / max(1, len(names))
+
+
+def distances_for(
+    pairs: list[Pair], root: Path, embed: Embedder, limits: ImageLimits | None = None
+) -> tuple[np.ndarray, list[str], float]:
+    names = sorted({p.image_a for p in pairs} | {p.image_b for p in pairs})
+    templates, per_image = embed_images(names, root, embed, limits)
+    failures = [name for name in names if templates[name] is None]
     distances = np.array(
         [
             float(np.linalg.norm(ta - tb))
@@ -123,7 +128,7 @@ def distances_for(
             for p in pairs
         ]
     )
-    return distances, failures, elapsed / max(1, len(names))
+    return distances, failures, per_image
 
 
 def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: ImageLimits) -> int:

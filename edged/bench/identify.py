@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from edged.bench.accuracy import edged_embedder, read_rows
+from edged.bench.accuracy import edged_embedder, embed_images, read_rows
 from edged.bench.index import one_thread
 from edged.bench.record import markdown_table, record
-from edged.errors import BadArgument, EdgedError
+from edged.errors import BadArgument
 from edged.matcher import STORAGES, TemplateIndex
-from edged.pipeline.image import ImageLimits, read_image
+from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import FloatArray
 
@@ -100,18 +100,7 @@ def embed_all(
     images: list[str], root: Path, pipeline: FacePipeline, limits: ImageLimits | None
 ) -> tuple[dict[str, FloatArray | None], float]:
     """Every image's template (None: no face or unreadable) and the mean time per image."""
-    embed = edged_embedder(pipeline)
-    templates: dict[str, FloatArray | None] = {}
-    start = time.perf_counter()
-    for i, name in enumerate(images, 1):
-        try:
-            templates[name] = embed(read_image(root / name, limits))
-        except EdgedError as exc:
-            print(f"edged: {exc}", file=sys.stderr)
-            templates[name] = None
-        if i % 500 == 0:
-            print(f"  … {i}/{len(images)} images", file=sys.stderr)
-    return templates, (time.perf_counter() - start) / max(1, len(images))
+    return embed_images(images, root, edged_embedder(pipeline), limits)
 
 
 @dataclass(frozen=True, slots=True)
