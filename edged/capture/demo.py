@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edged.capture.source import Frame, Pacer, SourceBase
+from edged.capture.source import Frame, PacedSource, Pacer
 from edged.errors import CameraError, ConfigError
 from edged.types import ImageRGB
 
@@ -111,7 +111,7 @@ def _smooth(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
-class DemoSource(SourceBase):
+class DemoSource(PacedSource):
     """The built-in door scene. ``frames=None`` plays forever; ``fps=0`` renders as fast as it can
     (the schedule then counts frames at 10 per second of scene time)."""
 
@@ -138,15 +138,6 @@ class DemoSource(SourceBase):
         self._cycle = sum(length for _, length in self._schedule)
         self._subjects: dict[str, _Subject] | None = None
         self._wall: FloatImage | None = None
-
-    @property
-    def fps(self) -> float:
-        return self._pacer.fps
-
-    @property
-    def waited(self) -> float:
-        """Seconds spent sleeping to keep the frame rate."""
-        return self._pacer.waited
 
     def segment_of(self, index: int) -> str:
         """Which part of the schedule frame ``index`` shows: "astronaut", "empty" or "stranger"."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edged.capture.source import Frame, Pacer, SourceBase, bgr_to_rgb
+from edged.capture.source import Frame, PacedSource, Pacer, bgr_to_rgb
 from edged.errors import CameraError
 from edged.types import ImageRGB
 
@@ -32,7 +32,7 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-class ReplaySource(SourceBase):
+class ReplaySource(PacedSource):
     """Frames from ``path``: a folder of JPEG/PNG/BMP/WebP images (in natural name order), one image,
     or a video file OpenCV can decode.
 
@@ -52,16 +52,6 @@ class ReplaySource(SourceBase):
         self._video: cv2.VideoCapture | None = None
         self._pending: np.ndarray | None = None
         self._open = False
-
-    @property
-    def fps(self) -> float:
-        """The pace in frames per second (0: unpaced); the video's own rate is known after open()."""
-        return self._pacer.fps
-
-    @property
-    def waited(self) -> float:
-        """Seconds spent sleeping to keep the frame rate."""
-        return self._pacer.waited
 
     @property
     def is_video(self) -> bool:

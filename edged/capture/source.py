@@ -156,3 +156,19 @@ def redact(spec: str) -> str:
     if parts.query:
         parts = parts._replace(query="***")
     return urlunsplit(parts)
+
+
+class PacedSource(SourceBase):
+    """A source that paces itself with ``self._pacer`` (set by the subclass)."""
+
+    _pacer: Pacer
+
+    @property
+    def fps(self) -> float:
+        """The pace in frames per second (0: unpaced)."""
+        return self._pacer.fps
+
+    @property
+    def waited(self) -> float:
+        """Seconds spent sleeping to keep the frame rate."""
+        return self._pacer.waited
