@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from edged.api.settings import ApiSettings
 from edged.decider import DoorSettings
 from edged.errors import ConfigError
 from edged.mqtt.settings import MqttSettings
@@ -147,6 +148,9 @@ class Config(Strict):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection (docs/mqtt.md)")
+    api: ApiSettings = Field(
+        default_factory=ApiSettings, description="the face operations over MQTT (docs/mqtt-api.md)"
+    )
     camera: CameraSettings = Field(default_factory=CameraSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     doors: dict[str, DoorSettings] = Field(

@@ -20,7 +20,9 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   │                           DuplicateIdentity (enrolment matches another person)
     │   ├── QuotaExceeded           a limit of the data model (persons, faces, sizes)
     │   ├── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
-    │   └── Forbidden               (exit 10) the caller's role may not do this (recognizer enrolling)
+    │   ├── Forbidden               (exit 10) the caller's role may not do this (recognizer enrolling)
+    │   ├── Unauthorized            (exit 10) a request's signature is missing, wrong, stale or replayed
+    │   └── Busy                    the request queue is full: try again later
     ├── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
     └── CameraError                 (exit 11) a frame source that cannot be opened or read
 """
@@ -164,3 +166,18 @@ class CameraError(EdgedError):
 
     code = "CameraError"
     exit_code = 11
+
+
+class Unauthorized(FaceError):
+    """A directory-changing request without a valid signature: unsigned, unknown client, wrong
+    signature, timestamp outside the window, or a nonce already used."""
+
+    code = "Unauthorized"
+    exit_code = 10
+
+
+class Busy(FaceError):
+    """The request queue is full; nothing was done. Retry later."""
+
+    code = "Busy"
+    exit_code = 9
