@@ -4,20 +4,34 @@ decision)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from mqtt_broker import READY_TIMEOUT_S, Broker, make_broker, mosquitto_executable
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.api.auth import Authenticator
+from edged.api.client import RequestClient
+from edged.api.server import ApiServer
+from edged.api.settings import ApiSettings
+from edged.clock import SystemClock
+from edged.config import DirectorySettings
+from edged.directory.crypto import create_key_file
+from edged.directory.store import Store
 from edged.mqtt.client import MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
+from edged.pipeline.pipeline import FacePipeline
+from edged.service.faces import FaceService
+from edged.types import ImageRGB
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
 TOPICS = Topics("pi-01")
@@ -106,3 +120,65 @@ def test_anonymous_clients_are_refused(site_broker: Broker) -> None:
         assert not client.connected.is_set()
     finally:
         client.stop()
+
+
+def test_the_request_api_through_the_site_acl(
+    site_broker: Broker, tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, encode_image: Any
+) -> None:
+    """The shipped ACL and the API's reply tree fit together: a recognizer gets its detect reply on
+    its own reply topic (MQTT v5), its delete request never reaches edged (the broker drops it), and
+    another client cannot read the recognizer's replies."""
+    secrets = {user: tmp_path / f"{user}.pw" for user in USERS}
+    for user, path in secrets.items():
+        path.write_text(USERS[user] + "\n")
+    clock = SystemClock()
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
+    service = FaceService(pipeline, store, DirectorySettings(), pipeline.embedder.model.path.name)
+    device = MqttClient(
+        MqttSettings(port=site_broker.port, username="edged-pi-01", password_file=secrets["edged-pi-01"]),
+        TOPICS,
+        {},
+    )
+    auth = Authenticator(ApiSettings(), TOPICS.device_id, clock, None)
+    server = ApiServer(service, ApiSettings(), TOPICS, device, auth)
+    server.start()
+    device.subscribe(TOPICS.request_wildcard(), server.submit, qos=1)
+    device.start()
+
+    def as_user(user: str, client_id: str) -> RequestClient:
+        settings = MqttSettings(
+            port=site_broker.port, username=user, password_file=secrets[user], client_id=client_id
+        )
+        return RequestClient(settings, TOPICS.device_id).connect()
+
+    recognizer = as_user("recognizer", "reception-1")
+    try:
+        assert device.connected.wait(READY_TIMEOUT_S)
+        image = base64.b64encode(encode_image(astronaut, ".jpg")).decode()
+        reply = recognizer.request("detect", {"image": image}, timeout=30)
+        assert reply["ok"] and len(reply["result"]["faces"]) == 1
+        with pytest.raises(TimeoutError):  # dropped by the broker: edged never sees it
+            recognizer.request("delete_person_group", {"personGroupId": "staff"}, timeout=2)
+        assert server.served == 1 and server.failed == 0
+        # another account cannot read the recognizer's replies: it may subscribe, the broker delivers nothing
+        spy = login(site_broker, "door-controller")
+        leaked: list[str] = []
+        spy.on_message = lambda c, u, m: leaked.append(m.topic)
+        subscribed = threading.Event()
+        spy.on_subscribe = lambda *a: subscribed.set()
+        spy.subscribe(f"{TOPICS.reply('reception-1')}/#", qos=1)
+        spy.subscribe(TOPICS.reply("reception-1"), qos=1)
+        assert subscribed.wait(READY_TIMEOUT_S)
+        try:
+            assert recognizer.request("detect", {"image": image}, timeout=30)["ok"]
+            time.sleep(0.5)  # the same broker would have delivered to the spy by now
+            assert leaked == []
+        finally:
+            spy.disconnect()
+            spy.loop_stop()
+    finally:
+        recognizer.close()
+        server.stop()
+        device.stop()
+        auth.close()
+        store.close()

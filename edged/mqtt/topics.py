@@ -8,6 +8,7 @@
     edged/<device>/audit                         audit records (no biometric data)
     edged/<device>/req/<operation>               request/response API (inbound)
     edged/<device>/res/<operation>               replies for MQTT 3.1.1 clients
+    edged/<device>/reply/<client>[/…]            MQTT v5 Response Topics (the only ones answered)
     edged/sync/<site>/<part>/...                 directory snapshots and deltas
     homeassistant/device/edged_<device>/config   Home Assistant device discovery
     homeassistant/status                         Home Assistant birth/will
@@ -77,6 +78,16 @@ class Topics:
 
     def response(self, op: str) -> str:
         return f"{self._base}/res/{check_id('operation', op)}"
+
+    def reply(self, client: str) -> str:
+        """Where an MQTT v5 request client asks for its replies (its Response Topic)."""
+        return f"{self._base}/reply/{check_id('client id', client)}"
+
+    def is_reply(self, topic: str) -> bool:
+        """True for ``edged/<device>/reply/<client>[/<id>…]``: the only Response Topics edged answers
+        on, so a request cannot make edged publish on its decision, status or sync topics."""
+        head = f"{self._base}/reply/"
+        return topic.startswith(head) and all(_ID.fullmatch(p) for p in topic[len(head) :].split("/"))
 
     def request_wildcard(self) -> str:
         return f"{self._base}/req/+"

@@ -1,0 +1,173 @@
+"""The request-client commands of the ``edged`` CLI: ``edged client keygen`` (a signing key pair and
+the configuration snippet that authorises it) and ``edged request OP`` (one request to a terminal over
+MQTT, the reply printed as JSON). Parsing and output only; the work is in ``edged.api``."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from edged.api.auth import generate_private_key, load_private_key, public_key_b64, write_private_key
+from edged.api.client import RequestClient
+from edged.config import load_config
+from edged.errors import BadArgument, EdgedError, ImageError
+from edged.mqtt.settings import MqttSettings, TlsSettings
+
+ROLES = ("recognizer", "manager", "admin")
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout must be a number of seconds, not {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"--timeout must be between 0 and 3600 seconds, not {text}")
+    return value
+
+
+def add_commands(sub: Any) -> None:
+    client = sub.add_parser("client", help="keys of request clients").add_subparsers(
+        dest="client_command", required=True, metavar="COMMAND"
+    )
+    p = client.add_parser(
+        "keygen", help="a new Ed25519 signing key (PEM, mode 0600) and its api.clients config snippet"
+    )
+    p.add_argument("--out", type=Path, required=True, help="private key file to create (never overwritten)")
+    p.add_argument("--client", help="client ID for the config snippet (default: the file name's stem)")
+    p.add_argument("--role", choices=ROLES, default="manager", help="role in the snippet (default manager)")
+
+    p = sub.add_parser("request", help="send one request to a terminal over MQTT and print the reply")
+    p.add_argument("op", help="operation, e.g. detect, identify, group_create")
+    body = p.add_mutually_exclusive_group()
+    body.add_argument("--body", help="the request as a JSON object (camelCase fields)")
+    body.add_argument("--body-file", type=Path, help="file holding the request JSON object")
+    p.add_argument("--image", type=Path, help="image sent base64-encoded as the body's 'image'")
+    p.add_argument("--sign-key", type=Path, help="private key PEM to sign with (with --client)")
+    p.add_argument("--client", help="client ID the signing key is configured under (with --sign-key)")
+    p.add_argument("--mqtt", required=True, metavar="mqtt://HOST:PORT", help="broker (mqtts:// for TLS)")
+    p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
+    p.add_argument("--device-id", help="terminal ID (default: the configuration's device_id)")
+    p.add_argument("--timeout", type=_timeout, default=10.0, help="seconds to wait for the reply")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password-file", type=Path, help="file holding the broker password")
+    p.add_argument("--ca-file", type=Path, help="CA bundle for mqtts:// (default: the system's)")
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    key = generate_private_key()
+    write_private_key(args.out, key)
+    public = public_key_b64(key)
+    client = args.client or args.out.stem
+    print(f"private key: {args.out} (mode 0600; keep it secret)")
+    print(f"public key:  {public}")
+    print("add to the terminal's configuration:")
+    print(f"api:\n  clients:\n    {json.dumps(client)}:")
+    print(f"      role: {args.role}\n      public_key: {json.dumps(public)}")
+    return 0
+
+
+def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
+    parts = urlsplit(args.mqtt)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 1883)
+    except ValueError:
+        raise BadArgument(f"--mqtt {args.mqtt!r}: the port is not a number from 1 to 65535") from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        raise BadArgument(f"--mqtt {args.mqtt!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    if args.ca_file is not None and parts.scheme != "mqtts":
+        raise BadArgument("--ca-file needs an mqtts:// broker URL")
+    try:
+        return MqttSettings(
+            host=parts.hostname,
+            port=port,
+            protocol=args.protocol,
+            username=args.username,
+            password_file=args.password_file,
+            tls=TlsSettings(ca_file=args.ca_file) if parts.scheme == "mqtts" else None,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadArgument(f"--mqtt options: {first['msg']}") from None
+
+
+def request_body(args: argparse.Namespace) -> dict[str, Any]:
+    if args.body_file is not None:
+        try:
+            text = args.body_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadArgument(
+                f"--body-file {args.body_file}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        source = f"--body-file {args.body_file}"
+    else:
+        text, source = args.body if args.body is not None else "{}", "--body"
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise BadArgument(f"{source} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadArgument(f"{source} must be a JSON object, not {type(body).__name__}")
+    if args.image is not None:
+        if "image" in body:
+            raise BadArgument("give the image either in the body or with --image, not both")
+        try:
+            data = args.image.read_bytes()  # in memory only, never written anywhere
+        except OSError as exc:
+            raise ImageError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+        body["image"] = base64.b64encode(data).decode("ascii")
+    return body
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    if (args.sign_key is None) != (args.client is None):
+        raise BadArgument("--sign-key and --client go together")
+    body = request_body(args)
+    settings = mqtt_settings(args)
+    sign_with = (args.client, load_private_key(args.sign_key)) if args.sign_key is not None else None
+    device_id = args.device_id or load_config(args.config).device_id
+    try:
+        with RequestClient(settings, device_id) as client:
+            reply = client.request(args.op, body, timeout=args.timeout, sign_with=sign_with)
+    except TimeoutError as exc:
+        print(f"edged: Timeout: {exc}", file=sys.stderr)
+        return 1
+    except (ConnectionError, PermissionError) as exc:
+        print(f"edged: MqttError: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a reply that is not JSON
+        print(f"edged: BadReply: {exc}", file=sys.stderr)
+        return 1
+    if reply.get("ok") is True:
+        print(json.dumps(reply))
+        return 0
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        print(f"edged: BadReply: not ok and no error object: {json.dumps(reply)}", file=sys.stderr)
+        return 1
+    code = str(error.get("code", "Error"))
+    print(f"edged: {code}: {error.get('message', '')}", file=sys.stderr)
+    return _exit_codes().get(code, 1)
+
+
+def _exit_codes() -> dict[str, int]:
+    """The CLI exit code of each error code (the same codes as local commands)."""
+    codes: dict[str, int] = {}
+    stack: list[type[EdgedError]] = [EdgedError]
+    while stack:
+        cls = stack.pop()
+        codes.setdefault(cls.code, cls.exit_code)
+        stack.extend(cls.__subclasses__())
+    return codes
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"client": cmd_client, "request": cmd_request}
