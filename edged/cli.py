@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edged import __version__, cli_directory
+from edged import __version__, cli_directory, cli_request
 from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
 from edged.directory.crypto import locate_key_file, read_kek
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = bench.add_parser(
+        "daemon", help="the door daemon end to end: fps, drops, frame-to-decision latency over MQTT"
+    )
+    p.add_argument("--faces", default="1,3", help="face layouts to run: 1, 3 or 1,3 (default)")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds of the throughput run (15)")
+    p.add_argument(
+        "--source-fps", type=float, default=0.0, help="throughput run's source rate (0: unpaced, default)"
+    )
+    p.add_argument("--latency-fps", type=float, default=15.0, help="latency run's camera rate (15)")
+    p.add_argument("--latency-decisions", type=int, default=50, help="decisions to time per layout (50)")
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument(
@@ -141,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to the broker")
 
     cli_directory.add_commands(sub)
+    cli_request.add_commands(sub)
 
     p = sub.add_parser("check-config", help="validate a configuration file and print every error")
     p.add_argument("file", type=Path, nargs="?", help="default: --config, $EDGED_CONFIG")
@@ -255,6 +271,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edged.bench.index import run_index
 
         return run_index(args)
+    if args.bench == "daemon":
+        from edged.bench.daemon import run_daemon_bench
+
+        return run_daemon_bench(args, load_pipeline(config), config)
     from edged.bench.speed import run_speed
 
     return run_speed(args, lambda threads: load_pipeline(config, threads))
@@ -311,6 +331,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "run": cmd_run,
     "check-config": cmd_check_config,
+    **cli_request.COMMANDS,
 }
 
 

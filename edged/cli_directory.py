@@ -80,6 +80,16 @@ def add_commands(sub: Any) -> None:
         p.add_argument("group")
         p.add_argument("person", help="person ID, or the person's name when unique")
         p.add_argument("--json", action="store_true")
+    p = persons.add_parser(
+        "card-set", help="map a card number to the person (verify-mode claims; only a keyed hash is stored)"
+    )
+    p.add_argument("group")
+    p.add_argument("person", help="person ID, or the person's name when unique")
+    p.add_argument("card", help="the card number; '-' reads it from standard input (not in the process list)")
+    p.add_argument("--json", action="store_true")
+    p = persons.add_parser("card-delete", help="remove a card number from whoever has it")
+    p.add_argument("card", help="the card number; '-' reads it from standard input")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("enroll", help="add faces to a person (created when new); or --from-dir DIR")
     p.add_argument("group")
@@ -301,8 +311,20 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
                 }
                 for f in (store.get_face(fid, person_id=person.person_id) for fid in person.face_ids)
             ]
+            data["cards"] = store.count_cards(person.person_id)  # numbers are kept only as keyed hashes
             store.audit("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
         emit(args, data, json.dumps(data, indent=1))
+        return 0
+    if args.persons in ("card-set", "card-delete"):
+        card = sys.stdin.readline().strip() if args.card == "-" else args.card
+        service = open_service(args, config)
+        if args.persons == "card-delete":
+            ref = service.delete_card(card)
+            emit(args, {"card": ref, "deleted": True}, f"deleted card {ref}")
+            return 0
+        person = resolve_person(service.store, args.group, args.person)
+        ref = service.set_card(card, person.person_id, args.group)
+        emit(args, {"card": ref, "personId": person.person_id}, f"card {ref} → person {person.person_id}")
         return 0
     service = open_service(args, config)
     person = resolve_person(service.store, args.group, args.person)

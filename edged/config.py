@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from edged.api.settings import ApiSettings
 from edged.decider import DoorSettings
 from edged.errors import ConfigError
-from edged.mqtt.settings import MqttSettings
+from edged.mqtt.settings import HaSettings, MqttSettings
 from edged.mqtt.topics import check_id
 from edged.strict import Strict
 
@@ -122,6 +122,13 @@ class CameraSettings(Strict):
     fps: float | None = Field(
         None, gt=0, le=120, description="frame rate to pace the source at (null: the source's own)"
     )
+    restart_max_delay_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="a failed camera (open or read) is closed and re-opened after 0.5 s, the wait "
+        "doubling on each failure in a row up to this many seconds; 0: never (the daemon stops)",
+    )
 
 
 class TrackerSettings(Strict):
@@ -148,6 +155,9 @@ class Config(Strict):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection (docs/mqtt.md)")
+    ha: HaSettings = Field(
+        default_factory=HaSettings, description="Home Assistant MQTT device discovery (docs/mqtt.md)"
+    )
     api: ApiSettings = Field(
         default_factory=ApiSettings, description="the face operations over MQTT (docs/mqtt-api.md)"
     )

@@ -283,7 +283,8 @@ class Score:
 class Decision:
     """One decision at one door (the ``decision`` topic). ``person_id`` is set for granted and denied
     only (in verify modes: the claimed person); ``track_id``/``session_id`` are None for a claim that
-    expired without a face. ``decided_at`` is monotonic, ``time`` the wall clock (epoch seconds)."""
+    expired without a face. ``decided_at`` is monotonic, ``time`` the wall clock (epoch seconds);
+    ``captured_at`` the wall-clock capture time of the frame it was decided on (None when unknown)."""
 
     event_id: str
     door: str
@@ -301,6 +302,7 @@ class Decision:
     time: float
     model: str | None = None
     directory_version: str | None = None
+    captured_at: float | None = None
 
     def to_payload(self) -> Payload:
         return {
@@ -319,6 +321,7 @@ class Decision:
             "frames": self.frames,
             "decided_at": round(self.decided_at, 3),
             "time": round(self.time, 3),
+            "captured_at": None if self.captured_at is None else round(self.captured_at, 3),
             "model": self.model,
             "directory_version": self.directory_version,
         }
@@ -542,14 +545,17 @@ class Decider:
         faces: Sequence[FaceObservation],
         ended: Iterable[int] = (),
         directory_version: str | None = None,
+        captured_at: float | None = None,
     ) -> Events:
         """One frame: ``faces`` are the tracked faces in the capture zone (one per track), ``ended``
-        the IDs of tracks that ended. Call it every frame, with no faces too (claims expire here)."""
+        the IDs of tracks that ended. Call it every frame, with no faces too (claims expire here).
+        ``captured_at`` (wall clock, epoch seconds) is the frame's capture time, copied into every
+        decision made on it."""
         now = self.clock.monotonic()
         ended_ids = list(dict.fromkeys(ended))
         self._check(faces, ended_ids)
         decisions: list[Decision] = []
-        make = _DecisionFactory(self, now, directory_version)
+        make = _DecisionFactory(self, now, directory_version, captured_at)
 
         claim = self._claim
         if claim is not None and now >= claim.expires_at:
@@ -801,11 +807,14 @@ class Decider:
 class _DecisionFactory:
     """Builds the decisions of one ``update`` (shared time, versions and door facts)."""
 
-    def __init__(self, decider: Decider, now: float, directory_version: str | None) -> None:
+    def __init__(
+        self, decider: Decider, now: float, directory_version: str | None, captured_at: float | None = None
+    ) -> None:
         self.decider = decider
         self.now = now
         self.time = decider.clock.now()
         self.directory_version = directory_version
+        self.captured_at = captured_at
 
     def __call__(self, verdict: _Verdict, track: _Track | None, frames: int) -> Decision:
         d = self.decider
@@ -826,4 +835,5 @@ class _DecisionFactory:
             time=self.time,
             model=d.model,
             directory_version=self.directory_version,
+            captured_at=self.captured_at,
         )

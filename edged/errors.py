@@ -15,6 +15,7 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   ├── BadArgument             a request argument out of range or of the wrong type
     │   ├── NotFound                (exit 6) a referenced object does not exist (or has expired)
     │   │   ├── PersonGroupNotFound, PersonNotFound, FaceListNotFound, DynamicPersonGroupNotFound
+    │   │   ├── CardNotFound        no person has this card (verify-mode claims)
     │   │   └── FaceNotFound        face ID unknown or expired, persisted face unknown
     │   ├── Conflict                (exit 7) PersonGroupExists, FaceListExists, PersonGroupNotTrained,
     │   │                           DuplicateIdentity (enrolment matches another person)
@@ -104,6 +105,10 @@ class FaceListNotFound(NotFound):
 
 class DynamicPersonGroupNotFound(NotFound):
     code = "DynamicPersonGroupNotFound"
+
+
+class CardNotFound(NotFound):
+    code = "CardNotFound"
 
 
 class Conflict(FaceError):

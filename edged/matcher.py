@@ -502,6 +502,12 @@ class TemplateIndex:
         with self._lock:
             return {self._owners.key(int(c)) for c in self._owners.live_codes()}
 
+    @property
+    def owner_count(self) -> int:
+        """Owners (persons) with at least one face in the index; O(1)."""
+        with self._lock:
+            return self._owners.live
+
     def memory_bytes(self) -> int:
         """Bytes held: templates, per-row data and ID tables (allocated capacity included)."""
         with self._lock:

@@ -1,20 +1,16 @@
 """A real Mosquitto broker on a free loopback port, for the MQTT tests (no mocks).
 
-``broker`` (a pytest fixture) writes a minimal mosquitto.conf into ``tmp_path``, starts
-``mosquitto -c`` as a subprocess, waits (bounded) until the port accepts connections, and terminates
-it in teardown. It skips the test when ``mosquitto`` is not installed (CI installs it). ``stop()`` and
-``start()`` restart it on the same port (broker outage tests). Also: ``Watcher``, a plain paho client
+``broker`` (a pytest fixture) runs ``edged.bench.broker.Broker`` (shared with ``edged bench daemon``):
+it writes a minimal mosquitto.conf into ``tmp_path``, starts ``mosquitto -c`` as a subprocess, waits
+(bounded) until the port accepts connections, and terminates it in teardown. It skips the test
+when ``mosquitto`` is not installed (CI installs it). ``stop()`` and ``start()`` restart it on the
+same port (broker outage tests). Also: ``Watcher``, a plain paho client
 that records what it receives, with bounded waits.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,72 +22,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-READY_TIMEOUT_S = 10.0
+from edged.bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_port
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Broker:
-    def __init__(
-        self, executable: str, directory: Path, extra_conf: str = "", persistent: bool = False
-    ) -> None:
-        self.executable = executable
-        self.port = free_port()
-        self.conf = directory / "mosquitto.conf"
-        self.log = directory / "mosquitto.log"
-        persistence = (
-            f"persistence true\npersistence_location {directory}/\n" if persistent else "persistence false\n"
-        )
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
-            f"log_dest file {self.log}\nlog_type all\n{self.run_as()}{extra_conf}"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def run_as() -> str:
-        """Started as root, mosquitto switches to the ``mosquitto`` user, which cannot read tmp_path."""
-        return f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.executable, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)  # polling a port: no event to wait on
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {READY_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=READY_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=READY_TIMEOUT_S)
-        if self.process.stderr:
-            self.process.stderr.close()
-        self.process = None
+__all__ = [
+    "READY_TIMEOUT_S",
+    "Broker",
+    "Watcher",
+    "broker",
+    "free_port",
+    "make_broker",
+    "mosquitto_executable",
+]
 
 
 def mosquitto_executable() -> str:
-    found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
+    found = find_mosquitto()
     if found is None:
         pytest.skip(
             "mosquitto is not installed (apt-get install mosquitto); the MQTT tests need a real broker"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from edged.directory.crypto import CREDENTIAL_NAME
 from edged.systemd import Notifier
+
+UNIT = Path(__file__).resolve().parents[1] / "systemd" / "edged.service"
+MAX_EXPOSURE = 2.0
 
 
 @pytest.fixture
@@ -110,3 +116,69 @@ def test_the_daemon_reports_ready_watchdog_and_stopping(listener: tuple[str, soc
     assert kinds[0] == "READY=1", messages
     assert "WATCHDOG=1" in kinds
     assert kinds[-1] == "STOPPING=1"
+
+
+# -- the unit file ---------------------------------------------------------------------------------------
+
+
+def unit_settings() -> list[tuple[str, str]]:
+    """(key, value) of every assignment in the [Service] section, in order (keys may repeat)."""
+    settings: list[tuple[str, str]] = []
+    section = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]":
+            key, _, value = line.partition("=")
+            settings.append((key.strip(), value.strip()))
+    return settings
+
+
+def test_the_unit_keeps_what_the_daemon_needs() -> None:
+    """Hardening must not take away what edged runs on: sd_notify and the watchdog, a restart on
+    failure, its own user with the camera group, its state directory, the key credential under the
+    name edged looks for, the camera devices and IP networking (MQTT)."""
+    settings = unit_settings()
+    values: dict[str, list[str]] = {}
+    for key, value in settings:
+        values.setdefault(key, []).append(value)
+    one = {key: vs[-1] for key, vs in values.items()}
+    assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
+    assert one["WatchdogSec"] and one["Restart"] == "on-failure"
+    assert one["User"] == "edged" and "DynamicUser" not in one
+    assert one["SupplementaryGroups"] == "video"
+    assert one["StateDirectory"] == "edged" and one["StateDirectoryMode"] == "0700"
+    assert one["LoadCredentialEncrypted"].split(":")[0] == CREDENTIAL_NAME
+    assert one["ProtectSystem"] == "strict" and one["NoNewPrivileges"] == "yes"
+    assert one["DevicePolicy"] == "closed"
+    assert {"char-video4linux rw", "char-media rw"} <= set(values["DeviceAllow"])
+    assert any(v.startswith("/dev/dma_heap/") for v in values["DeviceAllow"])
+    assert one.get("PrivateDevices", "no") == "no", "PrivateDevices hides the camera"
+    assert one.get("PrivateNetwork", "no") == "no", "PrivateNetwork cuts the broker off"
+    assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert one["CapabilityBoundingSet"] == "" and one["AmbientCapabilities"] == ""
+    assert one["SystemCallFilter"] == "@system-service"
+    assert one["LimitCORE"] == "0", "a core dump would hold decrypted templates and the key"
+
+
+def test_the_unit_exposure_is_at_most_two() -> None:
+    """`systemd-analyze security --offline=true` scores the unit file itself (systemd ≥ 250)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if "--offline" in result.stderr and ("unrecognized" in result.stderr or "Unknown" in result.stderr):
+        pytest.skip(f"this systemd-analyze has no --offline: {result.stderr.strip()}")
+    found = re.search(r"Overall exposure level for edged\.service: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, f"no exposure level in the output:\n{result.stdout}\n{result.stderr}"
+    exposure = float(found.group(1))
+    assert exposure <= MAX_EXPOSURE, result.stdout

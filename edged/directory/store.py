@@ -7,12 +7,16 @@ face lists have their own key; every transient face has its own key. Deleting an
 rows and its wrapped data key, then checkpoints the WAL (TRUNCATE), so neither the database nor the
 WAL keeps a byte of it.
 
+Card numbers (verify-mode claims) are never stored: a card is the HMAC-SHA256 of its number under a
+random card key that the KEK wraps (``meta.card_key``), mapped to a person and deleted with it.
+
 The store hands out decrypted values and takes plaintext values; it never logs them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -40,6 +44,7 @@ from edged.directory.crypto import (
 )
 from edged.errors import (
     BadArgument,
+    CardNotFound,
     ConfigError,
     DecryptionFailed,
     DynamicPersonGroupNotFound,
@@ -58,6 +63,10 @@ logger = logging.getLogger(__name__)
 DB_NAME = "directory.sqlite3"
 TEMPLATE_DIM = 128
 _KEK_CHECK = b"edged directory key check v1"
+_CARD_KEY_AAD = b"cards"
+MAX_CARD_ID = 128
+CARDS_MIGRATION = 2
+"""The migration that adds the cards table; the card key is created (wrapped by the KEK) with it."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the initial schema
@@ -143,7 +152,27 @@ MIGRATIONS: tuple[str, ...] = (
         hash TEXT NOT NULL
     );
     """,
+    # 2: cards for verify-mode claims, keyed by HMAC-SHA256 of the card number (never the number)
+    """
+    CREATE TABLE cards (
+        card_hash BLOB PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES persons (person_id) ON DELETE CASCADE,
+        created REAL NOT NULL
+    );
+    CREATE INDEX cards_by_person ON cards (person_id);
+    """,
 )
+
+
+def normalize_card(card_id: str) -> str:
+    """A card number as it is hashed: surrounding whitespace removed, letters in lower case (readers
+    print hexadecimal UIDs in either case). Raises ``BadArgument`` without repeating the number."""
+    if not isinstance(card_id, str):
+        raise BadArgument(f"a card ID is a string, not {type(card_id).__name__}")
+    text = card_id.strip().lower()
+    if not 1 <= len(text) <= MAX_CARD_ID or not text.isprintable():
+        raise BadArgument(f"a card ID is 1-{MAX_CARD_ID} printable characters")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +306,7 @@ class Store:
                 raise ConfigError(f"{path}: cannot switch to WAL mode (got {mode})")
             self._check_key_then_migrate()
             self._signer = self._device_signer()
+            self._card_key_value: bytes | None = None  # unwrapped on first use
         except BaseException:
             self._db.close()
             raise
@@ -323,6 +353,11 @@ class Store:
                 for statement in MIGRATIONS[number - 1].split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if number == CARDS_MIGRATION:
+                    db.execute(
+                        "INSERT INTO meta VALUES ('card_key', ?)",
+                        (wrap_key(self._kek, new_data_key(), _CARD_KEY_AAD),),
+                    )
                 db.execute("UPDATE schema_version SET version = ?", (number,))
                 logger.info("directory schema migrated to version %d", number)
             if version == 0:
@@ -378,6 +413,12 @@ class Store:
     def _device_signer(self) -> DeviceSigner:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'device_key'").fetchone()
         return DeviceSigner.from_bytes(unwrap_key(self._kek, bytes(row[0]), b"device"))
+
+    def _card_key(self) -> bytes:
+        if self._card_key_value is None:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'card_key'").fetchone()
+            self._card_key_value = unwrap_key(self._kek, bytes(row[0]), _CARD_KEY_AAD)
+        return self._card_key_value
 
     @property
     def device_public_key(self) -> str:
@@ -492,13 +533,18 @@ class Store:
                 "SELECT COUNT(*) FROM faces JOIN persons USING (person_id) WHERE persons.group_id = ?",
                 (group_id,),
             ).fetchone()[0]
-            db.execute("DELETE FROM person_groups WHERE group_id = ?", (group_id,))  # cascades persons, faces
+            cards = db.execute(
+                "SELECT COUNT(*) FROM cards JOIN persons USING (person_id) WHERE persons.group_id = ?",
+                (group_id,),
+            ).fetchone()[0]
+            # cascades persons, their faces and their cards
+            db.execute("DELETE FROM person_groups WHERE group_id = ?", (group_id,))
             shredded = self._shred(db, [r[1] for r in persons])
         self.checkpoint()
         return self._receipt(
             "delete_person_group",
             {"personGroupId": group_id},
-            {"persons": len(persons), "faces": int(faces)},
+            {"persons": len(persons), "faces": int(faces), **({"cards": int(cards)} if cards else {})},
             shredded,
         )
 
@@ -603,7 +649,10 @@ class Store:
         pid, gid, key_id, *_ = self._person_row(group_id, person_id)
         with self._tx() as db:
             faces = db.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?", (pid,)).fetchone()[0]
-            db.execute("DELETE FROM persons WHERE person_id = ?", (pid,))  # cascades faces, memberships
+            cards = db.execute("SELECT COUNT(*) FROM cards WHERE person_id = ?", (pid,)).fetchone()[0]
+            db.execute(
+                "DELETE FROM persons WHERE person_id = ?", (pid,)
+            )  # cascades faces, memberships, cards
             shredded = self._shred(db, [key_id])
             if gid is not None:
                 db.execute(
@@ -611,7 +660,8 @@ class Store:
                 )
         self.checkpoint()
         targets = {"personId": pid, **({"personGroupId": gid} if gid else {})}
-        return self._receipt("delete_person", targets, {"persons": 1, "faces": int(faces)}, shredded)
+        deleted = {"persons": 1, "faces": int(faces), **({"cards": int(cards)} if cards else {})}
+        return self._receipt("delete_person", targets, deleted, shredded)
 
     # -- persisted faces ------------------------------------------------------------------------
 
@@ -883,6 +933,58 @@ class Store:
         with self._tx() as db:
             db.execute("DELETE FROM dynamic_groups WHERE dgroup_id = ?", (dgroup_id,))
 
+    # -- cards (verify-mode claims) -------------------------------------------------------------
+
+    def _card_hash(self, card_id: str) -> bytes:
+        return hmac.new(self._card_key(), normalize_card(card_id).encode(), hashlib.sha256).digest()
+
+    @staticmethod
+    def card_ref(card_hash: bytes) -> str:
+        """A short public reference to a card for the audit log: a prefix of its keyed hash."""
+        return card_hash[:8].hex()
+
+    def set_card(self, card_id: str, group_id: str | None, person_id: str) -> str:
+        """Map a card to a person (in ``group_id``, or the directory), replacing the card's previous
+        person. Returns the card's reference (``card_ref``)."""
+        pid, *_ = self._person_row(group_id, person_id)
+        digest = self._card_hash(card_id)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cards VALUES (?, ?, ?) ON CONFLICT (card_hash) DO UPDATE"
+                " SET person_id = excluded.person_id, created = excluded.created",
+                (digest, pid, self.clock.now()),
+            )
+        return self.card_ref(digest)
+
+    def delete_card(self, card_id: str) -> str:
+        """Remove a card (``CardNotFound`` when no person has it); returns its reference."""
+        digest = self._card_hash(card_id)
+        with self._tx() as db:
+            deleted = db.execute("DELETE FROM cards WHERE card_hash = ?", (digest,)).rowcount
+        if not deleted:
+            raise CardNotFound("no person has this card")
+        self.checkpoint()
+        return self.card_ref(digest)
+
+    def person_for_card(self, card_id: str) -> str | None:
+        """The person a card is mapped to, or None."""
+        row = self._db.execute(
+            "SELECT person_id FROM cards WHERE card_hash = ?", (self._card_hash(card_id),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def count_cards(self, person_id: str) -> int:
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM cards WHERE person_id = ?", (person_id,)).fetchone()[0]
+        )
+
+    def has_person(self, group_id: str | None, person_id: str) -> bool:
+        """Whether ``person_id`` is in ``group_id`` (None: the person directory); nothing decrypted."""
+        row = self._db.execute(
+            "SELECT 1 FROM persons WHERE person_id = ? AND group_id IS ?", (person_id, group_id)
+        ).fetchone()
+        return row is not None
+
     # -- transient faces ------------------------------------------------------------------------
 
     def add_transient(self, template: FloatArray, model_id: str, ttl_seconds: float) -> tuple[str, float]:
@@ -1002,6 +1104,10 @@ class Store:
             db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'device_key'",
                 (wrap_key(new, self._signer.private_bytes(), b"device"),),
+            )
+            db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'card_key'",
+                (wrap_key(new, self._card_key(), _CARD_KEY_AAD),),
             )
             db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'kek_check'",

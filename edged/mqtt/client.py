@@ -3,7 +3,8 @@
 - The last will (retained ``offline`` on the status topic) is set before connecting; a successful
   CONNACK publishes the retained birth ``online`` with the versions and (re)subscribes every handler,
   so a reconnect resubscribes; a refused CONNACK is a failure (logged, recorded, ``connected`` stays
-  clear) and paho retries with backoff.
+  clear) and paho retries with backoff. Hooks added with ``on_connected`` then run (e.g. the Home
+  Assistant discovery, re-published on every connect).
 - ``stop()`` publishes a retained ``stopped``, waits (bounded) for the broker's acknowledgement and
   disconnects cleanly, so the broker discards the last will.
 - ``publish`` returns a ``Delivery`` that completes when the broker acknowledged the message (QoS 1)
@@ -15,9 +16,11 @@ Secrets come from files only (``password_file``); they are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -171,6 +174,7 @@ class MqttClient:
         self._lock = threading.Lock()
         self._waiting: dict[int, Delivery] = {}
         self._early: dict[int, ReasonCode | None] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
         self._started = False
         client_id = settings.client_id or f"edged-{topics.device_id}"
         if self._v5:
@@ -192,6 +196,7 @@ class MqttClient:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_socket_open = _no_delay
         self._client.on_message = self._on_unrouted
 
     # lifecycle
@@ -241,14 +246,24 @@ class MqttClient:
         return self.publish_bytes(topic, encode(payload), qos=qos, retain=retain, expiry_s=expiry_s)
 
     def publish_bytes(
-        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, expiry_s: float | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        expiry_s: float | None = None,
+        correlation_data: bytes | None = None,
     ) -> Delivery:
         """Publish encoded bytes. ``expiry_s`` becomes the MQTT v5 message expiry interval (whole
-        seconds, at least 1); MQTT 3.1.1 has none, so payloads carry their own expiry time too."""
+        seconds, at least 1); MQTT 3.1.1 has none, so payloads carry their own expiry time too.
+        ``correlation_data`` (v5 only) answers a request that carried it."""
         properties = None
-        if self._v5 and expiry_s is not None:
+        if self._v5 and (expiry_s is not None or correlation_data is not None):
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+            if expiry_s is not None:
+                properties.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         delivery = Delivery(info.mid, qos)
         with self._lock:
@@ -258,6 +273,13 @@ class MqttClient:
                 self._waiting[info.mid] = delivery
         self.state.bump("published")
         return delivery
+
+    def on_connected(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` after every successful (re)connect, once the subscriptions are renewed and the
+        birth is sent (on paho's network thread: keep it short; an exception is logged and counted in
+        ``handler_errors``). A hook added while connected runs at the next connect."""
+        with self._lock:
+            self._connect_hooks.append(hook)
 
     def subscribe(self, topic_filter: str, handler: Handler, qos: Literal[0, 1] = 1) -> None:
         """Route messages matching ``topic_filter`` to ``handler`` (called on paho's network thread;
@@ -308,6 +330,14 @@ class MqttClient:
         self.refused.clear()
         self.connected.set()
         logger.info("MQTT connected to %s:%s", self.settings.host, self.settings.port)
+        with self._lock:
+            hooks = list(self._connect_hooks)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a hook bug must not kill paho's network thread
+                self.state.bump("handler_errors")
+                logger.exception("MQTT on-connect hook %s failed", getattr(hook, "__name__", hook))
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
         self.state.update(connected=False, last_failure="broker unreachable")
@@ -380,6 +410,14 @@ class MqttClient:
 
     def _on_unrouted(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         logger.debug("MQTT message on %s matched no handler", message.topic)
+
+
+def _no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
+    """TCP_NODELAY on the broker socket: a decision is one small packet that must leave now. Without
+    it, Nagle's algorithm holds it behind the unacknowledged session message sent just before, until
+    the broker's delayed ACK (~40 ms on Linux) — docs/BENCHMARKS.md, "daemon"."""
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket: nothing to do
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _path(path: Path | None) -> str | None:

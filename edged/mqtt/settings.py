@@ -1,7 +1,8 @@
 """Broker connection settings (pydantic, unknown keys rejected, every field described).
 
-Only pydantic is imported here, so ``edged.config`` can nest ``MqttSettings`` without importing paho
-(and without an import cycle: this module does not import ``edged.config``).
+Only pydantic (and the topic identifier check) is imported here, so ``edged.config`` can nest
+``MqttSettings`` and ``HaSettings`` without importing paho (and without an import cycle: this module
+does not import ``edged.config``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.errors import ConfigError
+from edged.mqtt.topics import check_id
 from edged.strict import Strict
 
 
@@ -56,6 +58,20 @@ class MqttSettings(Strict):
     stop_timeout_s: float = Field(
         5.0, gt=0, le=60, description="how long stop() waits for the broker to acknowledge 'stopped'"
     )
+    decision_expiry_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="a decision not delivered within this many seconds is dropped (and counted): the "
+        "MQTT v5 message expiry and the outbox's; door controllers also check captured_at",
+    )
+    stats_interval_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="how often the daemon publishes edged/<device>/stats (fps, drops, latency, outbox, "
+        "MQTT counters), seconds; 0: never",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> MqttSettings:
@@ -73,3 +89,29 @@ class MqttSettings(Strict):
             return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(f"mqtt.password_file {str(self.password_file)!r}: {exc.strerror}") from exc
+
+
+class HaSettings(Strict):
+    """Home Assistant MQTT device discovery (docs/mqtt.md, "Home Assistant")."""
+
+    enabled: bool = Field(
+        True,
+        description="publish the retained device discovery message when connected (and again whenever "
+        "Home Assistant announces itself online)",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant", description="Home Assistant's MQTT discovery prefix (its MQTT integration option)"
+    )
+    expose_identity: bool = Field(
+        False,
+        description="add a 'last identity' sensor per door (the person ID of the latest decision); off by "
+        "default, as Home Assistant keeps sensor states in its history",
+    )
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            return check_id("Home Assistant discovery prefix", value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from edged.config import DirectorySettings
-from edged.directory.store import PersonGroup, Receipt, Store
+from edged.directory.store import FaceList, Person, PersonGroup, Receipt, Store, normalize_card
 from edged.errors import (
     BadArgument,
     DuplicateIdentity,
@@ -129,11 +129,17 @@ class FaceService:
         self.calibration: Calibration = pipeline.calibration
         self._indexes: dict[str, TemplateIndex] = {}
         self._lock = threading.RLock()
+        self._infer = threading.Lock()  # TFLite interpreters are not thread-safe
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _faces(self, image: ImageRGB) -> list[Face]:
-        return self.pipeline.faces(image, embed=False)
+        with self._infer:
+            return self.pipeline.faces(image, embed=False)
+
+    def _embed(self, image: ImageRGB, face: Face) -> Face:
+        with self._infer:
+            return self.pipeline.embed(image, face)
 
     def _one_face(self, image: ImageRGB, target: Box | None, what: str) -> Face:
         faces = self._faces(image)
@@ -148,7 +154,7 @@ class FaceService:
             raise BadArgument(f"{what} has {len(faces)} faces; give targetFace to choose one")
         else:
             chosen = faces[0]
-        return self.pipeline.embed(image, chosen)
+        return self._embed(image, chosen)
 
     def _enrollable(self, image: ImageRGB, target: Box | None) -> tuple[Face, FloatArray]:
         """The one face to enrol (or ``target``), embedded, past the quality gate when required."""
@@ -198,6 +204,37 @@ class FaceService:
                 )
             return self._index(group_id)
 
+    def search_door(
+        self,
+        group_id: str,
+        template: FloatArray,
+        k: int,
+        max_distance: float | None,
+        owners: Collection[str] | None = None,
+    ) -> list[Match]:
+        """The door worker's per-frame search of a trained group, under the service lock, so it never
+        runs against a half-made change (an enrolment, a deletion, a retraining from the MQTT API).
+        It uses the group's current index: a retrained group's new one. A dictionary lookup on top of
+        the search; ``PersonGroupNotFound`` / ``PersonGroupNotTrained`` once the group is gone."""
+        with self._lock:
+            index = self._indexes.get(group_id)
+            if index is None:
+                index = self.trained_index(group_id)
+            return index.search(template, k, max_distance, owners=owners)
+
+    def door_sizes(self, group_ids: Collection[str]) -> dict[str, dict[str, int | None]]:
+        """Persons (with a face) and faces in each door group's index, for the stats topic; None for a
+        group that is gone or untrained. O(1) per group (no SQL, nothing decrypted)."""
+        sizes: dict[str, dict[str, int | None]] = {}
+        with self._lock:
+            for group_id in group_ids:
+                index = self._indexes.get(group_id)
+                if index is None:
+                    sizes[group_id] = {"persons": None, "faces": None}
+                else:
+                    sizes[group_id] = {"persons": index.owner_count, "faces": len(index)}
+        return sizes
+
     def _allow(self, role: str, actor: str, operation: str) -> None:
         """Only managers and admins change the directory; a recognizer-only client can detect,
         verify, identify, group and find similar, never enrol or delete (refusals are audited)."""
@@ -218,16 +255,16 @@ class FaceService:
     ) -> list[DetectedFace]:
         ttl = self.settings.transient_ttl_s if ttl_s is None else ttl_s
         check_range("faceIdTimeToLive", ttl, 60, self.settings.transient_ttl_s)
+        faces = self._faces(image)  # inference outside the service lock: the door keeps searching
+        if not return_face_id:
+            return [DetectedFace(None, None, face) for face in faces]
+        embedded = [self._embed(image, face) for face in faces]
         out = []
         with self._lock:
-            for face in self._faces(image):
-                if not return_face_id:
-                    out.append(DetectedFace(None, None, face))
-                    continue
-                embedded = self.pipeline.embed(image, face)
-                assert embedded.embedding is not None
-                face_id, expires = self.store.add_transient(embedded.embedding, self.model_id, ttl)
-                out.append(DetectedFace(face_id, expires, embedded))
+            for face in embedded:
+                assert face.embedding is not None
+                face_id, expires = self.store.add_transient(face.embedding, self.model_id, ttl)
+                out.append(DetectedFace(face_id, expires, face))
         return out
 
     def _transient(self, face_id: str) -> FloatArray:
@@ -597,6 +634,53 @@ class FaceService:
             )
         return receipt
 
+    # -- reads (the MQTT API's get/list operations) ---------------------------------------------
+
+    def get_group(self, group_id: str) -> PersonGroup:
+        with self._lock:
+            return self.store.get_group(group_id)
+
+    def list_groups(self, start: str | None = None, top: int = 1000) -> list[PersonGroup]:
+        with self._lock:
+            return self.store.list_groups(start, top)
+
+    def update_group(
+        self,
+        group_id: str,
+        name: str | None,
+        user_data: str | None,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> PersonGroup:
+        self._allow(role, actor, "update_person_group")
+        check_text("name", name, MAX_NAME)
+        check_text("userData", user_data, MAX_USER_DATA)
+        with self._lock:
+            group = self.store.update_group(group_id, name, user_data)
+            self._audit("update_person_group", actor, role, {"personGroupId": group_id})
+        return group
+
+    def get_person(self, group_id: str | None, person_id: str) -> Person:
+        with self._lock:
+            return self.store.get_person(group_id, person_id)
+
+    def list_persons(self, group_id: str | None, start: str | None = None, top: int = 1000) -> list[Person]:
+        with self._lock:
+            return self.store.list_persons(group_id, start, top)
+
+    def get_face_list(self, list_id: str) -> tuple[FaceList, list[str]]:
+        with self._lock:
+            return self.store.get_face_list(list_id), self.store.face_list_face_ids(list_id)
+
+    def list_face_lists(self) -> list[FaceList]:
+        with self._lock:
+            return self.store.list_face_lists()
+
+    def record(self, operation: str, actor: str, role: str, targets: dict[str, str], result: str) -> None:
+        """An audit record for something decided outside the service (a refused request)."""
+        with self._lock:
+            self._audit(operation, actor, role, targets, result)
+
     # -- retention ------------------------------------------------------------------------------
 
     def reap(self) -> int:
@@ -606,3 +690,49 @@ class FaceService:
         if count:
             logger.info("retention: deleted %d expired face IDs", count)
         return count
+
+    # -- cards (verify-mode claims) -------------------------------------------------------------
+
+    def set_card(
+        self,
+        card_id: str,
+        person_id: str,
+        group_id: str | None = None,
+        actor: str = "cli",
+        role: str = "manager",
+    ) -> str:
+        """Map a card number to a person of ``group_id`` (None: the person directory), replacing the
+        card's previous person. Only its keyed hash is stored; returns the card's reference (a prefix
+        of that hash, also in the audit record)."""
+        self._allow(role, actor, "set_card")
+        with self._lock:
+            ref = self.store.set_card(card_id, group_id, person_id)
+            self._audit(
+                "set_card",
+                actor,
+                role,
+                {"personId": person_id, "personGroupId": group_id or DIRECTORY, "card": ref},
+            )
+        return ref
+
+    def delete_card(self, card_id: str, actor: str = "cli", role: str = "manager") -> str:
+        """Remove a card (``CardNotFound`` when no person has it); returns its reference."""
+        self._allow(role, actor, "delete_card")
+        with self._lock:
+            ref = self.store.delete_card(card_id)
+            self._audit("delete_card", actor, role, {"card": ref})
+        return ref
+
+    def person_for_card(self, card_id: str) -> str | None:
+        """The person a card is mapped to, or None (also for a malformed card number)."""
+        try:
+            normalize_card(card_id)
+        except BadArgument:
+            return None
+        with self._lock:
+            return self.store.person_for_card(card_id)
+
+    def has_person(self, group_id: str | None, person_id: str) -> bool:
+        """Whether the person is in ``group_id`` (None: the person directory)."""
+        with self._lock:
+            return self.store.has_person(group_id, person_id)

@@ -1,0 +1,260 @@
+"""Cards for verify-mode claims: the directory keeps only a keyed hash of a card number (HMAC-SHA256
+under a card key that the operator's KEK wraps), maps it to a person, and deletes it with the
+person for real. The migration adds the table to an existing directory. The service checks roles and
+audits; the door worker's search goes through the service lock and follows retraining.
+
+Real SQLite files, real key files, the real pipeline for the service tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from directory_helpers import MODEL, found_on_disk, template
+
+from edged.clock import ManualClock
+from edged.config import DirectorySettings
+from edged.directory import crypto
+from edged.directory import store as store_module
+from edged.directory.store import DB_NAME, MIGRATIONS, Store
+from edged.errors import (
+    BadArgument,
+    CardNotFound,
+    Forbidden,
+    PersonGroupNotFound,
+    PersonGroupNotTrained,
+    PersonNotFound,
+)
+from edged.pipeline.pipeline import FacePipeline
+from edged.service.faces import FaceService
+from edged.types import ImageRGB
+
+CARD = "04A1B2C3D4E5F6"
+OTHER_CARD = "998877665544"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(99)
+
+
+@pytest.fixture
+def person(store: Store, rng: np.random.Generator) -> str:
+    store.create_group("staff", "Staff", None, "group", MODEL)
+    person_id = store.create_person("staff", "Ada", None)
+    store.add_person_face("staff", person_id, template(rng), MODEL, None, {})
+    return person_id
+
+
+def card_hashes(store: Store) -> list[bytes]:
+    return [bytes(r[0]) for r in store._db.execute("SELECT card_hash FROM cards")]
+
+
+# -- store --------------------------------------------------------------------------------------------
+
+
+def test_a_card_maps_to_its_person(store: Store, person: str) -> None:
+    assert store.person_for_card(CARD) is None
+    ref = store.set_card(CARD, "staff", person)
+    assert store.person_for_card(CARD) == person
+    assert store.person_for_card(f"  {CARD.lower()}\n") == person, "readers print hex in either case"
+    assert store.person_for_card(OTHER_CARD) is None
+    assert store.count_cards(person) == 1
+    assert len(ref) == 16 and CARD.lower() not in ref
+
+
+def test_set_card_moves_a_card_to_another_person(store: Store, person: str) -> None:
+    other = store.create_person("staff", "Bea", None)
+    store.set_card(CARD, "staff", person)
+    store.set_card(CARD, "staff", other)
+    assert store.person_for_card(CARD) == other
+    assert (store.count_cards(person), store.count_cards(other)) == (0, 1)
+
+
+def test_card_errors(store: Store, person: str) -> None:
+    with pytest.raises(PersonNotFound):
+        store.set_card(CARD, "staff", "no-such-person")
+    with pytest.raises(PersonNotFound):
+        store.set_card(CARD, None, person)  # she is in staff, not in the directory
+    with pytest.raises(CardNotFound):
+        store.delete_card(CARD)
+    for bad in ("", "   ", "x" * 129, "04\x00A1"):
+        with pytest.raises(BadArgument, match="printable characters") as excinfo:
+            store.set_card(bad, "staff", person)
+        assert bad.strip() == "" or bad not in str(excinfo.value)
+    store.set_card(CARD, "staff", person)
+    store.delete_card(CARD.lower())
+    assert store.person_for_card(CARD) is None
+
+
+def test_only_a_keyed_hash_is_stored(
+    store: Store, person: str, state_dir: Path, tmp_path: Path, clock: ManualClock
+) -> None:
+    store.set_card(CARD, "staff", person)
+    store.checkpoint()
+    assert found_on_disk(state_dir, {"card": CARD.encode(), "card (lower)": CARD.lower().encode()}) == []
+    (stored,) = card_hashes(store)
+    assert stored != hashlib.sha256(CARD.lower().encode()).digest(), "a plain hash can be brute-forced"
+    other_kek = crypto.create_key_file(tmp_path / "other.key")
+    other = Store.open(tmp_path / "other-state", other_kek, clock)
+    try:
+        other.create_group("staff", "Staff", None, "group", MODEL)
+        other.set_card(CARD, "staff", other.create_person("staff", "Ada", None))
+        assert card_hashes(other) != [stored], "each directory has its own card key"
+    finally:
+        other.close()
+    (wrapped,) = store._db.execute("SELECT value FROM meta WHERE key = 'card_key'").fetchone()
+    card_key = crypto.unwrap_key(store._kek, bytes(wrapped), b"cards")
+    assert stored == hmac.new(card_key, CARD.lower().encode(), hashlib.sha256).digest()
+
+
+def test_deleting_the_person_deletes_her_cards_for_real(store: Store, person: str, state_dir: Path) -> None:
+    store.set_card(CARD, "staff", person)
+    store.set_card(OTHER_CARD, "staff", person)
+    hashes = card_hashes(store)
+    receipt = store.delete_person("staff", person)
+    assert receipt.deleted == {"persons": 1, "faces": 1, "cards": 2}
+    assert store.person_for_card(CARD) is None and card_hashes(store) == []
+    assert found_on_disk(state_dir, {f"hash {i}": h for i, h in enumerate(hashes)}) == []
+
+
+def test_deleting_the_group_deletes_its_cards(store: Store, person: str) -> None:
+    store.set_card(CARD, "staff", person)
+    receipt = store.delete_group("staff")
+    assert receipt.deleted["cards"] == 1
+    assert card_hashes(store) == []
+
+
+def test_cards_survive_reopening_and_key_rotation(
+    store: Store, person: str, state_dir: Path, tmp_path: Path
+) -> None:
+    store.set_card(CARD, "staff", person)
+    new = crypto.create_key_file(tmp_path / "new.key")
+    store.rotate_kek(new)
+    assert store.person_for_card(CARD) == person
+    store.close()
+    reopened = Store.open(state_dir, new)
+    try:
+        assert reopened.person_for_card(CARD) == person
+    finally:
+        reopened.close()
+
+
+def test_the_migration_adds_cards_to_an_existing_directory(
+    state_dir: Path, kek: crypto.Kek, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:  # a directory written by an edged that knew schema version 1
+        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])
+        old = Store.open(state_dir, kek)
+        old.create_group("staff", "Staff", None, "group", MODEL)
+        person_id = old.create_person("staff", "Ada", None)
+        old.close()
+    with sqlite3.connect(state_dir / DB_NAME) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cards'").fetchone() is None
+    db.close()
+    store = Store.open(state_dir, kek)
+    try:
+        assert store._db.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),)
+        assert store.get_person("staff", person_id).name == "Ada"
+        store.set_card(CARD, "staff", person_id)
+        assert store.person_for_card(CARD) == person_id
+        foreign = store._db.execute("PRAGMA foreign_key_list(cards)").fetchall()
+        assert [(f[2], f[3], f[6]) for f in foreign] == [("persons", "person_id", "CASCADE")]
+    finally:
+        store.close()
+
+
+# -- service ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service(tmp_path: Path, pipeline: FacePipeline, clock: ManualClock) -> Iterator[FaceService]:
+    kek = crypto.create_key_file(tmp_path / "service.key")
+    store = Store.open(tmp_path / "service-state", kek, clock)
+    yield FaceService(pipeline, store, DirectorySettings(), "dlib_resnet_v1_int8.tflite")
+    store.close()
+
+
+@pytest.fixture
+def eileen(service: FaceService, astronaut: ImageRGB) -> str:
+    service.create_group("staff", "Staff")
+    person_id = service.create_person("staff", "Eileen")
+    service.add_person_face("staff", person_id, astronaut)
+    service.train("staff")
+    return person_id
+
+
+def test_service_cards_are_role_checked_and_audited(service: FaceService, eileen: str) -> None:
+    with pytest.raises(Forbidden):
+        service.set_card(CARD, eileen, "staff", actor="door-1", role="recognizer")
+    with pytest.raises(Forbidden):
+        service.delete_card(CARD, actor="door-1", role="recognizer")
+    assert service.person_for_card(CARD) is None
+    ref = service.set_card(CARD, eileen, "staff", actor="ops", role="manager")
+    assert service.person_for_card(CARD.lower()) == eileen
+    assert service.person_for_card("") is None, "a malformed number is simply nobody's"
+    assert service.has_person("staff", eileen) and not service.has_person(None, eileen)
+    assert service.delete_card(CARD, actor="ops", role="admin") == ref
+    records = list(service.store.audit_records())
+    tail = [(r.operation, r.actor, r.result) for r in records[-4:]]
+    assert tail == [
+        ("set_card", "door-1", "refused: role"),
+        ("delete_card", "door-1", "refused: role"),
+        ("set_card", "ops", "ok"),
+        ("delete_card", "ops", "ok"),
+    ]
+    assert records[-2].targets == {"personId": eileen, "personGroupId": "staff", "card": ref}
+    assert all(CARD.lower() not in str(r.as_json()).lower() for r in records)
+    assert service.store.verify_audit()[0]
+
+
+def test_search_door_follows_the_directory(service: FaceService, eileen: str, astronaut: ImageRGB) -> None:
+    probe = service.pipeline.faces(astronaut)[0].embedding
+    assert probe is not None
+    (match,) = service.search_door("staff", probe, 3, 0.6)
+    assert match.owner_id == eileen and match.distance < 0.1
+    assert service.search_door("staff", probe, 1, 0.6, owners={"someone-else"}) == []
+    assert service.door_sizes(["staff", "nothing"]) == {
+        "staff": {"persons": 1, "faces": 1},
+        "nothing": {"persons": None, "faces": None},
+    }
+    service.train("staff")  # a new index object: the door must search the new one, not a stale copy
+    service.delete_person("staff", eileen)
+    assert service.search_door("staff", probe, 3, 0.6) == []
+    assert service.door_sizes(["staff"]) == {"staff": {"persons": 0, "faces": 0}}
+    service.delete_group("staff")
+    with pytest.raises(PersonGroupNotFound):
+        service.search_door("staff", probe, 3, 0.6)
+    service.create_group("staff", "Staff again")
+    with pytest.raises(PersonGroupNotTrained):
+        service.search_door("staff", probe, 3, 0.6)
+
+
+def test_search_door_waits_for_the_service_lock(
+    service: FaceService, eileen: str, astronaut: ImageRGB
+) -> None:
+    """A change in progress (here: the service lock held, as an enrolment holds it) is never searched
+    half-made: the worker's search waits for it."""
+    probe = service.pipeline.faces(astronaut)[0].embedding
+    assert probe is not None
+    results: list[int] = []
+    done = threading.Event()
+
+    def search() -> None:
+        results.append(len(service.search_door("staff", probe, 3, 0.6)))
+        done.set()
+
+    with service._lock:
+        worker = threading.Thread(target=search)
+        worker.start()
+        assert not done.wait(0.3), "the search ran while the service lock was held"
+    assert done.wait(5.0)
+    worker.join()
+    assert results == [1]

@@ -1,0 +1,229 @@
+"""The door daemon (edged/app.py) over a real Mosquitto: verify-mode claims by person and by card,
+malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, and the
+Home Assistant discovery (retained, re-published on HA's birth and after a broker restart).
+
+Real models, the built-in demo camera (the astronaut walks up every 12 s; the stranger in profile
+fails the default quality gate), a real encrypted directory, a real broker on a free port."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+
+from edged.app import App
+from edged.config import Config
+from edged.directory import crypto
+from edged.directory.store import Store
+from edged.pipeline.pipeline import FacePipeline
+from edged.service.faces import FaceService
+from edged.types import ImageRGB
+
+DEVICE = "t1"
+CARD = "04A1B2C3D4E5F6"
+DECISION_TIMEOUT_S = 45.0  # the astronaut comes back every 12 s of the demo scene
+FORBIDDEN_KEYS = {"image", "images", "embedding", "embeddings", "template", "templates", "chip", "card_id"}
+
+Messages = list[tuple[str, dict[str, Any], bool]]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from make_broker(tmp_path)
+
+
+@pytest.fixture
+def state(tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline, astronaut: ImageRGB) -> tuple[Path, str]:
+    """A directory with the astronaut in the trained group ``staff``, holding card ``CARD``."""
+    state_dir = tmp_path / "state"
+    store = Store.open(state_dir, kek)
+    try:
+        service = FaceService(pipeline, store, Config().directory, pipeline.embedder.model.path.name)
+        service.create_group("staff", "Staff")
+        person_id = service.create_person("staff", "Eileen Collins")
+        service.add_person_face("staff", person_id, astronaut)
+        service.train("staff")
+        service.set_card(CARD, person_id, "staff")
+    finally:
+        store.close()
+    return state_dir, person_id
+
+
+def make_app(
+    broker: Broker, state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline, door: dict[str, Any]
+) -> App:
+    config = Config.model_validate(
+        {
+            "device_id": DEVICE,
+            "api": {"enabled": False},  # the request API is tested on its own
+            "mqtt": {"stats_interval_s": 0.5, "reconnect_min_delay_s": 1, "reconnect_max_delay_s": 2},
+            "doors": {"front": {"group": "staff", **door}},
+        }
+    )
+    return App(
+        config, state_dir, kek, f"mqtt://127.0.0.1:{broker.port}", threading.Event(), None, pipeline=pipeline
+    )
+
+
+def all_keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value).union(*(all_keys(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(all_keys(v) for v in value))
+    return set()
+
+
+def of(messages: Messages, leaf: str) -> list[dict[str, Any]]:
+    return [p for t, p, _ in messages if t.endswith(leaf)]
+
+
+def granted(messages: Messages) -> list[dict[str, Any]]:
+    return [p for p in of(messages, "/decision") if p["outcome"] == "granted"]
+
+
+def claim(sender: Watcher, payload: bytes | dict[str, Any], retain: bool = False) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    topic = f"edged/{DEVICE}/door/front/claim"
+    sender.client.publish(topic, data, qos=1, retain=retain).wait_for_publish(READY_TIMEOUT_S)
+
+
+def test_a_verify_door_grants_claims_by_person_and_by_card(
+    broker: Broker, state: tuple[Path, str], kek: crypto.Kek, pipeline: FacePipeline
+) -> None:
+    state_dir, eileen = state
+    watcher = Watcher(
+        broker.port, f"edged/{DEVICE}/door/+/decision", f"edged/{DEVICE}/stats", f"edged/{DEVICE}/status"
+    )
+    sender = Watcher(broker.port, "unused/topic", client_id="door-controller")
+    # a retained claim is never replayed into a new session: refused when the daemon subscribes
+    claim(sender, {"schema": 1, "person_id": eileen}, retain=True)
+    app = make_app(broker, state_dir, kek, pipeline, {"mode": "verify", "verify_window_s": 30})
+    try:
+        app.start()
+        watcher.wait_for(lambda m: any(p.get("state") == "online" for p in of(m, "/status")))
+        claim(sender, b"", retain=True)  # clears the retained claim (arrives as an empty message)
+        claim(sender, b"{not json")
+        claim(sender, {"schema": 1, "person_id": eileen, "door": "front"})
+        claim(sender, {"schema": 1, "card_id": "00000000"})
+        claim(sender, {"schema": 1, "person_id": str(uuid.uuid4())})
+        rejected = {"retained": 1, "bad_json": 2, "invalid": 1, "unknown_card": 1, "unknown_person": 1}
+        messages = watcher.wait_for(
+            lambda m: any(p["claims"]["rejected"] == rejected for p in of(m, "/stats")), DECISION_TIMEOUT_S
+        )
+        assert granted(messages) == [], "no malformed or retained claim opened a window"
+
+        claim(sender, {"schema": 1, "person_id": eileen, "event_id": "by-person"})
+        messages = watcher.wait_for(lambda m: len(granted(m)) == 1, DECISION_TIMEOUT_S)
+        claim(sender, {"schema": 1, "card_id": f" {CARD.lower()} ", "event_id": "by-card"})
+        messages = watcher.wait_for(lambda m: len(granted(m)) == 2, DECISION_TIMEOUT_S)
+        messages = watcher.wait_for(
+            lambda m: any(p["claims"]["accepted"] == 2 for p in of(m, "/stats")), READY_TIMEOUT_S
+        )
+    finally:
+        app.stop()
+        watcher.close()
+        sender.close()
+    assert app.error is None
+    for decision in granted(messages):
+        assert decision["mode"] == "verify" and decision["person_id"] == eileen
+        assert decision["reasons"] == ["match"]
+        assert decision["time"] - 5.0 < decision["captured_at"] <= decision["time"]
+        assert not all_keys(decision) & FORBIDDEN_KEYS
+    denied = [p for p in of(messages, "/decision") if p["outcome"] == "denied"]
+    assert denied == [], f"a claim was answered with a denial: {denied}"
+    last = of(messages, "/stats")[-1]
+    assert last["claims"] == {"accepted": 2, "rejected": rejected, "waiting": 0}
+
+
+def test_stats_and_home_assistant_discovery(
+    broker: Broker, state: tuple[Path, str], kek: crypto.Kek, pipeline: FacePipeline
+) -> None:
+    state_dir, _ = state
+    discovery_topic = f"homeassistant/device/edged_{DEVICE}/config"
+    watcher = Watcher(
+        broker.port, discovery_topic, f"edged/{DEVICE}/stats", f"edged/{DEVICE}/door/+/decision"
+    )
+    sender = Watcher(broker.port, "unused/topic", client_id="homeassistant")
+
+    def discoveries(messages: Messages) -> list[dict[str, Any]]:
+        return [p for t, p, _ in messages if t == discovery_topic]
+
+    app = make_app(broker, state_dir, kek, pipeline, {"mode": "identify"})
+    try:
+        app.start()
+        messages = watcher.wait_for(lambda m: len(discoveries(m)) == 1)
+        (discovery,) = discoveries(messages)
+        kinds = {c["unique_id"]: c["platform"] for c in discovery["components"].values()}
+        assert kinds == {f"edged_{DEVICE}_front_decision": "event", f"edged_{DEVICE}_status": "sensor"}
+        assert "person_id" not in json.dumps(discovery), "no identity entity unless ha.expose_identity"
+        late = Watcher(broker.port, discovery_topic, client_id="late")
+        try:
+            (_, kept, retained), *_ = late.wait_for(lambda m: len(m) == 1)
+            assert retained and kept == discovery
+        finally:
+            late.close()
+
+        for birth in (b"offline", b"online"):  # HA restarted: only its "online" asks for discovery
+            sender.client.publish("homeassistant/status", birth, qos=1).wait_for_publish(READY_TIMEOUT_S)
+        watcher.wait_for(lambda m: len(discoveries(m)) >= 2)
+        time.sleep(0.5)  # room for a wrong extra re-publish to show up
+        assert len(discoveries(watcher.wait_for(lambda m: True))) == 2
+
+        # a decision (the astronaut is granted) and stats that have seen it
+        messages = watcher.wait_for(
+            lambda m: any(p["latency_ms"]["frame_to_outbox"]["n"] for p in of(m, "/stats")),
+            DECISION_TIMEOUT_S,
+        )
+    finally:
+        watcher.close()
+        sender.close()
+    try:
+        broker.stop()  # the broker forgets every retained message (persistence false) ...
+        broker.start()
+        again = Watcher(broker.port, discovery_topic, client_id="after-restart")
+        try:  # ... and the daemon publishes the discovery again when it reconnects
+            (_, kept, _), *_ = again.wait_for(lambda m: len(m) >= 1, 3 * READY_TIMEOUT_S)
+            assert kept == discovery
+        finally:
+            again.close()
+        late = Watcher(broker.port, discovery_topic, client_id="late-after-restart")
+        try:
+            (_, kept, retained), *_ = late.wait_for(lambda m: len(m) >= 1)
+            assert retained and kept == discovery
+        finally:
+            late.close()
+    finally:
+        app.stop()
+    assert app.error is None
+
+    stats = of(messages, "/stats")
+    assert all(not r for t, _, r in messages if t.endswith("/stats")), "stats are never retained"
+    busy = [s for s in stats if s["frames"]["processed"]]
+    assert busy, stats
+    for s in stats:
+        assert s["schema"] == 1 and s["device"] == DEVICE
+        assert not all_keys(s) & FORBIDDEN_KEYS
+        assert s["frames"]["fps"] == pytest.approx(s["frames"]["processed"] / s["interval_s"], abs=0.02)
+        assert s["frames"]["fps"] <= 13, "the demo camera runs at 10 fps"
+        assert s["directory"] == {"persons": 1, "faces": 1, "groups": {"staff": {"persons": 1, "faces": 1}}}
+        assert s["mqtt"]["connected"] is True and s["mqtt"]["connects"] == 1
+        assert {"depth", "delivered", "dropped_expired", "dropped_overflow", "rejected"} == set(s["outbox"])
+    totals = [s["frames"]["processed_total"] for s in stats]
+    assert totals == sorted(totals) and totals[-1] >= sum(s["frames"]["processed"] for s in stats)
+    detect = busy[-1]["latency_ms"]["detect"]
+    assert detect["n"] == busy[-1]["frames"]["processed"]
+    assert 0 < detect["p50"] <= detect["p95"] <= detect["max"] < 2000
+    seen = [s for s in stats if s["latency_ms"]["frame_to_outbox"]["n"]]
+    assert any(s["latency_ms"]["embed"]["n"] for s in stats)
+    assert any(s["latency_ms"]["search"]["n"] for s in stats)
+    assert 0 < seen[-1]["latency_ms"]["frame_to_outbox"]["p50"] < 5000
+    assert seen[-1]["decisions_total"] >= 1
+    decisions = of(messages, "/decision")
+    assert decisions and all(d["captured_at"] <= d["time"] for d in decisions)
