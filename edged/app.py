@@ -435,12 +435,14 @@ class App:
         ``Frame.timestamp`` (monotonic), for the frame-to-outbox latency."""
         for decision in events.decisions:
             payload = decision.to_payload()
+            # MQTT 3.1.1 has no message expiry: the payload says until when it may be acted on
+            expires_at = decision.time + self.config.mqtt.decision_expiry_s
+            payload["expires_at"] = round(expires_at, 3)
             self.decisions += 1
             if self.out is not None:
                 self.out.write(json.dumps(payload) + "\n")
                 self.out.flush()
             if self.outbox is not None:  # a local SQLite commit: never waits on the network
-                expires_at = self.clock.now() + self.config.mqtt.decision_expiry_s
                 self.outbox.put(self.topics.decision(door), payload, qos=1, expires_at=expires_at)
                 if captured is not None:
                     self.stats.add("frame_to_outbox", time.monotonic() - captured)
@@ -605,6 +607,15 @@ class App:
             outbox=None if self.outbox is None else asdict(self.outbox.stats()),
             mqtt=None if self.client is None else asdict(self.client.state.snapshot()),
             claims=claims,
+            camera=None
+            if self.capture is None
+            else {
+                "source": self.capture.source.name,
+                "down": self.capture.down,
+                "restarts": self.capture.restarts,
+                "failures": self.capture.failures,
+            },
+            api=None if self.api is None else self.api.counters(),
         )
         self._dropped_reported = dropped
         return payload

@@ -162,6 +162,8 @@ def stats_payload(
     outbox: Mapping[str, int] | None,
     mqtt: Mapping[str, Any] | None,
     claims: Mapping[str, Any],
+    camera: Mapping[str, Any] | None = None,
+    api: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The stats message: this interval's rates and latencies, and cumulative counters.
 
@@ -191,4 +193,6 @@ def stats_payload(
         "outbox": None if outbox is None else dict(outbox),
         "mqtt": None if mqtt is None else dict(mqtt),
         "claims": dict(claims),
+        "camera": None if camera is None else dict(camera),
+        "api": None if api is None else dict(api),
     }

@@ -443,3 +443,4 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
         assert len(busy) == 4 and {r["error"]["code"] for r in busy} == {"Busy"}
         assert sorted(r["transaction"] for r in replies) == sorted(f"t{i}" for i in range(6))
         assert env.server.busy == 4 and env.server.served == 2
+        assert env.server.counters() == {"served": 2, "failed": 0, "busy": 4, "queued": 0, "running": 0}

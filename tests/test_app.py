@@ -78,8 +78,8 @@ def test_demo_prints_granted_and_unknown_decisions() -> None:
     check_decisions([json.loads(line) for line in lines])
 
 
-def test_demo_publishes_birth_decisions_and_stopped(broker: Broker) -> None:
-    watcher = Watcher(broker.port, "edged/t1/#")
+def test_demo_publishes_birth_decisions_discovery_and_stopped(broker: Broker) -> None:
+    watcher = Watcher(broker.port, "edged/t1/#", "homeassistant/device/edged_t1/config")
     try:
         result = run_demo(
             "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--device-id", "t1", "--duration", "15"
@@ -97,6 +97,10 @@ def test_demo_publishes_birth_decisions_and_stopped(broker: Broker) -> None:
     assert decisions, messages
     assert {d["event_id"] for d in decisions} <= {d["event_id"] for d in printed}
     check_decisions(decisions)
+    (payload,) = [p for t, p, _ in messages if t.startswith("homeassistant/")]  # retained: test_door_mqtt
+    assert payload["device"]["identifiers"]
+    assert {c["platform"] for c in payload["components"].values()} == {"event", "sensor"}
+    assert any(c.get("state_topic") == "edged/t1/door/front/decision" for c in payload["components"].values())
     sessions = [p for t, p, _ in messages if t == "edged/t1/door/front/session"]
     assert {"new", "end"} <= {s["type"] for s in sessions}, sessions
 

@@ -169,6 +169,9 @@ def test_the_daemon_decides_publishes_serves_and_stops_cleanly(
     assert granted and {d["reasons"][0] for d in granted} == {"match"}
     assert {d["person_id"] for d in granted} == {granted[0]["person_id"]}  # one enrolled person
     assert all(d["person_id"] is None for d in printed if d["outcome"] == "unknown")
+    # MQTT 3.1.1 has no message expiry: the payload carries it (mqtt.decision_expiry_s = 600 here)
+    assert all(d["expires_at"] == pytest.approx(d["time"] + 600, abs=0.01) for d in printed)
+    assert all(d["captured_at"] <= d["time"] for d in printed)
     assert event_ids(messages) == [d["event_id"] for d in printed]  # all of them, in order
     states = [p["state"] for t, p, _ in messages if t == STATUS]
     assert states[0] == "online" and states[-1] == "stopped"

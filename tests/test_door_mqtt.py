@@ -215,6 +215,8 @@ def test_stats_and_home_assistant_discovery(
         assert s["directory"] == {"persons": 1, "faces": 1, "groups": {"staff": {"persons": 1, "faces": 1}}}
         assert s["mqtt"]["connected"] is True and s["mqtt"]["connects"] == 1
         assert {"depth", "delivered", "dropped_expired", "dropped_overflow", "rejected"} == set(s["outbox"])
+        assert s["camera"] == {"source": "demo", "down": False, "restarts": 0, "failures": 0}
+        assert s["api"] is None  # disabled here (api.enabled: false)
     totals = [s["frames"]["processed_total"] for s in stats]
     assert totals == sorted(totals) and totals[-1] >= sum(s["frames"]["processed"] for s in stats)
     detect = busy[-1]["latency_ms"]["detect"]

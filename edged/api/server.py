@@ -535,6 +535,17 @@ class ApiServer:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def counters(self) -> dict[str, int]:
+        """For the stats topic: requests served, failed (error replies), refused Busy, queued, running."""
+        with self._lock:
+            return {
+                "served": self.served,
+                "failed": self.failed,
+                "busy": self.busy,
+                "queued": self._queue.qsize(),
+                "running": self.running,
+            }
+
     # paho's network thread: cheap checks only
 
     def submit(self, message: InboundMessage) -> None:

@@ -21,6 +21,8 @@ import json
 import logging
 import math
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -176,6 +178,8 @@ class MqttClient:
         self._early: dict[int, ReasonCode | None] = {}
         self._connect_hooks: list[Callable[[], None]] = []
         self._started = False
+        self._answered = False  # a CONNACK arrived on the current connection
+        self._socket_error: str | None = None  # paho's last error log line (e.g. a TLS alert)
         client_id = settings.client_id or f"edged-{topics.device_id}"
         if self._v5:
             self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
@@ -198,6 +202,7 @@ class MqttClient:
         self._client.on_publish = self._on_publish
         self._client.on_socket_open = _no_delay
         self._client.on_message = self._on_unrouted
+        self._client.on_log = self._on_log
 
     # lifecycle
 
@@ -308,6 +313,7 @@ class MqttClient:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._answered = True
         if reason_code.is_failure:
             self.connected.clear()
             self.state.update(connected=False, last_failure=f"connection refused: {reason_code}")
@@ -340,8 +346,10 @@ class MqttClient:
                 logger.exception("MQTT on-connect hook %s failed", getattr(hook, "__name__", hook))
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
-        self.state.update(connected=False, last_failure="broker unreachable")
-        logger.warning("MQTT broker %s:%s unreachable; retrying", self.settings.host, self.settings.port)
+        # paho passes no exception, but calls this while handling it (TCP or TLS handshake failure)
+        failure = _connect_failure(sys.exc_info()[1])
+        self.state.update(connected=False, last_failure=failure)
+        logger.warning("MQTT broker %s:%s: %s; retrying", self.settings.host, self.settings.port, failure)
 
     def _on_disconnect(
         self,
@@ -352,8 +360,16 @@ class MqttClient:
         properties: Properties | None,
     ) -> None:
         was_connected = self.connected.is_set()
+        answered, self._answered = self._answered, False
+        socket_error, self._socket_error = self._socket_error, None
         self.connected.clear()
         self.state.update(connected=False)
+        if not answered and reason_code.is_failure:
+            # closed before any CONNACK: with TLS 1.3 the broker checks the client certificate
+            # only after the handshake, so a missing or untrusted one ends up here
+            failure = f"connection closed before the broker answered: {socket_error or reason_code}"
+            self.state.update(last_failure=failure)
+            logger.warning("MQTT broker %s:%s: %s; retrying", self.settings.host, self.settings.port, failure)
         # paho drops unwritten QoS 0 packets on reconnect (QoS 1 ones stay queued and are re-sent)
         with self._lock:
             lost = [d for d in self._waiting.values() if d.qos == 0]
@@ -411,6 +427,12 @@ class MqttClient:
     def _on_unrouted(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         logger.debug("MQTT message on %s matched no handler", message.topic)
 
+    def _on_log(self, client: paho.Client, userdata: object, level: int, buf: str) -> None:
+        """Keep paho's last error line (e.g. ``failed to receive on socket: [SSL: …] … alert …``):
+        paho reports a connection closed during the handshake with no reason of its own."""
+        if level == paho.MQTT_LOG_ERR:
+            self._socket_error = buf
+
 
 def _no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
     """TCP_NODELAY on the broker socket: a decision is one small packet that must leave now. Without
@@ -418,6 +440,18 @@ def _no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
     the broker's delayed ACK (~40 ms on Linux) — docs/BENCHMARKS.md, "daemon"."""
     with contextlib.suppress(OSError, AttributeError):  # not a TCP socket: nothing to do
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _connect_failure(exc: BaseException | None) -> str:
+    """Why a connection attempt failed (``last_failure``), from the exception paho was handling."""
+    if isinstance(exc, ssl.SSLCertVerificationError):  # wrong CA, expired, another host name
+        reason = (exc.verify_message or str(exc)).rstrip(".")
+        return f"TLS: the broker's certificate was not accepted: {reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return f"broker unreachable: {exc.strerror or exc}"
+    return "broker unreachable"
 
 
 def _path(path: Path | None) -> str | None:
