@@ -179,7 +179,15 @@ class DoorSettings(Strict):
         ge=0,
         le=3600,
         description="after a decision, the same person (or track) at this door is not decided again "
-        "for this long (identify); an unknown track is not decided again until it ends",
+        "for this long (identify)",
+    )
+    unknown_retry_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="identify: a track decided unknown is matched again on fresh evidence (the next "
+        "trigger_frames good frames) this long after each try, so a person recognised only once closer "
+        "is still granted; unknown is published once per track; 0: an unknown track is never retried",
     )
     verify_window_s: float = Field(
         10.0, gt=0, le=300, description="how long a claim stays open for a matching face (verify modes)"
@@ -719,7 +727,16 @@ class Decider:
             person = verdict.person_id
             if settings.mode == "identify":
                 if verdict.outcome == "unknown":
-                    return self._record(track, make(verdict, track, track.good), math.inf)
+                    if settings.unknown_retry_s <= 0:
+                        return self._record(track, make(verdict, track, track.good), math.inf)
+                    retried, good = track.outcome == "unknown", track.good
+                    track.reset()
+                    track.low_quality_reported = True  # it was seen well enough to be matched
+                    track.quiet_until = now + settings.unknown_retry_s
+                    if retried:  # still nobody: said once already
+                        track.decision_score = verdict.score
+                        return None
+                    return self._record(track, make(verdict, track, good), None)
                 assert person is not None
                 last = self._recent.get(person)
                 if last is not None and now - last < settings.refractory_s:

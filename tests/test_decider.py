@@ -302,9 +302,36 @@ def test_a_lingering_track_is_decided_again_only_after_the_refractory_period() -
     assert second.decided_at - first.decided_at >= 1.0
 
 
-def test_an_unknown_track_is_not_decided_again_until_it_ends() -> None:
+def test_an_unknown_track_is_retried_on_fresh_evidence_and_granted_when_it_matches() -> None:
     clock = ManualClock()
-    decider = make(clock, refractory_s=1.0)
+    decider = make(clock, refractory_s=1.0, unknown_retry_s=1.0)
+    # far away: a poor match, decided unknown (published once)
+    events = run(decider, clock, [[good(1, ("ada", 0.6))]] * 3)
+    assert summary(events) == [("unknown", ("no_match",), None)]
+    assert decider.request(1) is None  # quiet until the retry time
+    # still poor for a while: tried again and again, but unknown is not published twice
+    clock.advance(1.0)
+    assert decisions(run(decider, clock, [[good(1, ("ada", 0.6))]] * 30)) == []
+    # closer, now matching well: the fresh window's evidence alone decides; the earlier poor frames
+    # do not drag the fused distance up
+    clock.advance(1.0)
+    events = run(decider, clock, [[good(1, ("ada", 0.3))]] * 3)
+    assert summary(events) == [("granted", ("match",), "ada")]
+    (granted,) = decisions(events)
+    assert granted.score is not None and granted.score.distance == pytest.approx(0.3, abs=1e-6)
+
+
+def test_a_stranger_standing_at_the_door_gets_one_unknown() -> None:
+    clock = ManualClock()
+    decider = make(clock, unknown_retry_s=0.5)
+    frames = [[good(1, ("ada", 0.7))]] * 200  # ~ 20 s of a stranger at 10 fps
+    events = run(decider, clock, frames)
+    assert summary(events) == [("unknown", ("no_match",), None)]
+
+
+def test_an_unknown_track_is_not_decided_again_until_it_ends_without_retries() -> None:
+    clock = ManualClock()
+    decider = make(clock, refractory_s=1.0, unknown_retry_s=0)
     events = run(decider, clock, [[good(1, ("ada", 0.6))]] * 3)
     assert summary(events) == [("unknown", ("no_match",), None)]
     assert decider.request(1) is None
