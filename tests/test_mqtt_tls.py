@@ -1,9 +1,11 @@
 """MQTT over TLS against a real Mosquitto: a CA, a broker certificate for 127.0.0.1/localhost and
-client certificates are made here (``cryptography``, valid for an hour) and the broker requires a
-client certificate whose common name is the MQTT user (``use_identity_as_username``, the shipped
-ACL, no anonymous clients). edged's ``MqttClient`` and ``RequestClient`` connect with
-``TlsSettings``; an untrusted broker, a missing client certificate and a broker certificate for
-another host name are refused, each with a reason in ``MqttState.last_failure``. Loopback only."""
+client certificates are made here (``cryptography``, valid for an hour); the broker runs the shipped
+``config/mosquitto/edged.conf.template`` with its commented TLS listener enabled as written (TLS 1.2
+minimum, ``require_certificate``, ``use_identity_as_username``: the certificate's common name is the
+user of the shipped ACL; no anonymous clients). edged's ``MqttClient`` and ``RequestClient`` connect
+with ``TlsSettings``; another CA, no client certificate, a client certificate from another CA and a
+broker certificate for another host name are refused, each with its reason in
+``MqttState.last_failure``. Loopback only; skipped without mosquitto."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from mqtt_broker import READY_TIMEOUT_S, Broker, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, free_port, make_broker
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.api.auth import Authenticator
@@ -41,7 +43,7 @@ from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import ImageRGB
 
-ACL = Path(__file__).resolve().parents[1] / "config" / "mosquitto" / "acl.template"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
 TOPICS = Topics("pi-01")
 VERSIONS = {"edged": "test"}
 LOOPBACK = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -143,20 +145,43 @@ def _builder(
 # brokers
 
 
-def tls_broker(directory: Path, ca: Authority, server: Issued) -> Iterator[Broker]:
-    """Mosquitto with one TLS listener (TLS 1.2 minimum) on a free loopback port: clients need a
-    certificate from ``ca``, its common name is the user, the shipped ACL applies, no anonymous."""
-    directory.mkdir(parents=True, exist_ok=True)
-    acl = directory / "acl"
-    acl.write_text(Template(ACL.read_text()).substitute(DEVICE=TOPICS.device_id))
-    for broker in make_broker(directory, start=False):
-        broker.conf.write_text(
-            f"per_listener_settings false\nallow_anonymous false\nacl_file {acl}\npersistence false\n"
-            f"set_tcp_nodelay true\nlog_dest file {broker.log}\nlog_type all\n{broker.run_as()}"
-            f"listener {broker.port} 127.0.0.1\ncafile {ca.ca_file}\ncertfile {server.cert}\n"
-            f"keyfile {server.key}\ntls_version tlsv1.2\nrequire_certificate true\n"
-            "use_identity_as_username true\n"
+def site_conf(broker: Broker, directory: Path, ca: Authority, server: Issued) -> str:
+    """The shipped ``edged.conf.template`` with its commented TLS listener enabled as written, on
+    ``broker.port`` (loopback) with our files; its plain listener goes to another loopback port."""
+    acl, passwords = directory / "acl", directory / "passwd"
+    acl.write_text(Template((CONFIG / "acl.template").read_text()).substitute(DEVICE=TOPICS.device_id))
+    passwords.write_text("")  # nobody logs in with a password here
+    lines = (
+        Template((CONFIG / "edged.conf.template").read_text())
+        .substitute(
+            PORT=free_port(), BIND="127.0.0.1", PASSWORD_FILE=passwords, ACL_FILE=acl, STATE_DIR=directory
         )
+        .splitlines()
+    )
+    start = lines.index("# listener 8883")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("# "))
+    block = "\n".join(line.removeprefix("# ") for line in lines[start:end])
+    assert {"tls_version tlsv1.2", "require_certificate true", "use_identity_as_username true"} <= set(
+        block.splitlines()
+    ), block
+    for old, new in {
+        "listener 8883": f"listener {broker.port} 127.0.0.1",
+        "/etc/mosquitto/certs/ca.crt": str(ca.ca_file),
+        "/etc/mosquitto/certs/broker.crt": str(server.cert),
+        "/etc/mosquitto/certs/broker.key": str(server.key),
+    }.items():
+        assert old in block, f"the template's TLS listener has no {old!r}"
+        block = block.replace(old, new)
+    lines[start:end] = block.splitlines()
+    return "\n".join(lines) + f"\nlog_dest file {broker.log}\nlog_type all\n{broker.run_as()}"
+
+
+def tls_broker(directory: Path, ca: Authority, server: Issued) -> Iterator[Broker]:
+    """Mosquitto with the shipped configuration and its TLS listener: clients need a certificate
+    from ``ca``, its common name is the user, the shipped ACL applies, no anonymous clients."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for broker in make_broker(directory, start=False):
+        broker.conf.write_text(site_conf(broker, directory, ca, server))
         broker.start()  # its readiness probe is a bare TCP connect: the log shows one failed handshake
         yield broker
 
@@ -283,9 +308,7 @@ def test_a_client_certificate_from_another_ca_is_refused(site: Site, tmp_path: P
     device.start()
     try:
         snapshot = failure_of(device)
-        assert snapshot.last_failure is not None and "unknown ca" in snapshot.last_failure.lower().replace(
-            "_", " "
-        )
+        assert "unknown ca" in (snapshot.last_failure or "").lower().replace("_", " ")  # the broker's alert
         assert not device.connected.is_set() and snapshot.connects == 0
     finally:
         device.stop()

@@ -3,15 +3,18 @@
 - The last will (retained ``offline`` on the status topic) is set before connecting; a successful
   CONNACK publishes the retained birth ``online`` with the versions and (re)subscribes every handler,
   so a reconnect resubscribes; a refused CONNACK is a failure (logged, recorded, ``connected`` stays
-  clear) and paho retries with backoff. Hooks added with ``on_connected`` then run (e.g. the Home
-  Assistant discovery, re-published on every connect).
+  clear) and paho retries with backoff; so is a failed TCP connect or TLS handshake (untrusted or
+  misnamed broker certificate) and a connection the broker closes before its CONNACK (with TLS 1.3,
+  a missing or untrusted client certificate), each with its reason in ``state.last_failure``.
+  After each successful connect the hooks added with ``on_connected`` run (e.g. the Home Assistant
+  discovery, re-published on every connect).
 - ``stop()`` publishes a retained ``stopped``, waits (bounded) for the broker's acknowledgement and
   disconnects cleanly, so the broker discards the last will.
 - ``publish`` returns a ``Delivery`` that completes when the broker acknowledged the message (QoS 1)
   or it was written (QoS 0). paho keeps QoS 1 messages queued in memory across reconnects; anything
   that must survive the process goes through ``edged.mqtt.outbox`` first.
 
-Secrets come from files only (``password_file``); they are never logged.
+Secrets come from files only (``password_file``, ``tls.key_file``); they are never logged.
 """
 
 from __future__ import annotations
