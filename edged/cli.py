@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
+    p = bench.add_parser(
+        "api", help="the face operations over MQTT: requests/s and round trip, v5 and 3.1.1, vs in-process"
+    )
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--seconds", type=float, help="seconds per measurement (default 2.5)")
+    amount.add_argument("--requests", type=int, help="requests per measurement instead of a duration")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients of the multi-client runs (4)")
+    p.add_argument(
+        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
+    )
+    p.add_argument("--json", action="store_true")
+
     p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument(
@@ -275,6 +287,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edged.bench.daemon import run_daemon_bench
 
         return run_daemon_bench(args, load_pipeline(config), config)
+    if args.bench == "api":
+        from edged.bench.api import run_api_bench
+
+        return run_api_bench(args, load_pipeline(config), config)
     from edged.bench.speed import run_speed
 
     return run_speed(args, lambda threads: load_pipeline(config, threads))

@@ -1,30 +1,38 @@
 """``edged bench api``: the face operations over MQTT, requests per second and round trip.
 
-A real Mosquitto on a free loopback port, edged's MQTT client and request server
-(``edged.api.server.ApiServer``, the configured ``api.workers``) on the real ``FaceService``: the
-real pipeline and models, a temporary encrypted directory (key in memory only) with the astronaut
-enrolled in a trained group, the nonce file of signed requests on disk as the daemon keeps it. Two
-face IDs come from ``detect`` requests (the astronaut portrait and a shifted copy).
+The server side is the daemon's: a real Mosquitto on a free loopback port, edged's MQTT client
+(MQTT v5) and request server (``edged.api.server.ApiServer`` with the configured ``api.workers``) on
+the real ``FaceService`` — the real pipeline and models, a temporary encrypted directory (key in
+memory only) with the astronaut enrolled in a trained group, the nonce file of signed requests on
+disk beside it. Two face IDs come from ``detect`` requests (the astronaut portrait and a copy
+shifted by (40, 25) px).
 
-Callers are ``edged.api.client.RequestClient`` connections, one per client thread, in MQTT v5
-(response topic + correlation data) and in MQTT 3.1.1 (``res/<op>`` + transaction), one client and
-``--clients`` concurrent clients, each sending its next request as soon as its reply arrived. The
-request kinds:
+The callers are ``edged.api.client.RequestClient`` connections, one per client thread, in MQTT v5
+(response topic + correlation data) and MQTT 3.1.1 (``res/<op>`` + transaction), with one client
+and with ``clients`` concurrent clients, each sending its next request as soon as its reply
+arrived. They run in a separate Python process (on a door the callers are other machines; client
+threads inside the server's process would compete for its GIL). The request kinds:
 
 - ``verify`` face ↔ face (two face IDs);
 - ``verify`` face ↔ person (a face ID against the enrolled person: the door-style 1:1);
-- ``get_person_group`` signed as a manager (Ed25519 signature + a nonce committed to SQLite with
-  ``synchronous=FULL`` per request);
+- ``get_person_group`` signed by a manager key (a fresh timestamp and nonce per request: Ed25519
+  sign and verify, and the nonce committed to SQLite with ``synchronous=FULL``);
 - ``detect`` on a 640×480 JPEG in base64 (the image path: base64, decode, detect + mesh + quality +
   embed, a transient face ID stored).
 
-The client threads run in a separate process by default (``client_process``): on the device the
-callers are elsewhere, and client threads in the server's process would take the server's GIL.
+The reference, measured in the same run because the machine is shared and noisy (only ratios carry
+over): the same work in-process on one thread, no MQTT — ``FaceService.verify_faces`` /
+``verify_person``; ``sign_request`` + ``Authenticator.check`` + ``FaceService.get_group`` for the
+signed request; ``decode_image`` + ``FaceService.detect`` for detect. MQTT throughput is reported as
+a ratio of it, and the MQTT overhead per request as the one-client mean round trip minus the mean
+in-process call. The time each request spends in ``ApiServer.handle`` (parse, authenticate,
+validate, run, encode the reply and hand it to paho) is timed on the server too: the rest of a round
+trip is transport (client, paho, broker, the request queue).
 
-The reference, in the same run (the machine is shared, so only ratios carry over): the same
-``FaceService`` call in-process, one thread, no MQTT (for ``detect`` the JPEG decode included, for
-the signed request without the signature). MQTT throughput is reported as a ratio of it, and the
-MQTT overhead per request as the one-client mean round trip minus the mean in-process call.
+When the RequestClient's sockets do not have TCP_NODELAY (as shipped when this benchmark was
+written), Nagle's algorithm holds each request behind the client's unacknowledged PUBACK of the
+previous reply until the broker's delayed ACK (≈ 40 ms on Linux), so every kind is also measured
+over MQTT v5 with TCP_NODELAY set on the callers' sockets by hand, in the same run, to show the cost.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import argparse
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +76,19 @@ from edged.mqtt.topics import Topics
 from edged.pipeline.image import decode_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.types import ImageRGB
 
 __all__ = [
     "KINDS",
     "PROTOCOLS",
     "ApiBenchResult",
     "Cell",
+    "Load",
     "Reference",
     "bench_api",
+    "drive",
     "run_api_bench",
+    "table",
 ]
 
 DEVICE = "bench-api"
@@ -86,25 +99,23 @@ LABELS = {
     "verify_faces": "verify face ↔ face",
     "verify_person": "verify face ↔ person",
     "signed_get_group": "get_person_group, signed (manager)",
-    "detect": "detect, 640×480 JPEG",
+    "detect": "detect, 640×480 JPEG (base64)",
 }
-REFERENCE_LABELS = {
+REFERENCE_CALLS = {
     "verify_faces": "FaceService.verify_faces",
     "verify_person": "FaceService.verify_person",
-    "signed_get_group": "FaceService.get_group (unsigned)",
+    "signed_get_group": "sign_request + Authenticator.check + FaceService.get_group",
     "detect": "decode_image + FaceService.detect",
 }
-FRAME_SIZE = (640, 480)
+DEFAULT_SECONDS = 2.5
+DEFAULT_CLIENTS = 4
 JPEG_QUALITY = 90
 WARMUP_REQUESTS = 3
-"""Per client thread before the clock starts (3.1.1: the first request subscribes to res/<op>)."""
+"""Per client thread before the clock starts (MQTT 3.1.1: the first request subscribes to res/<op>)."""
 REQUEST_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 SIGNATURE_SAMPLES = 200
-"""In-process sign + check timings (the signature and nonce cost without MQTT)."""
-
-
-# -- results -----------------------------------------------------------------------------------------
+"""In-process sign / check timings: the signature's and the nonce's cost without MQTT."""
 
 
 def _summary(values_ms: Sequence[float]) -> dict[str, float] | None:
@@ -112,15 +123,19 @@ def _summary(values_ms: Sequence[float]) -> dict[str, float] | None:
         return None
     values = np.asarray(values_ms)
     return {
+        "n": len(values_ms),
         "mean_ms": round(float(values.mean()), 3),
         "p50_ms": round(float(np.percentile(values, 50)), 3),
         "p95_ms": round(float(np.percentile(values, 95)), 3),
     }
 
 
+# -- results -----------------------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class Reference:
-    """One request kind's FaceService call in-process, one thread."""
+    """One request kind's work in-process on one thread, no MQTT."""
 
     kind: str
     calls: int = 0
@@ -134,7 +149,7 @@ class Reference:
     def as_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "call": REFERENCE_LABELS[self.kind],
+            "call": REFERENCE_CALLS[self.kind],
             "calls": self.calls,
             "seconds": round(self.seconds, 3),
             "calls_per_s": round(self.rate, 1),
@@ -144,17 +159,23 @@ class Reference:
 
 @dataclass(slots=True)
 class Cell:
-    """One kind of request, one protocol, ``clients`` concurrent clients."""
+    """One request kind over one protocol from ``clients`` concurrent clients."""
 
     kind: str
     protocol: str
     clients: int
+    nodelay_by_hand: bool = False
+    """TCP_NODELAY was set on the callers' sockets by the benchmark (the client did not set it)."""
     requests: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    """Time in ``ApiServer.handle`` per request (warm-up requests included)."""
     not_ok: int = 0
     errors: list[str] = field(default_factory=list)
-    """The first few error replies or exceptions (``code: message``)."""
+    """The first few error replies or exceptions, ``code: message``."""
+    client_nodelay: bool | None = None
+    """Whether the RequestClients' sockets had TCP_NODELAY before the benchmark touched them."""
 
     @property
     def rate(self) -> float:
@@ -163,21 +184,20 @@ class Cell:
     def latency(self) -> dict[str, float] | None:
         return _summary(self.latencies_ms)
 
-    def as_json(self, reference: Reference | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def as_json(self) -> dict[str, Any]:
+        return {
             "kind": self.kind,
             "protocol": self.protocol,
             "clients": self.clients,
+            "nodelay_by_hand": self.nodelay_by_hand,
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
             "requests_per_s": round(self.rate, 1),
             "latency": self.latency(),
+            "server": _summary(self.server_ms),
             "not_ok": self.not_ok,
             "errors": self.errors,
         }
-        if reference is not None and reference.rate > 0:
-            out["ratio_to_in_process"] = round(self.rate / reference.rate, 4)
-        return out
 
 
 @dataclass(slots=True)
@@ -185,127 +205,164 @@ class ApiBenchResult:
     references: dict[str, Reference]
     cells: list[Cell]
     signature_ms: dict[str, dict[str, float] | None]
-    """In-process: ``sign`` (client side) and ``check`` (Ed25519 verify + nonce commit)."""
+    """In-process: ``sign`` (the client's part) and ``check`` (Ed25519 verify + nonce commit)."""
     setup: dict[str, Any]
 
-    def cell(self, kind: str, protocol: str, clients: int) -> Cell | None:
+    def cell(self, kind: str, protocol: str, clients: int, nodelay_by_hand: bool = False) -> Cell | None:
+        key = (kind, protocol, clients, nodelay_by_hand)
         return next(
-            (c for c in self.cells if (c.kind, c.protocol, c.clients) == (kind, protocol, clients)), None
+            (c for c in self.cells if (c.kind, c.protocol, c.clients, c.nodelay_by_hand) == key), None
         )
 
-    def overhead_ms(self, kind: str, protocol: str) -> float | None:
-        """One client's mean round trip minus the mean in-process call."""
-        cell = self.cell(kind, protocol, 1)
+    def ratio(self, cell: Cell) -> float | None:
+        """MQTT requests/s ÷ in-process calls/s."""
+        reference = self.references.get(cell.kind)
+        if reference is None or reference.rate <= 0:
+            return None
+        return cell.rate / reference.rate
+
+    def overhead_ms(self, kind: str, protocol: str, nodelay_by_hand: bool = False) -> float | None:
+        """The one-client mean round trip minus the mean in-process call."""
+        cell = self.cell(kind, protocol, 1, nodelay_by_hand)
         reference = self.references.get(kind)
         if cell is None or reference is None or not cell.latencies_ms or not reference.times_ms:
             return None
         return float(np.mean(cell.latencies_ms) - np.mean(reference.times_ms))
 
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.cells if c.not_ok]
+
     def as_json(self) -> dict[str, Any]:
+        cells = []
+        for c in self.cells:
+            out = c.as_json()
+            ratio = self.ratio(c)
+            out["ratio_to_in_process"] = None if ratio is None else round(ratio, 5)
+            if c.clients == 1:
+                overhead = self.overhead_ms(c.kind, c.protocol, c.nodelay_by_hand)
+                out["overhead_ms"] = None if overhead is None else round(overhead, 3)
+            cells.append(out)
         return {
             "setup": self.setup,
             "references": {kind: ref.as_json() for kind, ref in self.references.items()},
             "signature_ms": self.signature_ms,
-            "cells": [
-                {
-                    **c.as_json(self.references.get(c.kind)),
-                    **(
-                        {"overhead_ms": round(o, 3)}
-                        if c.clients == 1 and (o := self.overhead_ms(c.kind, c.protocol)) is not None
-                        else {}
-                    ),
-                }
-                for c in self.cells
-            ],
+            "cells": cells,
         }
 
 
-# -- the load: client threads (in a child process by default) -----------------------------------------
+# -- the callers (in a child process) ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """What one measurement sends: picklable, for the client process."""
+    """What one measurement sends; plain data, so it crosses to the client process as JSON."""
 
     port: int
     protocol: str
     clients: int
     op: str
     body: dict[str, Any]
-    signer_key: bytes | None
-    """The manager's raw Ed25519 private key when the requests are signed."""
+    signer_key: str | None
+    """The manager's raw Ed25519 private key (hex) when the requests are signed."""
     seconds: float | None
     requests: int | None
+    nodelay: bool = False
+    """Set TCP_NODELAY on every client's socket by hand."""
     warmup: int = WARMUP_REQUESTS
 
 
+@dataclass(slots=True)
+class _Caller:
+    client: RequestClient
+    start: float = 0.0
+    end: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    alive: bool = True
+
+
+def _nodelay(client: RequestClient, set_it: bool) -> bool:
+    """Whether the client's socket has TCP_NODELAY (after setting it, when ``set_it``)."""
+    sock = client._client.socket()  # the benchmark looks at the socket its client made
+    if not isinstance(sock, socket.socket):
+        return False
+    had = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    if set_it and not had:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return had
+
+
 def drive(load: Load) -> dict[str, Any]:
-    """Connect ``load.clients`` RequestClients, warm each up, then send from every one in its own
-    thread until ``load.seconds`` passed or ``load.requests`` were sent in all. Returns the counts,
-    the round trips (ms) and the wall time from the common start to the last reply."""
-    sign_with = (
-        None if load.signer_key is None else (MANAGER, Ed25519PrivateKey.from_private_bytes(load.signer_key))
-    )
-    settings = MqttSettings(port=load.port, protocol=load.protocol)  # type: ignore[arg-type]
+    """Connect ``load.clients`` RequestClients, send ``load.warmup`` requests from each, then from
+    every client in its own thread until ``load.seconds`` passed, or ``load.requests`` were sent by
+    all of them together. Returns the round trips (ms), the failures, the wall time from the common
+    start to the last reply, and whether the clients' sockets had TCP_NODELAY of their own."""
+    sign_with = None
+    if load.signer_key is not None:
+        sign_with = (MANAGER, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(load.signer_key)))
+    settings = MqttSettings(port=load.port, protocol=load.protocol)
     lock = threading.Lock()
-    tickets = [load.requests if load.requests is not None else -1]
-    results: list[tuple[float, float, list[float], int, list[str]]] = []
+    left = [load.requests]
     go = threading.Barrier(load.clients)
+
+    def take() -> bool:
+        with lock:
+            if left[0] is None:
+                return True
+            if left[0] <= 0:
+                return False
+            left[0] -= 1
+            return True
+
+    def one(caller: _Caller, timed: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            reply = caller.client.request(load.op, load.body, REQUEST_TIMEOUT_S, sign_with)
+        except Exception as exc:  # a timeout, a lost connection: recorded, and this caller stops
+            caller.errors.append(f"{type(exc).__name__}: {exc}")
+            caller.alive = False
+            return
+        if timed:
+            caller.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            caller.errors.append(f"{error.get('code')}: {error.get('message')}")
+
+    def run(caller: _Caller) -> None:
+        for _ in range(load.warmup):
+            if caller.alive:
+                one(caller, timed=False)
+        go.wait()
+        caller.start = time.perf_counter()
+        deadline = caller.start + (load.seconds if load.seconds is not None else float("inf"))
+        while caller.alive and time.perf_counter() < deadline and take():
+            one(caller, timed=True)
+        caller.end = time.perf_counter()
+
     with ExitStack() as stack:
-        clients = []
+        callers: list[_Caller] = []
+        shipped_nodelay = True
         for _ in range(load.clients):
             client = RequestClient(settings, DEVICE).connect(CONNECT_TIMEOUT_S)
             stack.callback(client.close)
-            clients.append(client)
-
-        def take() -> bool:
-            with lock:
-                if tickets[0] < 0:
-                    return True
-                if tickets[0] == 0:
-                    return False
-                tickets[0] -= 1
-                return True
-
-        def one(client: RequestClient, latencies: list[float], errors: list[str]) -> bool:
-            t0 = time.perf_counter()
-            try:
-                reply = client.request(load.op, load.body, timeout=REQUEST_TIMEOUT_S, sign_with=sign_with)
-            except Exception as exc:  # a timeout, a lost connection: recorded, this thread stops
-                errors.append(f"{type(exc).__name__}: {exc}")
-                return False
-            latencies.append((time.perf_counter() - t0) * 1000.0)
-            if not reply.get("ok"):
-                error = reply.get("error") or {}
-                errors.append(f"{error.get('code')}: {error.get('message')}")
-            return True
-
-        def run(client: RequestClient) -> None:
-            latencies: list[float] = []
-            errors: list[str] = []
-            alive = True
-            for _ in range(load.warmup):
-                alive = alive and one(client, [], errors)
-            go.wait()
-            start = time.perf_counter()
-            deadline = start + (load.seconds if load.seconds is not None else float("inf"))
-            while alive and time.perf_counter() < deadline and take():
-                alive = one(client, latencies, errors)
-            with lock:
-                results.append((start, time.perf_counter(), latencies, len(errors), errors[:3]))
-
-        threads = [threading.Thread(target=run, args=(c,), name=f"bench-client-{i}") for i, c in enumerate(clients)]
+            shipped_nodelay = _nodelay(client, load.nodelay) and shipped_nodelay
+            callers.append(_Caller(client))
+        threads = [
+            threading.Thread(target=run, args=(caller,), name=f"bench-caller-{i}")
+            for i, caller in enumerate(callers)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    start = min(r[0] for r in results)
-    end = max(r[1] for r in results)
+    errors = [e for caller in callers for e in caller.errors]
     return {
-        "seconds": end - start,
-        "latencies_ms": [ms for r in results for ms in r[2]],
-        "not_ok": sum(r[3] for r in results),
-        "errors": [e for r in results for e in r[4]][:5],
+        "seconds": max(c.end for c in callers) - min(c.start for c in callers),
+        "latencies_ms": [ms for caller in callers for ms in caller.latencies_ms],
+        "not_ok": len(errors),
+        "errors": errors[:5],
+        "client_nodelay": shipped_nodelay,
     }
 
 
@@ -313,15 +370,12 @@ def _load_main() -> None:
     """The client process: one ``Load`` (JSON) per line on stdin, one result (JSON) per line on
     stdout, until stdin closes."""
     for line in sys.stdin:
-        spec = json.loads(line)
-        key = spec.pop("signer_key")
-        load = Load(**spec, signer_key=None if key is None else bytes.fromhex(key))
-        print(json.dumps(drive(load)), flush=True)
+        print(json.dumps(drive(Load(**json.loads(line)))), flush=True)
 
 
 class LoadProcess:
-    """A child Python process that runs the client threads (``drive``) for each ``Load`` it is given;
-    a context manager. Started with ``-c``, not multiprocessing, so it needs no ``__main__`` guard."""
+    """A child Python process that runs ``drive`` for each ``Load`` it is given (a context manager).
+    Started with ``python -c``, not multiprocessing, so no caller needs a ``__main__`` guard."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
@@ -332,16 +386,13 @@ class LoadProcess:
         )
 
     def __call__(self, load: Load) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        spec = {
-            name: getattr(load, name) for name in Load.__dataclass_fields__ if name != "signer_key"
-        }
-        spec["signer_key"] = None if load.signer_key is None else load.signer_key.hex()
-        self.process.stdin.write(json.dumps(spec) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps({f.name: getattr(load, f.name) for f in fields(load)}) + "\n")
+        stdin.flush()
+        line = stdout.readline()
         if not line:
-            raise ConfigError(f"the benchmark's client process exited ({self.process.wait()})")
+            raise ConfigError(f"the benchmark's client process exited with {self.process.wait()}")
         result: dict[str, Any] = json.loads(line)
         return result
 
@@ -363,12 +414,65 @@ class LoadProcess:
 # -- the server side -----------------------------------------------------------------------------------
 
 
+class TimedServer(ApiServer):
+    """``ApiServer`` that records how long each ``handle`` takes (ms) in ``handled_ms``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled_ms: list[float] = []
+
+    def handle(self, route: Any, payload: bytes) -> None:
+        t0 = time.perf_counter()
+        try:
+            super().handle(route, payload)
+        finally:
+            self.handled_ms.append((time.perf_counter() - t0) * 1000.0)
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system ``path`` is on (/proc/mounts), or "unknown"."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    resolved = str(path.resolve())
+    best = ("", "unknown")
+    for mount in mounts:
+        if len(mount) == 2:
+            point, kind = mount
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) > len(best[0]):
+                best = (point, kind)
+    return best[1]
+
+
+def detect_frame() -> bytes:
+    """A 640×480 JPEG of the astronaut's head and shoulders on a grey wall (one face ≈ 140 px): the
+    daemon benchmark's one-face frame, as a door camera would send it."""
+    from edged.bench.daemon import scene_frames
+
+    return _jpeg(scene_frames(1, count=1)[0], JPEG_QUALITY)
+
+
+def _jpeg(image: ImageRGB, quality: int) -> bytes:
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ConfigError("OpenCV could not encode a benchmark image as JPEG")
+    return bytes(data.tobytes())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 @dataclass(slots=True)
 class Bench:
-    """Everything the measurements share."""
+    """What every measurement shares."""
 
     service: FaceService
-    server: ApiServer
+    server: TimedServer
     auth: Authenticator
     broker: Broker
     manager: Ed25519PrivateKey
@@ -376,8 +480,9 @@ class Bench:
     face_ids: tuple[str, str]
     jpeg: bytes
     run_load: Callable[[Load], dict[str, Any]]
+    state_fs: str
 
-    def bodies(self) -> dict[str, tuple[str, dict[str, Any], bool]]:
+    def requests(self) -> dict[str, tuple[str, dict[str, Any], bool]]:
         """kind → (operation, body, signed)."""
         a, b = self.face_ids
         return {
@@ -388,17 +493,24 @@ class Bench:
                 False,
             ),
             "signed_get_group": ("get_person_group", {"personGroupId": DEMO_GROUP}, True),
-            "detect": ("detect", {"image": base64.b64encode(self.jpeg).decode("ascii")}, False),
+            "detect": ("detect", {"image": _b64(self.jpeg)}, False),
         }
 
     def calls(self) -> dict[str, Callable[[], object]]:
-        """kind → the in-process FaceService call the request runs."""
+        """kind → the same work in-process."""
         a, b = self.face_ids
-        service = self.service
+        service, clock = self.service, SystemClock()
+        body = {"personGroupId": DEMO_GROUP}
+
+        def signed_get_group() -> object:
+            signed = sign_request(body, "get_person_group", DEVICE, MANAGER, self.manager, clock.now())
+            self.auth.check("get_person_group", signed)
+            return service.get_group(DEMO_GROUP)
+
         return {
             "verify_faces": lambda: service.verify_faces(a, b),
             "verify_person": lambda: service.verify_person(b, self.person_id, DEMO_GROUP),
-            "signed_get_group": lambda: service.get_group(DEMO_GROUP),
+            "signed_get_group": signed_get_group,
             "detect": lambda: service.detect(decode_image(self.jpeg, name="image")),
         }
 
@@ -418,8 +530,7 @@ class Bench:
         return ref
 
     def signature(self, samples: int) -> dict[str, dict[str, float] | None]:
-        """The signature's cost without MQTT: sign (client) and Authenticator.check (server: Ed25519
-        verify + nonce commit), each on a fresh request."""
+        """Signing a fresh request, and checking it (Ed25519 verify + the nonce's commit)."""
         clock = SystemClock()
         sign_ms: list[float] = []
         check_ms: list[float] = []
@@ -429,55 +540,42 @@ class Bench:
             signed = sign_request(body, "get_person_group", DEVICE, MANAGER, self.manager, clock.now())
             t1 = time.perf_counter()
             self.auth.check("get_person_group", signed)
-            t2 = time.perf_counter()
             sign_ms.append((t1 - t0) * 1000.0)
-            check_ms.append((t2 - t1) * 1000.0)
+            check_ms.append((time.perf_counter() - t1) * 1000.0)
         return {"sign": _summary(sign_ms), "check": _summary(check_ms)}
 
     def measure(
-        self, kind: str, protocol: str, clients: int, seconds: float | None, requests: int | None
+        self,
+        kind: str,
+        protocol: str,
+        clients: int,
+        seconds: float | None,
+        requests: int | None,
+        nodelay_by_hand: bool = False,
     ) -> Cell:
-        op, body, signed = self.bodies()[kind]
-        key = (
-            self.manager.private_bytes(
+        op, body, signed = self.requests()[kind]
+        key = None
+        if signed:
+            raw = self.manager.private_bytes(
                 serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
             )
-            if signed
-            else None
-        )
-        out = self.run_load(Load(self.broker.port, protocol, clients, op, body, key, seconds, requests))
-        cell = Cell(kind, protocol, clients)
-        cell.seconds = out["seconds"]
-        cell.latencies_ms = list(out["latencies_ms"])
+            key = raw.hex()
+        self.server.handled_ms.clear()
+        load = Load(self.broker.port, protocol, clients, op, body, key, seconds, requests, nodelay_by_hand)
+        out = self.run_load(load)
+        cell = Cell(kind, protocol, clients, nodelay_by_hand)
+        cell.server_ms = list(self.server.handled_ms)
+        cell.seconds = float(out["seconds"])
+        cell.latencies_ms = [float(ms) for ms in out["latencies_ms"]]
         cell.requests = len(cell.latencies_ms)
         cell.not_ok = int(out["not_ok"])
-        cell.errors = list(out["errors"])
+        cell.errors = [str(e) for e in out["errors"]]
+        cell.client_nodelay = bool(out["client_nodelay"])
         return cell
 
 
-def detect_frame() -> bytes:
-    """A 640×480 JPEG of the astronaut's head and shoulders on a grey wall (one face ≈ 140 px), as a
-    door camera would send it."""
-    from edged.bench.daemon import scene_frames
-
-    frame = scene_frames(1, count=1)[0]
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    )
-    if not ok:
-        raise ConfigError("OpenCV could not encode the benchmark frame as JPEG")
-    return bytes(data.tobytes())
-
-
-def _jpeg(image: np.ndarray) -> str:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise ConfigError("OpenCV could not encode the astronaut as JPEG")
-    return base64.b64encode(data.tobytes()).decode("ascii")
-
-
-def _detected_face_id(client: RequestClient, image_b64: str, what: str) -> str:
-    reply = client.request("detect", {"image": image_b64}, timeout=REQUEST_TIMEOUT_S)
+def _face_id(client: RequestClient, image: ImageRGB, what: str) -> str:
+    reply = client.request("detect", {"image": _b64(_jpeg(image, 95))}, timeout=REQUEST_TIMEOUT_S)
     faces = reply.get("result", {}).get("faces") if reply.get("ok") else None
     if not faces or not faces[0].get("faceId"):
         raise ConfigError(f"the benchmark's detect request on {what} found no face: {reply}")
@@ -488,8 +586,9 @@ def _detected_face_id(client: RequestClient, image_b64: str, what: str) -> str:
 def api_bench(
     pipeline: FacePipeline, base: Config, clients: int, client_process: bool = True
 ) -> Iterator[Bench]:
-    """A broker, an enrolled temporary directory, the request server on it, two face IDs; all gone
-    afterwards."""
+    """The broker, the enrolled temporary directory, the request server on it, two face IDs, and
+    the client process; all gone afterwards. ``client_process=False`` runs the callers as threads
+    of this process instead."""
     executable = find_mosquitto()
     if executable is None:
         raise ConfigError("the API benchmark needs mosquitto (apt install mosquitto)")
@@ -507,7 +606,7 @@ def api_bench(
             update={
                 "enabled": True,
                 "unsigned_role": "recognizer",
-                "queue_depth": max(base.api.queue_depth, clients),
+                "queue_depth": max(base.api.queue_depth, clients),  # never Busy: every client waits
                 "clients": {MANAGER: ClientSettings(role="manager", public_key=public_key_b64(manager))},
             }
         )
@@ -518,7 +617,7 @@ def api_bench(
         broker = stack.enter_context(Broker(executable, broker_dir))
         topics = Topics(DEVICE)
         mqtt = MqttClient(MqttSettings(port=broker.port, protocol="5"), topics, {"edged": "bench"}, clock)
-        server = ApiServer(service, settings, topics, mqtt, auth, limits=base.images)
+        server = TimedServer(service, settings, topics, mqtt, auth, limits=base.images)
         server.start()
         stack.callback(server.stop)
         mqtt.subscribe(topics.request_wildcard(), server.submit, qos=1)
@@ -529,57 +628,84 @@ def api_bench(
         portrait = astronaut()
         with RequestClient(MqttSettings(port=broker.port), DEVICE).connect(CONNECT_TIMEOUT_S) as setup:
             face_ids = (
-                _detected_face_id(setup, _jpeg(portrait), "the astronaut"),
-                _detected_face_id(setup, _jpeg(shifted(portrait, 40, 25)), "the shifted astronaut"),
+                _face_id(setup, portrait, "the astronaut"),
+                _face_id(setup, shifted(portrait, 40, 25), "the shifted astronaut"),
             )
         run_load: Callable[[Load], dict[str, Any]] = drive
         if client_process:
             run_load = stack.enter_context(LoadProcess())
-        yield Bench(service, server, auth, broker, manager, person_id, face_ids, detect_frame(), run_load)
+        yield Bench(
+            service,
+            server,
+            auth,
+            broker,
+            manager,
+            person_id,
+            face_ids,
+            detect_frame(),
+            run_load,
+            filesystem_of(state),
+        )
 
 
 def bench_api(
     pipeline: FacePipeline,
     base: Config,
-    seconds: float | None = 3.0,
+    seconds: float | None = DEFAULT_SECONDS,
     requests: int | None = None,
-    clients: int = 4,
+    clients: int = DEFAULT_CLIENTS,
     kinds: Sequence[str] = KINDS,
     protocols: Sequence[str] = PROTOCOLS,
     client_process: bool = True,
     progress: bool = True,
 ) -> ApiBenchResult:
-    """Every kind in-process, then over MQTT for each protocol with 1 and ``clients`` clients."""
+    """Each kind in-process, then over MQTT for each protocol with 1 and ``clients`` clients, each
+    measurement for ``seconds`` or ``requests`` (give exactly one); every kind again with
+    TCP_NODELAY set by hand (MQTT v5) when the client does not set it."""
     if (seconds is None) == (requests is None):
         raise BadArgument("give exactly one of seconds and requests")
+    unknown = sorted(set(kinds) - set(KINDS)) + sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        raise BadArgument(f"unknown request kind or protocol: {', '.join(unknown)}")
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"api bench: {text} …", file=sys.stderr)
+
     counts = sorted({1, clients})
-    cells: list[Cell] = []
     with api_bench(pipeline, base, clients, client_process) as bench:
-        sanity = {
-            kind: bench.calls()[kind]() for kind in ("verify_faces", "verify_person")
-        }  # the same person: both must match
-        for kind, result in sanity.items():
-            if not getattr(result, "is_identical", False):
-                raise ConfigError(f"benchmark sanity: {kind} of the astronaut did not match ({result})")
+        for kind in ("verify_faces", "verify_person"):  # the astronaut against herself: both match
+            verification = bench.calls()[kind]()
+            if not getattr(verification, "is_identical", False):
+                raise ConfigError(f"benchmark sanity: {kind} of the astronaut did not match ({verification})")
         references = {}
         for kind in kinds:
-            if progress:
-                print(f"api bench: {LABELS[kind]}, in-process …", file=sys.stderr)
+            say(f"{LABELS[kind]}, in-process")
             references[kind] = bench.reference(kind, seconds, requests)
         signature = bench.signature(SIGNATURE_SAMPLES if requests is None else requests)
+        cells: list[Cell] = []
         for protocol in protocols:
             for n in counts:
                 for kind in kinds:
-                    if progress:
-                        print(f"api bench: {LABELS[kind]}, MQTT {protocol}, {n} client(s) …", file=sys.stderr)
+                    say(f"{LABELS[kind]}, MQTT {protocol}, {n} client(s)")
                     cells.append(bench.measure(kind, protocol, n, seconds, requests))
+        shipped_nodelay = all(c.client_nodelay for c in cells)
+        if not shipped_nodelay:
+            for n in counts:
+                for kind in kinds:
+                    say(f"{LABELS[kind]}, MQTT 5, {n} client(s), TCP_NODELAY set by hand")
+                    cells.append(bench.measure(kind, "5", n, seconds, requests, nodelay_by_hand=True))
         setup = {
             "workers": bench.server.settings.workers,
             "queue_depth": bench.server.settings.queue_depth,
             "threads": base.pipeline.threads,
             "clients": clients,
             "client_process": client_process,
+            "client_nodelay": shipped_nodelay,
             "jpeg_bytes": len(bench.jpeg),
+            "state_filesystem": bench.state_fs,
+            "seconds": seconds,
+            "requests": requests,
             "served": bench.server.served,
             "failed": bench.server.failed,
             "busy": bench.server.busy,
@@ -590,110 +716,127 @@ def bench_api(
 # -- the command ---------------------------------------------------------------------------------------
 
 
-def _rate(cell: Cell | None, reference: Reference | None) -> str:
-    if cell is None:
-        return "–"
-    ratio = f" ({cell.rate / reference.rate:.2f}×)" if reference is not None and reference.rate > 0 else ""
-    return f"{cell.rate:.0f}{ratio}"
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f" ({value:.3f}×)" if value < 0.1 else f" ({value:.2f}×)"
 
 
-def _rtt(cell: Cell | None) -> str:
-    stats = None if cell is None else cell.latency()
+def _ms(stats: dict[str, float] | None) -> str:
     return "–" if stats is None else f"{stats['p50_ms']:.2f} / {stats['p95_ms']:.2f}"
 
 
-def table(result: ApiBenchResult, clients: int) -> str:
-    counts = sorted({1, clients})
+def table(result: ApiBenchResult) -> str:
+    """One row per request kind and protocol (and TCP_NODELAY-by-hand rows when measured)."""
+    counts = sorted({c.clients for c in result.cells})
     header = ["request", "in-process calls/s (ms p50)", "MQTT"]
     for n in counts:
-        header += [f"{n} client(s): req/s (× in-process)", f"{n} client(s): round trip ms p50 / p95"]
+        who = "1 client" if n == 1 else f"{n} clients"
+        header += [f"{who}: req/s (× in-process)", f"{who}: round trip ms (p50 / p95)"]
+        if n == 1:
+            header.append("1 client: in ApiServer.handle ms (p50 / p95)")
     header.append("MQTT overhead ms/request (1 client)")
     rows = []
-    kinds = [k for k in KINDS if k in result.references]
-    protocols = [p for p in PROTOCOLS if any(c.protocol == p for c in result.cells)]
-    for kind in kinds:
-        ref = result.references[kind]
-        ref_stats = _summary(ref.times_ms)
-        for protocol in protocols:
-            row = [
-                LABELS[kind],
-                f"{ref.rate:.0f} ({ref_stats['p50_ms']:.2f})" if ref_stats else "–",
-                protocol,
-            ]
-            for n in counts:
-                cell = result.cell(kind, protocol, n)
-                row += [_rate(cell, ref), _rtt(cell)]
-            overhead = result.overhead_ms(kind, protocol)
-            row.append("–" if overhead is None else f"{overhead:.2f}")
-            rows.append(row)
+    for by_hand in (False, True):
+        for kind in KINDS:
+            reference = result.references.get(kind)
+            for protocol in PROTOCOLS:
+                if not any(result.cell(kind, protocol, n, by_hand) for n in counts):
+                    continue
+                ref = None if reference is None else _summary(reference.times_ms)
+                row = [
+                    LABELS[kind],
+                    "–"
+                    if reference is None or ref is None
+                    else f"{reference.rate:.0f} ({ref['p50_ms']:.3f})",
+                    protocol + (", TCP_NODELAY set by hand" if by_hand else ""),
+                ]
+                for n in counts:
+                    cell = result.cell(kind, protocol, n, by_hand)
+                    if cell is None:
+                        row += ["–", "–"] + (["–"] if n == 1 else [])
+                        continue
+                    row += [f"{cell.rate:.0f}{_ratio(result.ratio(cell))}", _ms(cell.latency())]
+                    if n == 1:
+                        row.append(_ms(_summary(cell.server_ms)))
+                overhead = result.overhead_ms(kind, protocol, by_hand)
+                row.append("–" if overhead is None else f"{overhead:.2f}")
+                rows.append(row)
     return markdown_table(header, rows)
+
+
+def note(result: ApiBenchResult) -> str:
+    setup = result.setup
+    n = setup["clients"]
+    amount = f"{setup['seconds']:g} s" if setup["seconds"] is not None else f"{setup['requests']} requests"
+    sign, check = result.signature_ms["sign"], result.signature_ms["check"]
+    text = (
+        f"The request server (`edged.api.server.ApiServer`, {setup['workers']} worker(s), queue depth "
+        f"{setup['queue_depth']}) and edged's MQTT client (MQTT v5) on the real `FaceService`: real "
+        f"models ({setup['threads']} inference thread(s) per model), a temporary encrypted directory "
+        f"({setup['state_filesystem']}) with the astronaut enrolled in a trained group, the nonce file "
+        "beside it; a real Mosquitto on loopback. Callers: `edged.api.client.RequestClient` "
+        "connections, one per client thread, in a separate process (on a door the callers are other "
+        "machines; in the server's process they would compete for its GIL), each sending its next "
+        f"request as soon as its reply arrived; {amount} per cell after {WARMUP_REQUESTS} warm-up "
+        "requests per client. *face ↔ face*: two face IDs from `detect` (the astronaut portrait and a "
+        "copy shifted by (40, 25) px); *face ↔ person*: a face ID against the enrolled person (the "
+        "door-style 1:1); *signed*: a fresh timestamp and nonce per request; *detect*: a 640×480 JPEG "
+        f"({setup['jpeg_bytes'] / 1024:.0f} KiB, the astronaut's head and shoulders, the face ≈ 140 "
+        "px) in base64, a face ID stored per request. *in-process*: the same work on one thread in "
+        "the same run, no MQTT (verify: `FaceService.verify_faces` / `verify_person`; signed: "
+        "`sign_request` + `Authenticator.check` + `FaceService.get_group`; detect: `decode_image` + "
+        "`FaceService.detect`); × in-process = MQTT requests/s ÷ in-process calls/s. *in "
+        "ApiServer.handle*: parse, authenticate, validate, run, encode the reply and hand it to "
+        "paho, timed on the server; the rest of the round trip is transport (client, paho on both "
+        "sides, the broker, the request queue). *MQTT overhead*: the one-client mean round trip − "
+        f"the mean in-process call. MQTT 3.1.1 replies go to `res/<op>`, which all {n} clients of the "
+        f"{n}-client runs receive (each reply is delivered {n} times)."
+    )
+    if sign is not None and check is not None:
+        text += (
+            f" In-process, signing a request takes {sign['p50_ms']:.3f} ms (p50) and checking it "
+            f"(Ed25519 verify + the nonce committed with synchronous=FULL) {check['p50_ms']:.3f} ms "
+            f"(p50; p95 {check['p95_ms']:.3f})."
+        )
+    plain = result.cell("verify_faces", "5", 1)
+    if not setup["client_nodelay"] and plain is not None:
+        text += (
+            " `RequestClient` does not set TCP_NODELAY on its socket: Nagle's algorithm holds each "
+            "request behind the client's PUBACK of the previous reply until the broker's delayed ACK "
+            f"(≈ 40 ms), which bounds one client to ≈ {plain.rate:.0f} requests/s whatever the "
+            "request; the *TCP_NODELAY set by hand* rows are the same requests, MQTT v5, with the "
+            "option set on the callers' sockets by the benchmark, in the same run."
+        )
+    return text
 
 
 def run_api_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config) -> int:
     seconds: float | None = args.seconds
     requests: int | None = args.requests
-    if requests is not None:
-        seconds = None
-        if requests < 1:
-            raise BadArgument("--requests must be ≥ 1")
-    elif seconds is None:
-        seconds = 3.0
+    if requests is not None and requests < 1:
+        raise BadArgument("--requests must be ≥ 1")
     if seconds is not None and seconds <= 0:
         raise BadArgument("--seconds must be > 0")
+    if requests is None and seconds is None:
+        seconds = DEFAULT_SECONDS
     if args.clients < 1:
         raise BadArgument("--clients must be ≥ 1")
     started = time.monotonic()
     result = bench_api(pipeline, base, seconds, requests, args.clients)
-    text = table(result, args.clients)
-    out = sys.stderr if args.json else sys.stdout
-    print(text, file=out)
-    elapsed = time.monotonic() - started
-    print(f"api bench: {elapsed:.0f} s", file=sys.stderr)
-    failures = [c for c in result.cells if c.not_ok]
-    for c in failures:
+    text = table(result)
+    print(text, file=sys.stderr if args.json else sys.stdout)
+    print(f"api bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    for c in result.failed:
         print(
             f"edged: warning: {c.not_ok} failed request(s) ({LABELS[c.kind]}, MQTT {c.protocol}, "
             f"{c.clients} client(s)): {'; '.join(c.errors)}",
             file=sys.stderr,
         )
     if args.record:
-        how = f"--seconds {seconds:g}" if seconds is not None else f"--requests {requests}"
-        command = f"edged bench api {how} --clients {args.clients}"
-        sign, check = result.signature_ms["sign"], result.signature_ms["check"]
-        signature = (
-            ""
-            if sign is None or check is None
-            else (
-                f" In-process, signing a request takes {sign['p50_ms']:.2f} ms (p50) and checking it "
-                f"(Ed25519 verify + the nonce committed with synchronous=FULL) {check['p50_ms']:.2f} ms "
-                f"(p50; p95 {check['p95_ms']:.2f})."
-            )
-        )
-        setup = result.setup
-        note = (
-            "The request server (`edged.api.server.ApiServer`, "
-            f"{setup['workers']} worker(s), queue depth {setup['queue_depth']}) with edged's MQTT client "
-            "(MQTT v5) on the real `FaceService`: real models "
-            f"({setup['threads']} inference thread(s) per model), a temporary encrypted directory with the "
-            "astronaut enrolled in a trained group, the nonce file on disk; a real Mosquitto on loopback. "
-            "Callers: `edged.api.client.RequestClient` connections, one per client thread, "
-            "in a separate process (on a door the callers are elsewhere; in the server's process they "
-            "would take its GIL), each sending its next request when its reply arrived, "
-            f"{'for ' + format(seconds, 'g') + ' s' if seconds is not None else str(requests) + ' requests'}"
-            f" per cell after {WARMUP_REQUESTS} warm-up requests per client. *verify face ↔ face*: two "
-            "face IDs from `detect` (the astronaut portrait and a shifted copy); *face ↔ person*: a face "
-            "ID against the enrolled person (the door-style 1:1); *signed*: `get_person_group` signed "
-            "by a manager key (fresh timestamp and nonce per request); *detect*: a 640×480 JPEG "
-            f"({setup['jpeg_bytes'] / 1024:.0f} KiB, the astronaut's head and shoulders, one face ≈ 140 "
-            "px) in base64, a face ID stored per request. *in-process*: the same `FaceService` call on "
-            "one thread, no MQTT, in the same run (detect: `decode_image` + `FaceService.detect`; the "
-            "signed request: `get_group`, no signature); × in-process = MQTT requests/s ÷ in-process "
-            "calls/s. *MQTT overhead*: the one-client mean round trip − the mean in-process call. "
-            "MQTT 3.1.1 replies go to `res/<op>`, which every 3.1.1 client of that operation "
-            f"receives (with {args.clients} clients, each reply reaches all {args.clients})."
-            + signature
-        )
-        record(args.record, "api", text + "\n\n" + note, command)
+        amount = f"--seconds {seconds:g}" if seconds is not None else f"--requests {requests}"
+        command = f"edged bench api {amount} --clients {args.clients}"
+        record(args.record, "api", text + "\n\n" + note(result), command)
     if args.json:
         print(json.dumps(result.as_json()))
-    return 1 if failures else 0
+    return 1 if result.failed else 0

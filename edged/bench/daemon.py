@@ -547,11 +547,11 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
             "loopback timestamps each decision: receipt wall time − the payload's `captured_at` "
             "(frame wait + pipeline + search + decide + outbox commit with synchronous=FULL + "
             "publisher + broker). *frame → outbox*: the daemon's own measure up to the committed "
-            "outbox row. Stage times from the daemon's stats collector. Of the latency, ≈ 40 ms is "
-            "Nagle's algorithm on the daemon's MQTT socket (the QoS 0 session message just before a "
-            "decision waits for a delayed ACK): with TCP_NODELAY set on that socket by hand, one face "
-            "measured 12.0 / 25.9 ms median / p95 (docs/door-controller.md). Throughput varies with the "
-            "load of this shared machine (one face: 65 to 148 fps across runs)."
+            "outbox row. Stage times from the daemon's stats collector. edged's MQTT sockets set "
+            "TCP_NODELAY and the broker runs with set_tcp_nodelay true: before that, Nagle's algorithm "
+            "held each decision behind the QoS 0 session message sent just before it until a delayed "
+            "ACK, ≈ 40 ms (one face: 53 / 60 ms median / p95 then). Throughput varies with the load of "
+            "this shared machine (one face: 65 to 170 fps across runs)."
         )
         record(args.record, "daemon", table + "\n\n" + note, command)
     if args.json:

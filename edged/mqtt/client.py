@@ -203,7 +203,7 @@ class MqttClient:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        self._client.on_socket_open = _no_delay
+        self._client.on_socket_open = no_delay
         self._client.on_message = self._on_unrouted
         self._client.on_log = self._on_log
 
@@ -437,7 +437,7 @@ class MqttClient:
             self._socket_error = buf
 
 
-def _no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
+def no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
     """TCP_NODELAY on the broker socket: a decision is one small packet that must leave now. Without
     it, Nagle's algorithm holds it behind the unacknowledged session message sent just before, until
     the broker's delayed ACK (~40 ms on Linux) — docs/BENCHMARKS.md, "daemon"."""
