@@ -61,6 +61,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-file", type=Path, help="file holding the broker password")
     p.add_argument("--ca-file", type=Path, help="CA bundle for mqtts:// (default: the system's)")
+    p.add_argument("--cert-file", type=Path, help="client certificate (PEM) for mqtts://, with --cert-key")
+    p.add_argument("--cert-key", type=Path, help="the client certificate's private key (PEM)")
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -84,8 +86,12 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
         raise BadArgument(f"--mqtt {args.mqtt!r}: the port is not a number from 1 to 65535") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
         raise BadArgument(f"--mqtt {args.mqtt!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    if args.ca_file is not None and parts.scheme != "mqtts":
-        raise BadArgument("--ca-file needs an mqtts:// broker URL")
+    tls_options = {"--ca-file": args.ca_file, "--cert-file": args.cert_file, "--cert-key": args.cert_key}
+    given = [name for name, value in tls_options.items() if value is not None]
+    if given and parts.scheme != "mqtts":
+        raise BadArgument(f"{', '.join(given)} need(s) an mqtts:// broker URL")
+    if (args.cert_file is None) != (args.cert_key is None):
+        raise BadArgument("--cert-file and --cert-key go together")
     try:
         return MqttSettings(
             host=parts.hostname,
@@ -93,7 +99,9 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
             protocol=args.protocol,
             username=args.username,
             password_file=args.password_file,
-            tls=TlsSettings(ca_file=args.ca_file) if parts.scheme == "mqtts" else None,
+            tls=TlsSettings(ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.cert_key)
+            if parts.scheme == "mqtts"
+            else None,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

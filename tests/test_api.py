@@ -56,12 +56,13 @@ class Env:
     port: int
     manager: Ed25519PrivateKey
     recognizer: Ed25519PrivateKey
+    admin: Ed25519PrivateKey
     exercised: set[str]
     protocol: str
     client: RequestClient
 
     def call(self, op: str, body: dict[str, Any], signer: str | None = None, **kw: Any) -> dict[str, Any]:
-        keys = {"manager": self.manager, "reception": self.recognizer}
+        keys = {"manager": self.manager, "reception": self.recognizer, "root": self.admin}
         sign_with = None if signer is None else (signer, keys[signer])
         reply = self.client.request(op, body, timeout=TIMEOUT, sign_with=sign_with, **kw)
         validate(op, reply)
@@ -107,13 +108,14 @@ def make_env(
     exercised: set[str],
     **api: Any,
 ) -> Iterator[Env]:
-    manager, recognizer = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    manager, recognizer, admin = (Ed25519PrivateKey.generate() for _ in range(3))
     settings = ApiSettings(
         clients={
             "manager": ClientSettings(role="manager", public_key=public_key_b64(manager.public_key())),
             "reception": ClientSettings(
                 role="recognizer", public_key=public_key_b64(recognizer.public_key())
             ),
+            "root": ClientSettings(role="admin", public_key=public_key_b64(admin.public_key())),
         },
         **api,
     )
@@ -130,7 +132,9 @@ def make_env(
     assert mqtt.connected.wait(READY_TIMEOUT_S)
     client = RequestClient(MqttSettings(port=broker.port, protocol=protocol), DEVICE).connect()  # type: ignore[arg-type]
     try:
-        yield Env(server, service, store, broker.port, manager, recognizer, exercised, protocol, client)
+        yield Env(
+            server, service, store, broker.port, manager, recognizer, admin, exercised, protocol, client
+        )
     finally:
         client.close()
         server.stop()
@@ -221,6 +225,10 @@ def test_every_operation_round_trips(
     )
     env.ok("delete_person_group", {"personGroupId": "staff"})
     assert env.ok("list_person_groups", {})["personGroups"] == []
+    # admin: the audit chain of everything above is intact; a manager may not ask
+    assert env.error("verify_audit", {}, "manager")["code"] == "Forbidden"
+    audit = env.ok("verify_audit", {}, signer="root")
+    assert audit["intact"] and audit["records"] >= 15 and audit["reason"] == ""
     assert env.exercised == set(OPERATIONS), sorted(set(OPERATIONS) - env.exercised)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -354,7 +355,12 @@ def test_the_broker_host_name_is_checked_unless_insecure(tmp_path: Path) -> None
 
 @PAHO_HANDSHAKE_SOCKET
 def test_request_client_over_tls(
-    site: Site, tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, encode_image: Any
+    site: Site,
+    tmp_path: Path,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    encode_image: Any,
+    run_edged: Any,
 ) -> None:
     """The request API end to end over TLS: edged's device connection serves, a ``RequestClient``
     with its own certificate (user ``recognizer`` in the shipped ACL) sends ``detect`` and gets the
@@ -379,6 +385,19 @@ def test_request_client_over_tls(
             reply = client.request("detect", {"image": image}, timeout=30)
         assert reply["ok"] and len(reply["result"]["faces"]) == 1
         assert server.served == 1 and server.failed == 0
+        # the same from a shell: edged request over mqtts:// with a client certificate
+        photo = tmp_path / "in" / "astronaut.jpg"
+        photo.parent.mkdir()
+        photo.write_bytes(encode_image(astronaut, ".jpg"))
+        args = ["request", "detect", "--image", photo, "--mqtt", f"mqtts://localhost:{site.broker.port}"]
+        args += ["--device-id", TOPICS.device_id, "--ca-file", recognizer_tls.ca_file, "--timeout", "30"]
+        done = run_edged(
+            [*args, "--cert-file", recognizer_tls.cert_file, "--cert-key", recognizer_tls.key_file]
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(json.loads(done.stdout)["result"]["faces"]) == 1
+        no_key = run_edged([*args, "--cert-file", recognizer_tls.cert_file])
+        assert no_key.returncode == 2 and "--cert-file and --cert-key go together" in no_key.stderr
         stranger = Authority(tmp_path / "other", "another CA")
         untrusting = settings(
             site.broker.port, recognizer_tls.model_copy(update={"ca_file": stranger.ca_file})

@@ -355,6 +355,12 @@ class ReceiptResult(Closed):
     signature: str
 
 
+class AuditStatus(Closed):
+    intact: bool = Field(description="the hash chain holds and ends at the head the device key signed")
+    records: int
+    reason: str = Field(description="why not intact (empty when intact)")
+
+
 class CardResult(Closed):
     card: str = Field(description="the card's reference: a prefix of its keyed hash (never the number)")
     personId: str | None = None

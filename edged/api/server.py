@@ -317,6 +317,11 @@ def _delete_person_card(c: Context, r: s.CardRef) -> s.CardResult:
     return s.CardResult(card=c.service.delete_card(r.cardId, actor=c.actor, role=c.role))
 
 
+def _verify_audit(c: Context, r: s.EmptyRequest) -> s.AuditStatus:
+    intact, records, reason = c.service.verify_audit(c.actor, c.role)
+    return s.AuditStatus(intact=intact, records=records, reason="" if intact else reason)
+
+
 def _op(
     name: str,
     role: Role,
@@ -331,6 +336,7 @@ def _op(
 
 R: Role = "recognizer"
 M: Role = "manager"
+A: Role = "admin"
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in [
@@ -455,6 +461,7 @@ OPERATIONS: dict[str, Operation] = {
             "one face of a list",
             True,
         ),
+        _op("verify_audit", A, s.EmptyRequest, s.AuditStatus, _verify_audit, "check the audit chain"),
     ]
 }
 

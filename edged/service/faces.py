@@ -676,6 +676,14 @@ class FaceService:
         with self._lock:
             return self.store.list_face_lists()
 
+    def verify_audit(self, actor: str = "cli", role: str = "admin") -> tuple[bool, int, str]:
+        """The audit chain's state (admin only): intact, how many records, and why not."""
+        if role != "admin":
+            self.record("verify_audit", actor, role, {}, "refused: role")
+            raise Forbidden(f"role {role!r} may not read the audit chain; it needs admin")
+        with self._lock:
+            return self.store.verify_audit()
+
     def record(self, operation: str, actor: str, role: str, targets: dict[str, str], result: str) -> None:
         """An audit record for something decided outside the service (a refused request)."""
         with self._lock:
