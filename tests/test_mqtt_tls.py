@@ -313,6 +313,10 @@ def test_a_client_certificate_from_another_ca_is_refused(site: Site, tmp_path: P
         assert not device.connected.is_set() and snapshot.connects == 0
     finally:
         device.stop()
+    # the request client says so too, instead of timing out without a reason
+    request_settings = settings(site.broker.port, TlsSettings(ca_file=site.ca.ca_file), host="localhost")
+    with pytest.raises(ConnectionError, match="closed before the broker answered"):
+        RequestClient(request_settings, TOPICS.device_id).connect(timeout=READY_TIMEOUT_S)
 
 
 def test_no_client_certificate_is_refused(site: Site) -> None:

@@ -67,6 +67,8 @@ class RequestClient:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._refused: str | None = None
+        self._answered = False  # the broker answered a CONNECT at least once
+        self._socket_error: str | None = None
         self._closed = False
         self._pending: dict[object, _Pending] = {}  # v5: correlation bytes; 3.1.1: (op, transaction)
         self._subscriptions: dict[str, threading.Event] = {}  # topic → SUBACK received (this session)
@@ -99,6 +101,7 @@ class RequestClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_log = self._on_log
         self._client.on_socket_open = no_delay  # else each request waits ~40 ms behind a delayed ACK
 
     @property
@@ -244,6 +247,7 @@ class RequestClient:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._answered = True
         if reason_code.is_failure:
             self._refused = str(reason_code)
             self._connected.set()  # wakes connect(), which reports the refusal
@@ -264,10 +268,22 @@ class RequestClient:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if not self._answered and self._refused is None:
+            # closed before any CONNACK: e.g. TLS 1.3, where the broker rejects a missing or untrusted
+            # client certificate only after the handshake; paho's last error line says why
+            self._refused = (
+                f"connection closed before the broker answered ({self._socket_error or reason_code})"
+            )
+            self._connected.set()  # wakes connect(), which reports it
+            return
         if self._refused is None:
             self._connected.clear()
         if not self._closed:
             logger.warning("MQTT connection to %s lost (%s); reconnecting", self.where, reason_code)
+
+    def _on_log(self, client: paho.Client, userdata: object, level: int, buf: str) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            self._socket_error = buf
 
     def _on_subscribe(
         self,
