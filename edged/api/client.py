@@ -25,7 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edged.api.auth import sign_request
 from edged.clock import Clock, SystemClock
 from edged.errors import BadArgument
-from edged.mqtt.client import no_delay
+from edged.mqtt.client import paho_client
 from edged.mqtt.settings import MqttSettings
 from edged.mqtt.topics import Topics
 
@@ -75,34 +75,12 @@ class RequestClient:
         self._sub_mids: dict[int, str] = {}
         self._sub_refused: dict[str, str] = {}
         self._response_ops: dict[str, str] = {}  # 3.1.1: res/<op> topic → op
-        if self.v5:
-            self._client = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
-            )
-        else:
-            self._client = paho.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=self.client_id,
-                protocol=paho.MQTTv311,
-                clean_session=True,
-            )
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, settings.password())
-        if settings.tls is not None:
-            tls = settings.tls
-            self._client.tls_set(
-                ca_certs=None if tls.ca_file is None else str(tls.ca_file),
-                certfile=None if tls.cert_file is None else str(tls.cert_file),
-                keyfile=None if tls.key_file is None else str(tls.key_file),
-            )
-            self._client.tls_insecure_set(tls.insecure)
-        self._client.reconnect_delay_set(settings.reconnect_min_delay_s, settings.reconnect_max_delay_s)
+        self._client = paho_client(settings, self.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_log = self._on_log
-        self._client.on_socket_open = no_delay  # else each request waits ~40 ms behind a delayed ACK
 
     @property
     def where(self) -> str:

@@ -183,27 +183,11 @@ class MqttClient:
         self._started = False
         self._answered = False  # a CONNACK arrived on the current connection
         self._socket_error: str | None = None  # paho's last error log line (e.g. a TLS alert)
-        client_id = settings.client_id or f"edged-{topics.device_id}"
-        if self._v5:
-            self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        else:
-            self._client = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True
-            )
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, settings.password())
-        if settings.tls is not None:
-            tls = settings.tls
-            self._client.tls_set(
-                ca_certs=_path(tls.ca_file), certfile=_path(tls.cert_file), keyfile=_path(tls.key_file)
-            )
-            self._client.tls_insecure_set(tls.insecure)
-        self._client.reconnect_delay_set(settings.reconnect_min_delay_s, settings.reconnect_max_delay_s)
+        self._client = paho_client(settings, settings.client_id or f"edged-{topics.device_id}")
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        self._client.on_socket_open = no_delay
         self._client.on_message = self._on_unrouted
         self._client.on_log = self._on_log
 
@@ -435,6 +419,28 @@ class MqttClient:
         paho reports a connection closed during the handshake with no reason of its own."""
         if level == paho.MQTT_LOG_ERR:
             self._socket_error = buf
+
+
+def paho_client(settings: MqttSettings, client_id: str) -> paho.Client:
+    """A paho 2.x client for ``settings``: protocol (v5, or 3.1.1 with a clean session), user name and
+    password (from its file), TLS, reconnect backoff, and TCP_NODELAY on every socket it opens."""
+    if settings.protocol == "5":
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    else:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=True
+        )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password())
+    if settings.tls is not None:
+        tls = settings.tls
+        client.tls_set(
+            ca_certs=_path(tls.ca_file), certfile=_path(tls.cert_file), keyfile=_path(tls.key_file)
+        )
+        client.tls_insecure_set(tls.insecure)
+    client.reconnect_delay_set(settings.reconnect_min_delay_s, settings.reconnect_max_delay_s)
+    client.on_socket_open = no_delay
+    return client
 
 
 def no_delay(client: paho.Client, userdata: object, sock: Any) -> None:
