@@ -47,7 +47,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--role", choices=ROLES, default="manager", help="role in the snippet (default manager)")
 
     p = sub.add_parser("request", help="send one request to a terminal over MQTT and print the reply")
-    p.add_argument("op", help="operation, e.g. detect, identify, group_create")
+    p.add_argument("op", help="operation, e.g. detect, identify, create_person_group (docs/mqtt-api.md)")
     body = p.add_mutually_exclusive_group()
     body.add_argument("--body", help="the request as a JSON object (camelCase fields)")
     body.add_argument("--body-file", type=Path, help="file holding the request JSON object")

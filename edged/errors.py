@@ -185,4 +185,4 @@ class Busy(FaceError):
     """The request queue is full; nothing was done. Retry later."""
 
     code = "Busy"
-    exit_code = 9
+    exit_code = 12

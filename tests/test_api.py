@@ -378,6 +378,9 @@ def env5(tmp_path: Path, broker: Broker, pipeline: FacePipeline) -> Iterator[Env
         ("identify", b'{"faceIds": [], "personGroupId": "x"}', "BadArgument", "faceIds"),
         ("unknown_op", b"{}", "BadArgument", "unknown operation"),
         ("verify", b'{"faceId1": "nope", "faceId2": "nope"}', "FaceNotFound", "nope"),
+        pytest.param(
+            "detect", b"[" * 100_000 + b"]" * 100_000, "BadArgument", "nested too deeply", id="nested"
+        ),
     ],
 )
 def test_malformed_requests_get_error_codes_and_the_server_keeps_serving(
@@ -451,4 +454,34 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
         assert len(busy) == 4 and {r["error"]["code"] for r in busy} == {"Busy"}
         assert sorted(r["transaction"] for r in replies) == sorted(f"t{i}" for i in range(6))
         assert env.server.busy == 4 and env.server.served == 2
-        assert env.server.counters() == {"served": 2, "failed": 0, "busy": 4, "queued": 0, "running": 0}
+        assert env.server.counters() == {
+            "served": 2,
+            "failed": 0,
+            "busy": 4,
+            "queued": 0,
+            "running": 0,
+            "refusals_unaudited": 0,
+        }
+
+
+def test_refusals_are_audited_bounded_and_rate_limited(env5: Env) -> None:
+    """A refused request writes one short audit record whatever it carried, and at most 60 a minute:
+    the hash chain cannot be pruned, so a flood of refusals must not fill the disk."""
+    huge = {"personGroupId": "x", "name": "y"}
+    huge["auth"] = {"client": "A" * 100_000, "ts": time.time(), "nonce": "n" * 22, "sig": "AAAA"}
+    reply = raw_request(env5.port, "create_person_group", json.dumps(huge).encode())
+    assert (
+        reply["error"]["code"] == "Unauthorized"
+        and "auth.client must be a client ID" in reply["error"]["message"]
+    )
+    assert len(json.dumps(reply)) < 1000
+    (record,) = [r for r in env5.store.audit_records() if r.result.startswith("refused")]
+    assert record.actor == "mqtt:(unsigned or malformed)" and len(record.result) < 250
+    for _ in range(70):
+        assert (
+            env5.error("create_person_group", {"personGroupId": "x", "name": "y"})["code"] == "Unauthorized"
+        )
+    refused = [r for r in env5.store.audit_records() if r.result.startswith("refused")]
+    assert len(refused) == 60  # the first minute's budget (the huge one included)
+    assert env5.server.counters()["refusals_unaudited"] == 11
+    assert env5.store.verify_audit()[0]

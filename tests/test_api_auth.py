@@ -366,3 +366,40 @@ def test_private_key_file_is_0600_never_overwritten_and_loads(tmp_path: Path) ->
         load_private_key(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_private_key(tmp_path / "nope.pem")
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_a_forgotten_nonce_cannot_be_replayed_after_the_clock_steps_back(
+    settings: ApiSettings, clock: ManualClock, nonce_path: Path, on_disk: bool
+) -> None:
+    """Pruning forgets nonces older than the window; a replay of such a request must still fail when
+    the device clock steps back (NTP on a Pi without an RTC) and its timestamp looks fresh again."""
+    with Authenticator(settings, DEVICE, clock, nonce_path if on_disk else None) as auth:
+        captured = wire(signed(clock))
+        auth.check(OP, captured)
+        clock.advance(WINDOW + 5)
+        auth.check(OP, wire(signed(clock)))  # prunes the captured request's nonce
+        assert auth.nonces_held == 1
+        clock.advance(-(WINDOW + 5))  # the clock steps back: the captured ts is "now" again
+        with pytest.raises(Unauthorized, match="before the replay memory"):
+            auth.check(OP, captured)
+        with pytest.raises(Unauthorized, match="before the replay memory"):  # fail closed until caught up
+            auth.check(OP, wire(signed(clock)))
+        clock.advance(WINDOW + 10)
+        assert auth.check(OP, wire(signed(clock))).signed
+
+
+def test_the_replay_memory_survives_a_restart_with_a_wider_window(
+    settings: ApiSettings, clock: ManualClock, nonce_path: Path
+) -> None:
+    with Authenticator(settings, DEVICE, clock, nonce_path) as auth:
+        captured = wire(signed(clock))
+        auth.check(OP, captured)
+        clock.advance(WINDOW + 5)
+        auth.check(OP, wire(signed(clock)))  # prunes the captured request's nonce
+    wider = settings.model_copy(update={"signature_window_s": 100 * WINDOW})
+    with (
+        Authenticator(wider, DEVICE, clock, nonce_path) as auth,  # restarted with a wider window
+        pytest.raises(Unauthorized, match="before the replay memory"),
+    ):
+        auth.check(OP, captured)

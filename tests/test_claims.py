@@ -26,6 +26,7 @@ def test_a_claim_by_person_or_by_card() -> None:
     [
         (b"{not json", BAD_JSON, "not UTF-8 JSON"),
         (b"\xff\xfe", BAD_JSON, "not UTF-8 JSON"),
+        pytest.param(b"[" * 2000 + b"]" * 2000, BAD_JSON, "RecursionError", id="nested"),
         (raw(["person_id", "p-1"]), BAD_JSON, "a claim is a JSON object, not list"),
         (raw({"schema": 1, "person_id": "p-1", "door": "front"}), INVALID, "door: unknown field"),
         (raw({"schema": 2, "person_id": "p-1"}), INVALID, "schema: Input should be 1"),

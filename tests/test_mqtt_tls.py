@@ -382,7 +382,7 @@ def test_request_client_over_tls(
     try:
         assert device.connected.wait(READY_TIMEOUT_S)
         request_settings = settings(
-            site.broker.port, recognizer_tls, host="localhost", client_id="reception-1"
+            site.broker.port, recognizer_tls, host="localhost", client_id="reception-1", username="recognizer"
         )
         with RequestClient(request_settings, TOPICS.device_id) as client:  # "localhost": the DNS SAN
             image = base64.b64encode(encode_image(astronaut, ".jpg")).decode()
@@ -395,6 +395,7 @@ def test_request_client_over_tls(
         photo.write_bytes(encode_image(astronaut, ".jpg"))
         args = ["request", "detect", "--image", photo, "--mqtt", f"mqtts://localhost:{site.broker.port}"]
         args += ["--device-id", TOPICS.device_id, "--ca-file", recognizer_tls.ca_file, "--timeout", "30"]
+        args += ["--username", "recognizer"]  # = the certificate's name: the reply topic's ACL level
         done = run_edged(
             [*args, "--cert-file", recognizer_tls.cert_file, "--cert-key", recognizer_tls.key_file]
         )

@@ -65,6 +65,8 @@ ROLE_RANK: dict[str, int] = {"recognizer": 0, "manager": 1, "admin": 2}
 
 AUTH_FIELDS = frozenset({"client", "ts", "nonce", "sig"})
 NONCE_RE = re.compile(r"(?=[A-Za-z0-9_=-]{16,64}\Z)[A-Za-z0-9_-]+={0,2}")
+CLIENT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""Client IDs (``api.clients`` keys, ``auth.client``): bounded, so nothing long reaches a log or audit."""
 NONCE_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -225,7 +227,11 @@ def load_public_key(client: str, settings: ClientSettings) -> Ed25519PublicKey:
 
 
 class _NonceStore:
-    """(client, nonce) pairs seen within the window. SQLite file (durable) or memory. Thread-safe."""
+    """(client, nonce) pairs seen within the window. SQLite file (durable) or memory. Thread-safe.
+
+    Pruning forgets nonces; the *watermark* remembers how far: the latest ``forget_before`` ever
+    applied (persisted). A request whose timestamp is at or before it might be a replay of a
+    forgotten one and is refused — also after the clock stepped back or the window was widened."""
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
@@ -233,6 +239,7 @@ class _NonceStore:
         self._expiry: list[tuple[float, str, str]] = []  # a heap of (seen, client, nonce)
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        self.watermark = -math.inf
         if path is None:
             return
         try:
@@ -249,18 +256,26 @@ class _NonceStore:
                 "seen REAL NOT NULL, PRIMARY KEY (client, nonce)) WITHOUT ROWID"
             )
             db.execute("CREATE INDEX IF NOT EXISTS nonces_seen ON nonces (seen)")
+            db.execute("CREATE TABLE IF NOT EXISTS watermark (id INTEGER PRIMARY KEY CHECK (id = 1), t REAL)")
+            row = db.execute("SELECT t FROM watermark WHERE id = 1").fetchone()
+            if row is not None:
+                self.watermark = float(row[0])
         except sqlite3.Error as exc:
             db.close()
             raise ConfigError(f"cannot use the nonce file {path}: {exc}") from exc
         self._db = db
 
-    def add(self, client: str, nonce: str, seen: float, forget_before: float) -> bool:
-        """Record the pair; False when it is already there. Entries older than ``forget_before``
-        are pruned first."""
+    def add(self, client: str, nonce: str, ts: float, seen: float, forget_before: float) -> bool:
+        """Record the pair; False when it is already there or ``ts`` is at or before the watermark
+        (it could be a forgotten one). Entries older than ``forget_before`` are pruned first."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the nonce store is closed")
+            if ts <= self.watermark:
+                return False
+            forget_before = max(forget_before, self.watermark)
             if self._db is None:
+                self.watermark = forget_before
                 while self._expiry and self._expiry[0][0] < forget_before:
                     _, old_client, old_nonce = heapq.heappop(self._expiry)
                     self._memory.pop((old_client, old_nonce), None)
@@ -271,7 +286,12 @@ class _NonceStore:
                 return True
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("DELETE FROM nonces WHERE seen < ?", (forget_before,))
+                if forget_before > self.watermark:
+                    self._db.execute("DELETE FROM nonces WHERE seen < ?", (forget_before,))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO watermark (id, t) VALUES (1, ?)", (forget_before,)
+                    )
+                    self.watermark = forget_before
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO nonces (client, nonce, seen) VALUES (?, ?, ?)",
                     (client, nonce, seen),
@@ -346,8 +366,8 @@ class Authenticator:
         ts = _field(auth, "ts")
         nonce = _field(auth, "nonce")
         sig = _field(auth, "sig")
-        if not isinstance(client, str) or not client:
-            raise BadArgument("auth.client must be a non-empty string (the client ID)")
+        if not isinstance(client, str) or not CLIENT_RE.fullmatch(client):
+            raise BadArgument("auth.client must be a client ID: 1-64 characters of A-Z a-z 0-9 _ . -")
         if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
             raise BadArgument(f"auth.ts must be a finite number (unix seconds), not {ts!r}")
         if not isinstance(nonce, str) or not NONCE_RE.fullmatch(nonce):
@@ -379,6 +399,11 @@ class Authenticator:
                 "device differs from what was signed)"
             ) from None
         # Remember the nonce until the timestamp (or the arrival, if later) leaves the window.
-        if not self._nonces.add(client, nonce, max(float(ts), now), now - window):
+        if float(ts) <= self._nonces.watermark:
+            raise Unauthorized(
+                f"{op}: the timestamp is before the replay memory (nonces older than it are forgotten; "
+                "did the device clock step back?): sign it again with the current time"
+            )
+        if not self._nonces.add(client, nonce, float(ts), max(float(ts), now), now - window):
             raise Unauthorized(f"{op}: replayed request (client {client!r} already used this nonce)")
         return Principal(client=client, role=self._roles[client], signed=True)

@@ -1,7 +1,7 @@
 """A small synchronous client of the request/response API, for integrators, tests and benchmarks.
 
     with RequestClient(MqttSettings(host="door.local"), "front") as client:
-        reply = client.request("group_create", {"personGroupId": "staff", "name": "Staff"},
+        reply = client.request("create_person_group", {"personGroupId": "staff", "name": "Staff"},
                                sign_with=("ops", load_private_key(Path("ops.pem"))))
 
 A request is published (QoS 1) to ``edged/<device>/req/<op>``. Over MQTT v5 it carries this client's
@@ -63,7 +63,9 @@ class RequestClient:
         self.clock = clock or SystemClock()
         self.v5 = settings.protocol == "5"
         self.client_id = settings.client_id or f"edged-request-{secrets.token_hex(6)}"
-        self.reply_topic: str | None = self.topics.reply(self.client_id) if self.v5 else None
+        # under the broker user name: the shipped ACL lets each user read only reply/<user>/#
+        levels = (self.client_id,) if settings.username is None else (settings.username, self.client_id)
+        self.reply_topic: str | None = self.topics.reply(*levels) if self.v5 else None
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._refused: str | None = None

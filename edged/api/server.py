@@ -22,9 +22,11 @@ import base64
 import binascii
 import json
 import logging
+import math
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,7 +34,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from edged.api import schemas as s
-from edged.api.auth import ROLE_RANK, Authenticator, Principal
+from edged.api.auth import CLIENT_RE, ROLE_RANK, Authenticator, Principal
 from edged.api.settings import ApiSettings, Role
 from edged.config import ImageLimits
 from edged.directory.store import FaceList, Person, PersonGroup
@@ -51,6 +53,7 @@ SCHEMA = 1
 REQUEST_OVERHEAD = 64 * 1024
 """JSON fields around the base64 image: the request cap is the image cap + this."""
 REPLY_QOS = 1
+REFUSALS_AUDITED_PER_MIN = 60
 
 
 def max_request_bytes(limits: ImageLimits) -> int:
@@ -515,6 +518,10 @@ class ApiServer:
         self.failed = 0
         self.busy = 0
         self.running = 0
+        self.refusals_unaudited = 0
+        self.refusals_suppressed_minute = 0
+        self._refusal_minute = -math.inf
+        self._refusals_this_minute = 0
         self._stopping = False
 
     def start(self) -> None:
@@ -551,6 +558,7 @@ class ApiServer:
                 "busy": self.busy,
                 "queued": self._queue.qsize(),
                 "running": self.running,
+                "refusals_unaudited": self.refusals_unaudited,
             }
 
     # paho's network thread: cheap checks only
@@ -624,6 +632,8 @@ class ApiServer:
                 body = json.loads(payload)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise BadArgument(f"the request is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise BadArgument("the request is not valid JSON: nested too deeply") from None
             if not isinstance(body, dict):
                 raise BadArgument(f"the request must be a JSON object, not {type(body).__name__}")
             raw_tx = body.get("transaction")
@@ -656,11 +666,10 @@ class ApiServer:
             principal = self.auth.check(operation.name, body)
         except (Unauthorized, BadArgument) as exc:
             if ROLE_RANK[operation.role] > ROLE_RANK["recognizer"]:
-                client = body.get("auth", {}).get("client") if isinstance(body.get("auth"), dict) else None
-                actor = f"mqtt:{client}" if isinstance(client, str) else "mqtt:(unsigned)"
-                self.service.record(
-                    operation.name, actor[:80], "?", {}, f"refused: {exc.code}: {exc.message}"
-                )
+                auth = body.get("auth")
+                client = auth.get("client") if isinstance(auth, dict) else None
+                actor = f"mqtt:{client}" if isinstance(client, str) and CLIENT_RE.fullmatch(client) else None
+                self._audit_refusal(operation.name, actor or "mqtt:(unsigned or malformed)", "?", exc)
             if isinstance(exc, BadArgument):
                 raise Unauthorized(exc.message) from None
             raise
@@ -672,10 +681,32 @@ class ApiServer:
             )
             if ROLE_RANK[operation.role] > ROLE_RANK["recognizer"] or principal.signed:
                 actor = f"mqtt:{principal.client or '(unsigned)'}"
-                self.service.record(operation.name, actor, principal.role, {}, "refused: role")
+                self._audit_refusal(operation.name, actor, principal.role, None)
             error_type = Forbidden if principal.signed else Unauthorized
             raise error_type(f"{operation.name} needs role {operation.role}; {detail}")
         return principal
+
+    def _audit_refusal(self, operation: str, actor: str, role: str, error: EdgedError | None) -> None:
+        """An audit record for a refused request, at most ``REFUSALS_AUDITED_PER_MIN`` a minute (the
+        chain cannot be pruned: a flood of refused requests must not fill the disk); beyond that
+        they are counted (``refusals_unaudited``) and logged once per minute."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._refusal_minute >= 60.0:
+                if self.refusals_suppressed_minute:
+                    logger.warning(
+                        "API: %d refused requests in the last minute were not audited (rate limit)",
+                        self.refusals_suppressed_minute,
+                    )
+                self._refusal_minute, self._refusals_this_minute = now, 0
+                self.refusals_suppressed_minute = 0
+            if self._refusals_this_minute >= REFUSALS_AUDITED_PER_MIN:
+                self.refusals_unaudited += 1
+                self.refusals_suppressed_minute += 1
+                return
+            self._refusals_this_minute += 1
+        result = "refused: role" if error is None else f"refused: {error.code}: {error.message[:160]}"
+        self.service.record(operation, actor, role, {}, result)
 
     def _count(self, name: str, delta: int = 1) -> None:
         with self._lock:
@@ -712,7 +743,7 @@ def _transaction(payload: bytes) -> str | None:
         return match.group(1).decode("utf-8", "replace") if match else None
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     tx = body.get("transaction") if isinstance(body, dict) else None
     return tx if isinstance(tx, str) and 0 < len(tx) <= 128 else None

@@ -5,10 +5,11 @@ Only pydantic is imported here, so ``edged.config`` can nest ``ApiSettings`` wit
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.strict import Strict
 
@@ -50,5 +51,15 @@ class ApiSettings(Strict):
         60.0, gt=0, le=3600, description="largest difference between a request's timestamp and the clock"
     )
     clients: dict[str, ClientSettings] = Field(
-        default_factory=dict, description="signing clients by client ID: role and Ed25519 public key"
+        default_factory=dict,
+        description="signing clients by client ID (1-64 characters of A-Z a-z 0-9 _ . -): role and "
+        "Ed25519 public key",
     )
+
+    @field_validator("clients")
+    @classmethod
+    def _client_ids(cls, value: dict[str, ClientSettings]) -> dict[str, ClientSettings]:
+        bad = [client for client in value if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", client)]
+        if bad:
+            raise ValueError(f"client IDs must be 1-64 characters of A-Z a-z 0-9 _ . -, not {bad!r}")
+        return value

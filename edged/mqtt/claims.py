@@ -95,7 +95,7 @@ def parse_claim(payload: bytes, retained: bool = False) -> Claim:
         raise ClaimRejected(INVALID, f"the payload is {len(payload)} bytes; a claim is at most {MAX_PAYLOAD}")
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ClaimRejected(BAD_JSON, f"not UTF-8 JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise ClaimRejected(BAD_JSON, f"a claim is a JSON object, not {type(data).__name__}")

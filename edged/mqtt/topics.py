@@ -8,7 +8,7 @@
     edged/<device>/audit                         audit records (no biometric data)
     edged/<device>/req/<operation>               request/response API (inbound)
     edged/<device>/res/<operation>               replies for MQTT 3.1.1 clients
-    edged/<device>/reply/<client>[/…]            MQTT v5 Response Topics (the only ones answered)
+    edged/<device>/reply/<user>/<client>         MQTT v5 Response Topics (the only ones answered)
     edged/sync/<site>/<part>/...                 directory snapshots and deltas
     homeassistant/device/edged_<device>/config   Home Assistant device discovery
     homeassistant/status                         Home Assistant birth/will
@@ -79,9 +79,13 @@ class Topics:
     def response(self, op: str) -> str:
         return f"{self._base}/res/{check_id('operation', op)}"
 
-    def reply(self, client: str) -> str:
-        """Where an MQTT v5 request client asks for its replies (its Response Topic)."""
-        return f"{self._base}/reply/{check_id('client id', client)}"
+    def reply(self, *levels: str) -> str:
+        """Where an MQTT v5 request client asks for its replies (its Response Topic):
+        ``reply/<broker user>/<client id>`` (the ACL lets each broker user read only its own
+        ``reply/<user>/#``), or ``reply/<client id>`` on a broker without accounts."""
+        if not levels:
+            raise ConfigError("a reply topic needs at least the client id")
+        return "/".join([f"{self._base}/reply", *(check_id("reply topic level", level) for level in levels)])
 
     def is_reply(self, topic: str) -> bool:
         """True for ``edged/<device>/reply/<client>[/<id>…]``: the only Response Topics edged answers
