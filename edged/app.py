@@ -3,7 +3,9 @@
 ``App.start()`` runs an ordered list of steps, each with its undo; ``App.stop()`` undoes the steps
 that ran, in reverse, and joins every thread. One ``threading.Event`` stops everything.
 
-    pipeline → store + service (reap) → per-door index (trained group) → decider per door
+    pipeline → store + service (interrupted trainings recovered) → maintenance thread (reaper:
+    expired face IDs at start and every 60 s; directory changes by other processes every 1 s)
+    → per-door index (trained group) → decider per door
     → MQTT client + outbox (retained birth; optional) → request server (edged.api.server)
     → capture thread + LatestFrame → worker thread → stats thread (with MQTT)
 
@@ -12,11 +14,18 @@ there is nowhere to put it, and the last decisions are in the outbox before ``st
 
 The worker (module doc of ``edged.decider``) never touches the network: decisions go to the durable
 outbox (drained by its own thread), session events to paho's queue (QoS 0). It searches through
-``FaceService.search_door`` (under the service lock: the API may enrol at the same time), applies the
+``FaceService.search_door`` (the group's cached index under that index's own lock, never the service
+lock: a train of a large group or a re-sync does not stall the door), applies the
 verify-mode claims that paho's thread queued for it (bounded; ``decider.claim`` runs on the worker
 only), and times its stages into ``StatsCollector``; the stats thread publishes them every
 ``mqtt.stats_interval_s`` (docs/mqtt.md). On every (re)connect, and whenever Home Assistant says it
 is ``online``, the retained Home Assistant discovery message is published (``edged.mqtt.ha``).
+
+The maintenance thread (``edged.directory.retention.Reaper``) deletes expired face IDs (``detect``
+stores one per face, and unsigned clients may call it) every ``REAP_INTERVAL_S`` of the App's clock,
+and every ``MAINTENANCE_TICK_S`` asks ``FaceService.refresh`` whether another process (the CLI)
+committed to the directory, re-syncing the cached indexes when it did: a person deleted with
+``edged persons delete`` while the daemon runs stops matching within about a second.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from edged.clock import Clock, SystemClock
 from edged.config import Config
 from edged.decider import Decider, Events, FaceObservation, MatchRequest
 from edged.directory.crypto import Kek
+from edged.directory.retention import Reaper
 from edged.directory.store import Store
 from edged.errors import ConfigError, EdgedError
 from edged.inference.manifest import Manifest
@@ -69,6 +79,11 @@ OUTBOX_FILE = "outbox.sqlite3"
 CLAIM_QUEUE = 32
 """Claims waiting for the worker; more are rejected (``queue_full``), logged and counted."""
 NONCE_FILE = "nonces.sqlite3"
+REAP_INTERVAL_S = 60.0
+"""Expired face IDs are deleted this often (by the App's clock), and at start-up."""
+MAINTENANCE_TICK_S = 1.0
+"""The maintenance thread wakes this often (real time): directory changes by other processes are
+picked up within about this long, and the clock is looked at for a due reaper pass."""
 
 
 def mqtt_target(url: str) -> tuple[str, int]:
@@ -131,6 +146,7 @@ class App:
             mqtt_target(mqtt_url)  # a bad URL fails before anything starts
         self.store: Store | None = None
         self.service: FaceService | None = None
+        self.reaper: Reaper | None = None
         self.doors: list[_Door] = []
         self.client: MqttClient | None = None
         self.outbox: Outbox | None = None
@@ -160,6 +176,7 @@ class App:
         return [
             ("pipeline", self._start_pipeline),
             ("directory", self._start_directory),
+            ("maintenance", self._start_maintenance),
             ("indexes and deciders", self._start_doors),
             ("mqtt", self._start_mqtt),
             ("api", self._start_api),
@@ -236,11 +253,35 @@ class App:
             self.service = FaceService(
                 pipeline, store, self.config.directory, pipeline.embedder.model.path.name
             )
-            self.service.reap()
+            self.service.recover_interrupted_training()  # a train cut short by a kill or power loss
         except BaseException:
             store.close()
             raise
         return store.close
+
+    def _start_maintenance(self) -> Callable[[], None]:
+        """The reaper (expired face IDs now, then every ``REAP_INTERVAL_S`` of the clock) and, every
+        ``MAINTENANCE_TICK_S``, the look for directory changes by other processes; on one thread."""
+        service = self.service
+        assert service is not None
+        stop = threading.Event()
+        reaper = self.reaper = Reaper(
+            {"face_ids": service.reap},
+            REAP_INTERVAL_S,
+            stop,
+            clock=self.clock,
+            tick_s=MAINTENANCE_TICK_S,
+            every_tick={"directory changes": service.refresh},
+        )
+        reaper.start()
+
+        def undo() -> None:
+            stop.set()
+            reaper.join(JOIN_TIMEOUT_S)
+            if reaper.is_alive():
+                logger.error("maintenance thread did not stop within %.0f s", JOIN_TIMEOUT_S)
+
+        return undo
 
     def _start_doors(self) -> None:
         assert self.service is not None and self.pipeline is not None

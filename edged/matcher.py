@@ -67,6 +67,8 @@ MID_MIN = 1024
 """Candidate sets larger than this are narrowed with the mid axes."""
 BATCH_DICT = 1024
 """Batches up to this size go into the ID tables' dict; larger ones trigger a re-sort."""
+DIFF_CHUNK = 65_536
+"""IDs looked up per hold of the lock when an index is compared with the store (``diff_faces``)."""
 
 IntArray = npt.NDArray[np.intp]
 F32 = npt.NDArray[np.float32]
@@ -262,11 +264,13 @@ class TemplateIndex:
         self.head_dim = min(dim, HEAD_DIM) if dim >= 2 * HEAD_DIM else max(1, dim // 4)
         self._dtype = np.dtype(np.int8 if storage == "int8" else storage)
         self._lock = threading.Lock()
+        self._changes = 0  # bumped by every change (diff_faces compares in chunks, between changes)
         self._reset()
 
     # ---- state -------------------------------------------------------------------------------------
 
     def _reset(self) -> None:
+        self._changes += 1
         self._frame = _Frame.identity(self.dim)
         self._faces = _IdTable("face_id")
         self._owners = _IdTable("owner_id")
@@ -440,6 +444,7 @@ class TemplateIndex:
                 counts = np.zeros(self._owners.capacity, np.int32)
                 counts[: self._owner_count.size] = self._owner_count
                 self._owner_count = counts
+            self._changes += 1
             per_row = owner_codes[inverse.reshape(-1)].astype(np.int32)
             self._owner_count += np.bincount(per_row, minlength=self._owner_count.size).astype(np.int32)
             rows = self._faces.add_many(faces)
@@ -458,6 +463,7 @@ class TemplateIndex:
     def _remove_rows(self, rows: IntArray) -> None:
         if rows.size == 0:
             return
+        self._changes += 1
         owners = self._owner[rows]
         self._hn[rows] = np.inf
         self._owner[rows] = -1
@@ -479,6 +485,50 @@ class TemplateIndex:
             self._remove_rows(np.array([row], np.intp))
             self._settle()
             return True
+
+    def remove_faces(self, face_ids: Iterable[str]) -> int:
+        """Remove faces (those absent are ignored); returns how many were removed."""
+        raws = self._faces.encode_all(face_ids)
+        with self._lock:
+            if raws.size == 0 or self._faces.live == 0:
+                return 0
+            rows = self._faces.find_many(raws)
+            rows = np.unique(rows[rows >= 0])
+            self._remove_rows(rows)
+            self._settle()
+            return int(rows.size)
+
+    def clear(self) -> None:
+        """Remove everything (the group or list was deleted): a search from now on finds nothing,
+        also one through a reference taken before."""
+        with self._lock:
+            self._reset()
+
+    def diff_faces(self, face_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Compare the index with the faces it should hold: ``(missing, extra)``, the IDs of
+        ``face_ids`` that are not in the index and the index's faces that are not in ``face_ids``
+        (vectorised: ≈ a binary search per ID). The lock is held for ``DIFF_CHUNK`` IDs at a time
+        (a search waits tens of ms at most, not ≈ 0.5 s for a million); a change in between
+        starts the comparison again."""
+        raws = self._faces.encode_all(face_ids)
+        while True:
+            with self._lock:
+                changes, high = self._changes, self._faces.high
+            seen = np.zeros(high, bool)
+            missing: list[npt.NDArray[np.bytes_]] = []
+            for start in range(0, raws.size, DIFF_CHUNK):
+                chunk = raws[start : start + DIFF_CHUNK]
+                with self._lock:
+                    if self._changes != changes:
+                        break
+                    rows = self._faces.find_many(chunk)
+                missing.append(chunk[rows < 0])
+                seen[rows[rows >= 0]] = True
+            with self._lock:
+                if self._changes != changes:
+                    continue
+                extra = [self._faces.key(int(c)) for c in np.flatnonzero(self._faces.alive[:high] & ~seen)]
+            return [bytes(r).decode("utf-8") for part in missing for r in part.tolist()], extra
 
     def remove_owner(self, owner_id: str) -> int:
         """Remove every face of one owner (a person); returns how many."""

@@ -226,6 +226,30 @@ def test_remove_face_and_owner_never_returned() -> None:
     assert owner0 not in index.owners()
 
 
+def test_diff_remove_faces_and_clear() -> None:
+    """What the service re-syncs an index with after another process changed the directory."""
+    templates, faces, owners, _ = dataset(3000, seed=6)
+    index = TemplateIndex(storage="int8")
+    index.add_many(faces[:2000], owners[:2000], templates[:2000])
+    index.add(faces[2000], owners[2000], templates[2000])  # one recent addition (the ID dict)
+    stored = faces[100:2500]
+    missing, extra = index.diff_faces(stored)
+    assert missing == faces[2001:2500]
+    assert sorted(extra) == sorted(faces[:100])
+    assert index.remove_faces([*extra, "not-there"]) == 100
+    assert index.remove_faces([]) == 0
+    index.add_many(missing, owners[2001:2500], templates[2001:2500])
+    assert index.diff_faces(stored) == ([], [])
+    assert len(index) == 2400
+    for row in (0, 150, 2400):
+        best = index.search_faces(templates[row], 1)[0]
+        assert (best.face_id == faces[row]) == (100 <= row < 2500)
+    held = index  # a reference taken before the group was deleted
+    index.clear()
+    assert len(held) == 0 and held.search(templates[150], 3) == [] and held.owners() == set()
+    assert index.diff_faces(faces[:2]) == (faces[:2], [])
+
+
 def test_replace_and_duplicates_in_a_batch() -> None:
     templates, faces, owners, _ = dataset(40, seed=9)
     index = TemplateIndex(storage="float32")

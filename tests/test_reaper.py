@@ -3,6 +3,7 @@ stop retention."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -44,6 +45,62 @@ def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: 
     assert store.count_transient() == 0
     assert reaper.deleted["face_ids"] == 2
     assert reaper.passes >= 3
+
+
+def test_the_schedule_follows_the_clock_and_checks_run_every_tick() -> None:
+    """With a clock (the daemon's: 60 s passes, 1 s ticks), a pass runs when the clock has moved an
+    interval, however often the thread wakes; a ManualClock moves it without waiting."""
+    clock = ManualClock()
+    stop = threading.Event()
+    ticked = threading.Condition()
+    counts = {"sweeps": 0, "ticks": 0}
+
+    def sweep() -> int:
+        counts["sweeps"] += 1
+        return 0
+
+    def check() -> None:
+        with ticked:
+            counts["ticks"] += 1
+            ticked.notify_all()
+
+    def wait_ticks(n: int) -> None:
+        with ticked:
+            assert ticked.wait_for(lambda: counts["ticks"] >= n, 10), "the thread stopped ticking"
+
+    reaper = Reaper({"s": sweep}, 60, stop, clock=clock, tick_s=0.005, every_tick={"check": check})
+    reaper.start()
+    try:
+        assert counts["sweeps"] == 1, "the start-up pass"
+        wait_ticks(20)
+        assert counts["sweeps"] == 1, "the clock has not moved: no pass is due"
+        clock.advance(59)
+        wait_ticks(counts["ticks"] + 5)
+        assert counts["sweeps"] == 1
+        clock.advance(1)
+        wait_ticks(counts["ticks"] + 5)  # the tick that saw the clock ran its pass before these
+        assert counts["sweeps"] == 2
+    finally:
+        stop.set()
+        reaper.join(10)
+    assert not reaper.is_alive()
+
+
+def test_a_failing_check_is_logged_once_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edged.directory.retention")
+    results = iter([RuntimeError("database is locked")] * 3 + [None])
+
+    def check() -> None:
+        item = next(results)
+        if item is not None:
+            raise item
+
+    reaper = Reaper({}, 60, threading.Event(), every_tick={"directory changes": check})
+    for _ in range(4):
+        reaper.tick()
+    failures = [r for r in caplog.records if "directory changes failed" in r.getMessage()]
+    assert len(failures) == 1 and reaper.ticks == 4
+    assert any("works again" in r.getMessage() for r in caplog.records)
 
 
 def test_a_failing_sweep_is_retried_not_fatal() -> None:

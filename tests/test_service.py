@@ -16,7 +16,7 @@ from skimage import data
 
 from edged.clock import ManualClock
 from edged.config import DirectorySettings
-from edged.directory.crypto import create_key_file, verify_signature
+from edged.directory.crypto import create_key_file, read_kek, verify_signature
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -162,6 +162,41 @@ def test_a_deleted_person_is_never_returned(service: FaceService, astronaut: Ima
     assert service.identify([probe], group_id="staff")[0][1] == []
     with pytest.raises(PersonNotFound):
         service.store.get_person("staff", person)
+
+
+def test_refresh_picks_up_what_another_connection_committed(
+    service: FaceService, astronaut: ImageRGB, tmp_path: Path
+) -> None:
+    """The CLI beside the daemon: its deletions and enrolments reach the cached indexes on the next
+    ``refresh`` (the daemon calls it every second); its own changes and reads cost nothing."""
+    person = enrolled_group(service, astronaut)
+    service.train("staff")
+    probe = face_id_of(service, astronaut)
+    template = service.store.get_transient(probe)
+    service.create_face_list("visitors", "Visitors")
+    listed = service.add_list_face("visitors", astronaut)
+    assert service.find_similar(probe, face_list_id="visitors")  # the list's index is cached too
+    assert service.refresh() == 0, "the service's own commits are not changes from elsewhere"
+    assert [m.owner_id for m in service.search_door("staff", template, 3, None)] == [person]
+
+    other = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"))
+    try:
+        assert service.refresh() == 0, "another connection that only reads changes nothing"
+        other.delete_person("staff", person)
+        newcomer = other.create_person("staff", "Eileen, again", None)
+        added = other.add_person_face("staff", newcomer, template, service.model_id, None, {})
+        other.delete_face(listed, list_id="visitors")
+        assert service.refresh() == 2
+        assert [m.owner_id for m in service.search_door("staff", template, 3, None)] == [newcomer]
+        assert service.trained_index("staff").diff_faces([added]) == ([], [])
+        assert service.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
+        assert service.refresh() == 0
+        other.delete_group("staff")
+        assert service.refresh() == 2  # the group's index dropped, the list's checked
+        with pytest.raises(PersonGroupNotFound):
+            service.search_door("staff", template, 3, None)
+    finally:
+        other.close()
 
 
 def test_faces_added_after_training_are_matched(service: FaceService, astronaut: ImageRGB) -> None:

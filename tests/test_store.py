@@ -544,6 +544,67 @@ def test_templates_of_empty_and_missing_scopes(store: Store, group: str) -> None
         store.templates()
 
 
+def test_templates_page_by_page_and_by_face_id(store: Store, group: str, rng: np.random.Generator) -> None:
+    """What a train reads (pages of persons) and what a re-sync reads (face IDs, then only the
+    templates it lacks) are the group's templates, each exactly once."""
+    expected: dict[str, np.ndarray] = {}
+    for i in range(7):
+        _, vectors, face_ids = enrol(store, group, f"P{i}", rng, faces=1 + i % 3)
+        expected |= dict(zip(face_ids, vectors, strict=True))
+    enrol(store, None, "Directory person", rng)  # not part of the group
+    pages, after = [], None
+    while True:
+        page, after = store.group_templates_page(group, after, 3)
+        if after is None:
+            break
+        pages.append(page)
+    assert [len(set(p.owner_ids)) for p in pages] == [3, 3, 1]
+    ids = tuple(f for p in pages for f in p.face_ids)
+    assert_same_rows(ids, np.concatenate([p.matrix for p in pages]), expected)
+    assert store.face_ids(group_id=group) == sorted(expected)
+    assert len(store.face_ids(directory=True)) == 3
+    wanted = sorted(expected)[::2]
+    some = store.templates(group_id=group, face_ids=[*wanted, "not-a-face"])
+    assert_same_rows(some.face_ids, some.matrix, {f: expected[f] for f in wanted})
+    with pytest.raises(PersonGroupNotFound):
+        store.group_templates_page("nope", None, 3)
+    with pytest.raises(PersonGroupNotFound):
+        store.face_ids(group_id="nope")
+
+
+def test_data_version_changes_only_for_another_connections_commits(
+    store: Store, group: str, rng: np.random.Generator, state_dir: Path, kek: crypto.Kek
+) -> None:
+    version = store.data_version()
+    enrol(store, group, "Ada", rng)
+    assert store.data_version() == version, "its own commits do not count"
+    other = Store.open(state_dir, kek)
+    try:
+        assert store.data_version() == version, "opening (reading) changes nothing"
+        enrol(other, group, "Grace", rng)
+    finally:
+        other.close()
+    assert store.data_version() != version
+
+
+def test_an_interrupted_training_is_recovered(store: Store, group: str, clock: ManualClock) -> None:
+    store.create_group("new", "Never trained", None, "group", MODEL)
+    store.create_group("idle", "Not training", None, "group", MODEL)
+    store.set_training(group, "succeeded")
+    trained_at = store.get_group(group).trained_at
+    clock.advance(60)
+    for group_id in (group, "new"):
+        store.set_training(group_id, "running")  # then the process was killed
+    recovered = store.recover_interrupted_training()
+    assert [(g.group_id, g.train_status, g.train_message) for g in recovered] == [
+        ("new", "failed", "interrupted"),
+        (group, "succeeded", None),
+    ]
+    assert store.get_group(group).trained_at == trained_at
+    assert store.get_group("idle").train_status == "notstarted"
+    assert store.recover_interrupted_training() == []
+
+
 # -- face lists -----------------------------------------------------------------------------------
 
 

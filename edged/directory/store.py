@@ -65,6 +65,8 @@ TEMPLATE_DIM = 128
 _KEK_CHECK = b"edged directory key check v1"
 _CARD_KEY_AAD = b"cards"
 MAX_CARD_ID = 128
+ID_BATCH = 500
+"""IDs per ``IN (...)`` query (well under SQLite's limit on bound parameters)."""
 CARDS_MIGRATION = 2
 """The migration that adds the cards table; the card key is created (wrapped by the KEK) with it."""
 
@@ -516,6 +518,23 @@ class Store:
                 (status, message, trained_at, group_id),
             )
 
+    def recover_interrupted_training(self) -> list[PersonGroup]:
+        """Groups left ``running`` by a process that stopped in the middle of a train (killed,
+        powered off): back to ``succeeded`` when the group had been trained before (``trained_at``
+        set: its members are what an index is built from, at every start), else ``failed`` with the
+        message ``interrupted``. Returns the recovered groups as they are now."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT group_id FROM person_groups WHERE train_status = 'running' ORDER BY group_id"
+            ).fetchall()
+            db.execute(
+                "UPDATE person_groups SET"
+                " train_status = CASE WHEN trained_at IS NULL THEN 'failed' ELSE 'succeeded' END,"
+                " train_message = CASE WHEN trained_at IS NULL THEN 'interrupted' ELSE NULL END"
+                " WHERE train_status = 'running'"
+            )
+        return [self.get_group(r[0]) for r in rows]
+
     def touch_group(self, group_id: str) -> None:
         """Record that a group's membership changed (a trained group stays usable: the index is
         kept consistent, and ``modified`` tells when the last training became older than the data)."""
@@ -756,6 +775,33 @@ class Store:
         targets = {"persistedFaceId": fid, **({"personId": pid} if pid else {"faceListId": lid})}
         return self._receipt("delete_face", targets, {"faces": 1}, hashlib.sha256(b"").hexdigest())
 
+    def _scope_sql(
+        self, group_id: str | None, directory: bool, list_id: str | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The FROM/WHERE of a scope's faces (``f``, with the owner's ``key_id``); checks the scope
+        exists (``PersonGroupNotFound`` / ``FaceListNotFound``)."""
+        if list_id is not None:
+            self.get_face_list(list_id)
+            return " FROM faces f JOIN face_lists o USING (list_id) WHERE f.list_id = ?", (list_id,)
+        if group_id is not None:
+            self.get_group(group_id)
+        elif not directory:
+            raise ValueError("templates() needs group_id, directory=True or list_id")
+        return " FROM faces f JOIN persons o USING (person_id) WHERE o.group_id IS ?", (group_id,)
+
+    def face_ids(
+        self, *, group_id: str | None = None, directory: bool = False, list_id: str | None = None
+    ) -> list[str]:
+        """The persisted face IDs of a person group, the person directory or a face list, sorted;
+        nothing decrypted (what the daemon compares its indexes with after another process wrote)."""
+        where, params = self._scope_sql(group_id, directory, list_id)
+        return [r[0] for r in self._db.execute(f"SELECT f.face_id{where} ORDER BY f.face_id", params)]
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` of this connection: it changes when another connection
+        (another process: the CLI while the daemon runs) commits, never for this one's own commits."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def templates(
         self,
         *,
@@ -763,25 +809,52 @@ class Store:
         directory: bool = False,
         list_id: str | None = None,
         person_ids: Sequence[str] | None = None,
+        face_ids: Sequence[str] | None = None,
     ) -> Templates:
-        """Decrypt the templates of a person group, of the person directory, or of a face list."""
-        if list_id is not None:
-            self.get_face_list(list_id)
-            rows = self._db.execute(
-                "SELECT f.face_id, f.list_id, f.template, f.model_id, l.key_id FROM faces f"
-                " JOIN face_lists l USING (list_id) WHERE f.list_id = ? ORDER BY f.face_id",
-                (list_id,),
-            ).fetchall()
+        """Decrypt the templates of a person group, of the person directory, or of a face list (only
+        those of ``person_ids`` / only ``face_ids`` when given)."""
+        where, params = self._scope_sql(group_id, directory, list_id)
+        select = f"SELECT f.face_id, {'f.list_id' if list_id is not None else 'f.person_id'},"
+        select += f" f.template, f.model_id, o.key_id{where}"
+        if face_ids is None:
+            rows = self._db.execute(f"{select} ORDER BY f.face_id", params).fetchall()
         else:
-            if group_id is not None:
-                self.get_group(group_id)
-            elif not directory:
-                raise ValueError("templates() needs group_id, directory=True or list_id")
-            rows = self._db.execute(
-                "SELECT f.face_id, f.person_id, f.template, f.model_id, p.key_id FROM faces f"
-                " JOIN persons p USING (person_id) WHERE p.group_id IS ? ORDER BY f.face_id",
-                (group_id,),
-            ).fetchall()
+            rows = []
+            wanted_faces = sorted(set(face_ids))
+            for i in range(0, len(wanted_faces), ID_BATCH):
+                batch = wanted_faces[i : i + ID_BATCH]
+                marks = ", ".join("?" * len(batch))
+                rows += self._db.execute(
+                    f"{select} AND f.face_id IN ({marks}) ORDER BY f.face_id", (*params, *batch)
+                ).fetchall()
+        return self._decrypt(rows, person_ids, list_id is not None)
+
+    def group_templates_page(
+        self, group_id: str | None, after: str | None, persons: int
+    ) -> tuple[Templates, str | None]:
+        """The templates of at most ``persons`` persons of a group (None: the person directory), those
+        whose IDs sort after ``after`` (None: from the first); and the last of those person IDs, None
+        when there were none. A train reads a large group page by page, so whoever shares this
+        connection gets it between pages; pages read at different times are not one snapshot."""
+        if group_id is not None:
+            self.get_group(group_id)
+        last = self._db.execute(
+            "SELECT MAX(person_id) FROM (SELECT person_id FROM persons WHERE group_id IS ? AND"
+            " person_id > ? ORDER BY person_id LIMIT ?)",
+            (group_id, after or "", persons),
+        ).fetchone()[0]
+        if last is None:
+            return Templates((), (), np.zeros((0, TEMPLATE_DIM), np.float32)), None
+        rows = self._db.execute(
+            "SELECT f.face_id, f.person_id, f.template, f.model_id, p.key_id FROM persons p"
+            " JOIN faces f USING (person_id) WHERE p.group_id IS ? AND p.person_id > ?"
+            " AND p.person_id <= ?",
+            (group_id, after or "", last),
+        ).fetchall()
+        return self._decrypt(rows, None, False), str(last)
+
+    def _decrypt(self, rows: list[Any], person_ids: Sequence[str] | None, face_list: bool) -> Templates:
+        """Rows of (face_id, owner_id, sealed template, model_id, key_id) → decrypted templates."""
         wanted = set(person_ids) if person_ids is not None else None
         keys: dict[str, bytes] = {}
         face_ids, owner_ids, vectors = [], [], []
@@ -791,7 +864,7 @@ class Store:
             key = keys.get(key_id) or keys.setdefault(key_id, self._owner_key(key_id))
             plain = unseal(key, bytes(blob), self._face_aad(owner_id, face_id, model_id), "a template")
             face_ids.append(face_id)
-            owner_ids.append(owner_id if list_id is None else face_id)
+            owner_ids.append(face_id if face_list else owner_id)
             vectors.append(np.frombuffer(plain, "<f4"))
         matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, TEMPLATE_DIM), np.float32)
         return Templates(tuple(face_ids), tuple(owner_ids), matrix)

@@ -17,12 +17,22 @@ from typing import Any, Literal
 import numpy as np
 
 from edged.config import DirectorySettings
-from edged.directory.store import FaceList, Person, PersonGroup, Receipt, Store, normalize_card
+from edged.directory.store import (
+    FaceList,
+    Person,
+    PersonGroup,
+    Receipt,
+    Store,
+    Templates,
+    normalize_card,
+)
 from edged.errors import (
     BadArgument,
     DuplicateIdentity,
+    FaceListNotFound,
     Forbidden,
     NoFaceDetected,
+    PersonGroupNotFound,
     PersonGroupNotTrained,
     QualityTooLow,
     QuotaExceeded,
@@ -44,6 +54,9 @@ MAX_USER_DATA = 16 * 1024
 ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 DIRECTORY = "(directory)"
 CHANGING_ROLES = frozenset({"manager", "admin"})
+TRAIN_PAGE_PERSONS = 1024
+"""Persons whose templates a train reads (and decrypts) per hold of the service lock: the SQLite
+connection is shared, so other operations get it between pages (≈ 20 ms of decryption each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +128,10 @@ def check_range(name: str, value: float, low: float, high: float) -> None:
 
 
 class FaceService:
-    """Face API operations. Thread-safe: one lock serialises the store and the index cache."""
+    """Face API operations. Thread-safe: one lock (the service lock) serialises the store (one
+    shared SQLite connection) and changes to the index cache; each ``TemplateIndex`` has its own
+    lock, so the door's search (``search_door``) needs only that one and never waits for a long
+    directory operation (a train, an identify, a re-sync after another process wrote)."""
 
     def __init__(
         self, pipeline: FacePipeline, store: Store, settings: DirectorySettings, model_id: str
@@ -130,6 +146,7 @@ class FaceService:
         self._indexes: dict[str, TemplateIndex] = {}
         self._lock = threading.RLock()
         self._infer = threading.Lock()  # TFLite interpreters are not thread-safe
+        self._data_version = store.data_version()  # changes when another connection commits
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -176,22 +193,89 @@ class FaceService:
             return "int8" if self.store.get_face_list(key[5:]).kind == "large" else "float32"
         return "int8" if self.store.get_group(key).kind == "large" else "float32"
 
+    @staticmethod
+    def _scope(key: str) -> dict[str, Any]:
+        """An index key as the store's scope arguments."""
+        if key == DIRECTORY:
+            return {"directory": True}
+        if key.startswith("list:"):
+            return {"list_id": key[5:]}
+        return {"group_id": key}
+
     def _index(self, key: str) -> TemplateIndex:
         """The index of a person group, the directory (``DIRECTORY``) or a face list (``list:ID``),
-        loaded (decrypted) from the store on first use."""
+        loaded (decrypted) from the store on first use. Under the service lock."""
         index = self._indexes.get(key)
         if index is None:
-            if key == DIRECTORY:
-                templates = self.store.templates(directory=True)
-            elif key.startswith("list:"):
-                templates = self.store.templates(list_id=key[5:])
-            else:
-                templates = self.store.templates(group_id=key)
-            index = TemplateIndex(storage=self._storage(key))
-            if templates.face_ids:
-                index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
-            self._indexes[key] = index
+            index = self._indexes[key] = self._load(key)
         return index
+
+    def _load(self, key: str) -> TemplateIndex:
+        """A new index of ``key``'s templates, all read at once (under the service lock)."""
+        templates = self.store.templates(**self._scope(key))
+        index = TemplateIndex(storage=self._storage(key))
+        if templates.face_ids:
+            index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
+        return index
+
+    def _drop(self, key: str) -> None:
+        """Forget a cached index and empty it (a search holding it finds nothing from now on)."""
+        index = self._indexes.pop(key, None)
+        if index is not None:
+            index.clear()
+
+    def _resync(self, key: str, index: TemplateIndex) -> tuple[int, int]:
+        """Bring ``index`` in line with the store's faces of ``key``: faces no longer stored are
+        removed (first: nothing is decrypted for that), stored faces it lacks are decrypted and
+        added. Under the service lock; returns (added, removed). ``PersonGroupNotFound`` /
+        ``FaceListNotFound`` when the scope is gone."""
+        scope = self._scope(key)
+        missing, extra = index.diff_faces(self.store.face_ids(**scope))
+        removed = index.remove_faces(extra)
+        if missing:
+            templates = self.store.templates(**scope, face_ids=missing)
+            index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
+        return len(missing), removed
+
+    def refresh(self) -> int:
+        """Pick up what other processes committed to the directory (``edged persons delete`` or an
+        enrolment by the CLI while the daemon runs): SQLite's ``data_version`` of the service's
+        connection changes only when another connection commits, so an unchanged directory costs one
+        PRAGMA. After a change, every cached index is re-synced with the store (``_resync``: the
+        face IDs are compared, nothing is decrypted but new faces); one whose group or list is gone
+        is dropped. The daemon calls this every second (``edged.app``). Returns the number of cached
+        indexes checked (re-synced or dropped); on an error the next call tries again."""
+        with self._lock:
+            version = self.store.data_version()
+            if version == self._data_version:
+                return 0
+            failed: Exception | None = None
+            synced = 0
+            for key, index in list(self._indexes.items()):
+                try:
+                    if self._storage(key) != index.storage:  # deleted and re-created as the other kind
+                        self._indexes[key] = self._load(key)
+                        index.clear()
+                    else:
+                        added, removed = self._resync(key, index)
+                        if added or removed:
+                            logger.info(
+                                "directory changed by another process: %s: %d face(s) added, %d removed",
+                                key,
+                                added,
+                                removed,
+                            )
+                except (PersonGroupNotFound, FaceListNotFound):
+                    logger.info("directory changed by another process: %s was deleted", key)
+                    self._drop(key)
+                except Exception as exc:  # e.g. a locked database: the next call tries again
+                    failed = failed or exc
+                    continue
+                synced += 1
+            if failed is not None:
+                raise failed
+            self._data_version = version
+            return synced
 
     def trained_index(self, group_id: str) -> TemplateIndex:
         """The matching index of a trained person group (the door daemon's). Raises
@@ -212,15 +296,16 @@ class FaceService:
         max_distance: float | None,
         owners: Collection[str] | None = None,
     ) -> list[Match]:
-        """The door worker's per-frame search of a trained group, under the service lock, so it never
-        runs against a half-made change (an enrolment, a deletion, a retraining from the MQTT API).
-        It uses the group's current index: a retrained group's new one. A dictionary lookup on top of
-        the search; ``PersonGroupNotFound`` / ``PersonGroupNotTrained`` once the group is gone."""
-        with self._lock:
-            index = self._indexes.get(group_id)
-            if index is None:
-                index = self.trained_index(group_id)
-            return index.search(template, k, max_distance, owners=owners)
+        """The door worker's per-frame search of a trained group. It does not take the service lock
+        (a train of a large group, an identify or a re-sync may hold it for seconds): it reads the
+        group's cached index (a dictionary lookup) and searches it under the index's own lock, so it
+        never sees half of an enrolment or a deletion, and a retrained group's new index from the
+        moment it is swapped in. Only when the group has no cached index does it take the locked
+        load path: ``PersonGroupNotFound`` / ``PersonGroupNotTrained`` once the group is gone."""
+        index = self._indexes.get(group_id)
+        if index is None:
+            index = self.trained_index(group_id)
+        return index.search(template, k, max_distance, owners=owners)
 
     def door_sizes(self, group_ids: Collection[str]) -> dict[str, dict[str, int | None]]:
         """Persons (with a face) and faces in each door group's index, for the stats topic; None for a
@@ -428,7 +513,7 @@ class FaceService:
         self._allow(role, actor, "delete_person_group")
         with self._lock:
             receipt = self.store.delete_group(group_id)
-            self._indexes.pop(group_id, None)
+            self._drop(group_id)
             self._audit(
                 "delete_person_group",
                 actor,
@@ -440,19 +525,78 @@ class FaceService:
 
     def train(self, group_id: str, actor: str = "cli", role: str = "manager") -> PersonGroup:
         """(Re)build the group's index from the store: the explicit train step of the reference
-        service. Afterwards adds and deletes keep the index consistent without retraining."""
+        service. Afterwards adds and deletes keep the index consistent without retraining.
+
+        The new index is built while the old one keeps serving (the door searches it meanwhile):
+        the templates are read and decrypted ``TRAIN_PAGE_PERSONS`` persons at a time, each page
+        under the service lock (the SQLite connection is shared), the index is built outside it;
+        then, under the lock, it is re-synced with the store (whatever was enrolled or deleted while
+        it was built), the status committed, and the index swapped in. A process stopped in the
+        middle leaves ``running``: the daemon recovers it at start (``recover_interrupted_training``)."""
         self._allow(role, actor, "train")
         with self._lock:
+            storage = self._storage(group_id)  # PersonGroupNotFound
             self.store.set_training(group_id, "running")
-            try:
-                self._indexes.pop(group_id, None)
-                self._index(group_id)
-            except Exception as exc:
-                self.store.set_training(group_id, "failed", str(exc)[:200])
-                raise
-            self.store.set_training(group_id, "succeeded")
+        try:
+            index = self._build(group_id, storage)
+            with self._lock:  # one hold: no enrolment can reach only the old index
+                self._resync(group_id, index)
+                self.store.set_training(group_id, "succeeded")
+                self._indexes[group_id] = index  # the swap: the door's next search uses it
+        except Exception as exc:
+            with self._lock:
+                try:
+                    self.store.set_training(group_id, "failed", str(exc)[:200])
+                except PersonGroupNotFound:
+                    pass  # deleted while it was being trained
+                except Exception:  # keep the training's own error
+                    logger.exception("person group %r: could not record the failed training", group_id)
+            raise
+        with self._lock:
             self._audit("train", actor, role, {"personGroupId": group_id})
             return self.store.get_group(group_id)
+
+    def _build(self, group_id: str, storage: Storage) -> TemplateIndex:
+        """A new index of the group's templates, read page by page (the service lock is held for one
+        page at a time, not for the whole read), built with one ``add_many`` (which fits its frame)."""
+        pages: list[Templates] = []
+        after: str | None = None
+        while True:
+            with self._lock:
+                page, after = self.store.group_templates_page(group_id, after, TRAIN_PAGE_PERSONS)
+            if after is None:
+                break
+            if page.face_ids:
+                pages.append(page)
+        index = TemplateIndex(storage=storage)
+        if pages:
+            index.add_many(
+                [f for p in pages for f in p.face_ids],
+                [o for p in pages for o in p.owner_ids],
+                np.concatenate([p.matrix for p in pages]),
+            )
+        return index
+
+    def recover_interrupted_training(self) -> list[PersonGroup]:
+        """At the daemon's start: a group left ``running`` by a process stopped mid-train goes back to
+        ``succeeded`` when it had been trained before (a door on it starts: its index is built from
+        the store at every start anyway), else to ``failed`` (``interrupted``). Logged and audited."""
+        with self._lock:
+            groups = self.store.recover_interrupted_training()
+            for group in groups:
+                logger.warning(
+                    "person group %r: a training was interrupted (the process stopped); status now %s",
+                    group.group_id,
+                    group.train_status,
+                )
+                self._audit(
+                    "train",
+                    "edged",
+                    "system",
+                    {"personGroupId": group.group_id},
+                    f"interrupted; recovered to {group.train_status}",
+                )
+        return groups
 
     # -- persons and their faces ----------------------------------------------------------------
 
@@ -616,7 +760,7 @@ class FaceService:
         self._allow(role, actor, "delete_face_list")
         with self._lock:
             receipt = self.store.delete_face_list(list_id)
-            self._indexes.pop(f"list:{list_id}", None)
+            self._drop(f"list:{list_id}")
             self._audit("delete_face_list", actor, role, {"faceListId": list_id})
         return receipt
 

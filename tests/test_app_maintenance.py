@@ -1,0 +1,207 @@
+"""The door daemon's directory upkeep (edged/app.py): the scheduled reaper deletes expired face IDs
+while the daemon runs; a person deleted (or enrolled) by another process, as the CLI does, stops
+(or starts) matching without a restart; a training cut short by a kill does not keep the daemon
+from starting.
+
+Real models, the built-in demo camera, a real encrypted directory (a second ``Store`` connection
+plays the CLI, with its own pipeline as the CLI process has), a real Mosquitto for the MQTT
+``detect``. Waits are polls with a deadline, never assertions on speed."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+
+from edged.api.client import RequestClient
+from edged.app import REAP_INTERVAL_S, App
+from edged.clock import ManualClock
+from edged.config import Config
+from edged.directory import crypto
+from edged.directory.store import Store
+from edged.errors import ConfigError, FaceNotFound
+from edged.mqtt.client import MqttSettings
+from edged.pipeline.pipeline import FacePipeline
+from edged.service.faces import FaceService
+from edged.types import Face, ImageRGB
+
+DEVICE = "t1"
+WAIT_S = 30.0  # deadlines for things that must happen; the daemon checks every second
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from make_broker(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def cli_pipeline() -> FacePipeline:
+    """The CLI's own interpreters (another process in real life; TFLite interpreters are not
+    thread-safe, and the daemon's worker runs the session pipeline)."""
+    return FacePipeline.load()
+
+
+def open_service(state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline) -> FaceService:
+    """A second connection to the directory with the face operations on it: what the CLI opens."""
+    store = Store.open(state_dir, kek)
+    return FaceService(pipeline, store, Config().directory, pipeline.embedder.model.path.name)
+
+
+def enrolled(
+    state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline, astronaut: ImageRGB, train: bool = True
+) -> str:
+    """The astronaut in the group ``staff`` (trained unless told not to); returns the person ID."""
+    service = open_service(state_dir, kek, pipeline)
+    try:
+        service.create_group("staff", "Staff")
+        person_id = service.create_person("staff", "Eileen Collins")
+        service.add_person_face("staff", person_id, astronaut)
+        if train:
+            service.train("staff")
+    finally:
+        service.store.close()
+    return person_id
+
+
+def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
+    broker: Broker,
+    tmp_path: Path,
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    encode_image: Callable[..., bytes],
+) -> None:
+    state_dir = tmp_path / "state"
+    clock = ManualClock()
+    config = Config.model_validate({"device_id": DEVICE, "mqtt": {"stats_interval_s": 0}})
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    app = App(config, state_dir, kek, url, threading.Event(), None, pipeline=pipeline, clock=clock)
+    watcher = Watcher(broker.port, f"edged/{DEVICE}/status")
+    other = None
+    try:
+        app.start()
+        watcher.wait_for(lambda ms: any(p.get("state") == "online" for _, p, _ in ms))
+        image = base64.b64encode(encode_image(astronaut, ".jpg")).decode()
+        reply: dict[str, Any] = {}
+        with RequestClient(MqttSettings(port=broker.port), DEVICE) as client:
+            for _ in range(6):  # the request server's subscription may still be on its way
+                try:
+                    reply = client.request("detect", {"image": image}, timeout=READY_TIMEOUT_S)
+                    break
+                except TimeoutError:
+                    continue
+            assert reply.get("ok"), reply
+            (face,) = reply["result"]["faces"]
+            face_id = face["faceId"]
+            assert face["expires"] == pytest.approx(clock.now() + config.directory.transient_ttl_s)
+
+            other = Store.open(state_dir, kek)  # reads what is on disk, beside the daemon
+            assert other.count_transient() >= 1
+            clock.advance(config.directory.transient_ttl_s + REAP_INTERVAL_S + 1)
+            # no request touches the face ID: only the scheduled reaper can delete it
+            wait_until(lambda: other is not None and other.count_transient() == 0, "the reaper ran")
+            assert app.reaper is not None and app.reaper.deleted["face_ids"] >= 1
+            with pytest.raises(FaceNotFound):
+                other.get_transient(face_id)
+            gone = client.request("verify", {"faceId1": face_id, "faceId2": face_id}, timeout=WAIT_S)
+            assert not gone["ok"] and gone["error"]["code"] == "FaceNotFound", gone
+    finally:
+        if other is not None:
+            other.close()
+        watcher.close()
+        app.stop()
+    assert app.error is None
+    assert app.reaper is not None and not app.reaper.is_alive(), "stop() stops the maintenance thread"
+
+
+def test_a_person_deleted_by_another_process_stops_matching_without_a_restart(
+    tmp_path: Path,
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    cli_pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    astronaut_face: Face,
+) -> None:
+    state_dir = tmp_path / "state"
+    eileen = enrolled(state_dir, kek, cli_pipeline, astronaut)
+    probe = astronaut_face.embedding
+    assert probe is not None
+    config = Config.model_validate({"doors": {"front": {"group": "staff", "mode": "identify"}}})
+    app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline)
+    cli = None
+    try:
+        app.start()
+        service = app.service
+        assert service is not None
+
+        def door_sees() -> list[str]:
+            assert service is not None
+            return [m.owner_id for m in service.search_door("staff", probe, 5, None)]
+
+        assert door_sees() == [eileen]
+        cli = open_service(state_dir, kek, cli_pipeline)  # `edged persons delete staff ...`
+        receipt = cli.delete_person("staff", eileen)
+        assert receipt.deleted["persons"] == 1
+        wait_until(lambda: door_sees() == [], "the door stopped matching the deleted person")
+        assert not service.has_person("staff", eileen)
+
+        # an enrolment by the CLI (the group stays trained) becomes visible the same way
+        again = cli.create_person("staff", "Eileen, re-enrolled")
+        cli.add_person_face("staff", again, astronaut)
+        wait_until(lambda: door_sees() == [again], "the door matched the person the CLI enrolled")
+        assert app.error is None
+    finally:
+        if cli is not None:
+            cli.store.close()
+        app.stop()
+    assert app.error is None
+
+
+@pytest.mark.parametrize("trained_before", [True, False], ids=["trained-before", "never-trained"])
+def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
+    tmp_path: Path,
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    cli_pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    trained_before: bool,
+) -> None:
+    state_dir = tmp_path / "state"
+    eileen = enrolled(state_dir, kek, cli_pipeline, astronaut, train=trained_before)
+    killed = Store.open(state_dir, kek)
+    killed.set_training("staff", "running")  # what a train commits first; then the process died
+    killed.close()
+    config = Config.model_validate({"doors": {"front": {"group": "staff"}}})
+    app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline)
+    try:
+        if trained_before:
+            app.start()  # the door starts: a restart loop (Restart=on-failure) it was before
+            assert app.service is not None
+            assert eileen in app.service.trained_index("staff").owners()
+        else:
+            with pytest.raises(ConfigError, match=r"not trained \(status failed\)"):
+                app.start()
+    finally:
+        app.stop()
+    check = Store.open(state_dir, kek)
+    try:
+        group = check.get_group("staff")
+    finally:
+        check.close()
+    if trained_before:
+        assert (group.train_status, group.train_message) == ("succeeded", None)
+    else:
+        assert (group.train_status, group.train_message) == ("failed", "interrupted")
