@@ -79,6 +79,9 @@ OUTBOX_FILE = "outbox.sqlite3"
 CLAIM_QUEUE = 32
 """Claims waiting for the worker; more are rejected (``queue_full``), logged and counted."""
 NONCE_FILE = "nonces.sqlite3"
+AUDIT_CURSOR = "audit_seq"
+AUDIT_BATCH = 200
+AUDIT_SCHEMA = 1
 REAP_INTERVAL_S = 60.0
 """Expired face IDs are deleted this often (by the App's clock), and at start-up."""
 MAINTENANCE_TICK_S = 1.0
@@ -271,7 +274,7 @@ class App:
             stop,
             clock=self.clock,
             tick_s=MAINTENANCE_TICK_S,
-            every_tick={"directory changes": service.refresh},
+            every_tick={"directory changes": service.refresh, "audit to MQTT": self.forward_audit},
         )
         reaper.start()
 
@@ -282,6 +285,27 @@ class App:
                 logger.error("maintenance thread did not stop within %.0f s", JOIN_TIMEOUT_S)
 
         return undo
+
+    def forward_audit(self) -> None:
+        """Queue the audit records written since the last call (by this daemon or by the CLI) on
+        ``edged/<device>/audit`` through the durable outbox, each exactly once: the outbox keeps the
+        position in the same transaction. The first run starts at the newest record (history stays
+        in the directory: ``edged audit show``)."""
+        outbox, service = self.outbox, self.service
+        if outbox is None or service is None:
+            return
+        position = outbox.cursor(AUDIT_CURSOR)
+        while True:
+            after, records = service.audit_after(position, AUDIT_BATCH)
+            if position is not None and after == position:
+                return
+            payloads = [
+                {"schema": AUDIT_SCHEMA, "device": self.config.device_id, **r.as_json()} for r in records
+            ]
+            outbox.put_batch(self.topics.audit(), payloads, (AUDIT_CURSOR, after))
+            if len(records) < AUDIT_BATCH:
+                return
+            position = after
 
     def _start_doors(self) -> None:
         assert self.service is not None and self.pipeline is not None

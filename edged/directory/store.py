@@ -1131,6 +1131,15 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (signed,))
         return record
 
+    def audit_after(self, seq: int, limit: int) -> list[AuditRecord]:
+        """Up to ``limit`` records after ``seq``, oldest first (the daemon forwards them to MQTT)."""
+        rows = self._db.execute("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [AuditRecord.from_row(tuple(row)) for row in rows]
+
+    def audit_last_seq(self) -> int:
+        (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()
+        return int(seq)
+
     def audit_records(self) -> Iterator[AuditRecord]:
         for row in self._db.execute("SELECT * FROM audit ORDER BY seq"):
             yield AuditRecord.from_row(tuple(row))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     expires_at REAL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -91,17 +92,46 @@ class Outbox:
                 (topic, data, qos, expires_at),
             )
             row_id = int(cursor.lastrowid or 0)
-            (depth,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-            excess = depth - self.max_messages
-            if excess > 0:
-                self._db.execute(
-                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
-                )
-                self._count("dropped_overflow", excess)
+            excess = self._trim()
         if excess > 0:
             logger.warning("outbox full (%d messages): dropped the %d oldest", self.max_messages, excess)
         self.changed.set()
         return row_id
+
+    def _trim(self) -> int:
+        """Inside a transaction: drop the oldest messages beyond ``max_messages`` (counted)."""
+        (depth,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        excess = int(depth) - self.max_messages
+        if excess > 0:
+            self._db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
+            )
+            self._count("dropped_overflow", excess)
+        return excess
+
+    def cursor(self, name: str) -> int | None:
+        """A producer's position (e.g. the last audit record queued), None before its first batch."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_batch(
+        self, topic: str, payloads: Sequence[Mapping[str, object]], cursor: tuple[str, int]
+    ) -> None:
+        """Append messages (QoS 1, no expiry) and move a producer's cursor in the same transaction:
+        each produced item is queued exactly once, across crashes and restarts."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO outbox (topic, payload, qos, expires_at) VALUES (?, ?, 1, NULL)",
+                [(topic, encode(p)) for p in payloads],
+            )
+            self._db.execute("INSERT OR REPLACE INTO cursors (name, value) VALUES (?, ?)", cursor)
+            excess = self._trim()
+        if excess > 0:
+            logger.warning("outbox full (%d messages): dropped the %d oldest", self.max_messages, excess)
+        if payloads:
+            self.changed.set()
 
     def peek(self) -> OutboxMessage | None:
         """The oldest message that has not expired; expired ones on the way are dropped and counted."""

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edged.config import DirectorySettings
+from edged.directory.audit import AuditRecord
 from edged.directory.store import (
     FaceList,
     Person,
@@ -827,6 +828,15 @@ class FaceService:
             raise Forbidden(f"role {role!r} may not read the audit chain; it needs admin")
         with self._lock:
             return self.store.verify_audit()
+
+    def audit_after(self, seq: int | None, limit: int) -> tuple[int, list[AuditRecord]]:
+        """Audit records after ``seq`` (None: start at the newest, forwarding nothing older) and the
+        position after them."""
+        with self._lock:
+            if seq is None:
+                return self.store.audit_last_seq(), []
+            records = self.store.audit_after(seq, limit)
+        return (records[-1].seq if records else seq), records
 
     def record(self, operation: str, actor: str, role: str, targets: dict[str, str], result: str) -> None:
         """An audit record for something decided outside the service (a refused request)."""
