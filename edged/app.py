@@ -593,6 +593,7 @@ class App:
             person_id = service.person_for_card(claim.card_id)
             if person_id is None:
                 self._reject_claim(door.name, UNKNOWN_CARD, "no person has this card", claim.event_id)
+                self._emit(door.name, Events(decisions=(door.decider.refuse_claim(UNKNOWN_CARD),)))
                 return
             how = "card"
         else:
@@ -605,6 +606,7 @@ class App:
                 f"person {person_id!r} (by {how}) is not in the door's group {door.group!r}",
                 claim.event_id,
             )
+            self._emit(door.name, Events(decisions=(door.decider.refuse_claim(UNKNOWN_PERSON),)))
             return
         door.decider.claim(person_id)
         self.stats.count("claims_accepted")

@@ -102,6 +102,8 @@ CLAIM_MISMATCH = "claim_mismatch"
 OTHER_PERSON = "other_person"
 MULTIPLE_FACES = "multiple_faces"
 CLAIM_EXPIRED = "claim_expired"
+UNKNOWN_CLAIM = ("unknown_card", "unknown_person")
+"""Reasons of a claim refused before any face is checked (``Decider.refuse_claim``)."""
 
 SEARCH_K = 3
 """Candidates asked of a 1:N search per frame (a person outside them scores ``cap`` in that frame)."""
@@ -547,6 +549,17 @@ class Decider:
         for track in self._tracks.values():
             track.reset()
             track.quiet_until = 0.0
+
+    def refuse_claim(self, reason: str, captured_at: float | None = None) -> Decision:
+        """A claim that cannot be checked — an unknown card, a person not in the door's group — is
+        denied at once (``reason``, no person), so the door controller gets an answer instead of
+        waiting for a window that was never opened. An open claim is left as it is."""
+        if self.settings.mode == "identify":
+            raise BadArgument(f"door {self.door!r} is in identify mode: it takes no claims")
+        if reason not in UNKNOWN_CLAIM:
+            raise BadArgument(f"a refused claim's reason is one of {UNKNOWN_CLAIM}, not {reason!r}")
+        make = _DecisionFactory(self, self.clock.monotonic(), None, captured_at)
+        return make(_Verdict("denied", (reason,), None, None), None, 0)
 
     def update(
         self,

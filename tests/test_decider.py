@@ -742,3 +742,22 @@ def test_end_to_end_astronaut_granted_once_cameraman_low_quality(
     assert summary(cameraman) == [("low_quality", ("extreme_pose",), None)]
     assert first_decision_frame(cameraman) == 4
     assert [d.track_id for d in decisions(cameraman)] == [2]
+
+
+def test_a_claim_that_cannot_be_checked_is_denied_at_once() -> None:
+    clock = ManualClock()
+    decider = make(clock, mode="verify")
+    decider.claim("ada")
+    refused = decider.refuse_claim("unknown_card", captured_at=123.0)
+    assert (refused.outcome, refused.reasons, refused.person_id, refused.track_id) == (
+        "denied",
+        ("unknown_card",),
+        None,
+        None,
+    )
+    assert refused.captured_at == 123.0 and refused.to_payload()["schema"] == 1
+    assert decider.claim_open  # the open claim (another reader's) is left as it is
+    with pytest.raises(BadArgument, match="reason"):
+        decider.refuse_claim("no_match")
+    with pytest.raises(BadArgument, match="identify mode"):
+        make(clock).refuse_claim("unknown_card")
