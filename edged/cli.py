@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edged import __version__, cli_directory, cli_request
-from edged.config import CONFIG_ENV, Config, check_config, config_path, load_config
+from edged import __version__, cli_directory, cli_request, environment, log
+from edged.config import Config, check_config, config_path, load_config
 from edged.directory.crypto import locate_key_file, read_kek
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
 from edged.inference.manifest import Manifest
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     parser.add_argument(
-        "--config", type=Path, help=f"YAML configuration (default: ${CONFIG_ENV}, else built-in)"
+        "--config", type=Path, help=f"YAML configuration (default: ${environment.CONFIG}, else built-in)"
     )
     parser.add_argument(
         "--model-dir", type=Path, help="directory with manifest.yaml (default: the installed models)"
@@ -309,6 +309,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import App
 
     config = effective_config(args)
+    if not args.verbose:
+        log.setup(config.log_level)
     if not config.doors:
         raise ConfigError("no doors configured: add a doors: section to the configuration")
     kek = read_kek(locate_key_file(args.key_file))
@@ -353,10 +355,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log.setup(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command in cli_directory.COMMANDS:
             return cli_directory.COMMANDS[args.command](args, effective_config(args))

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edged import environment
 from edged.config import Config
-from edged.directory.crypto import KEY_FILE_ENV, create_key_file, locate_key_file, read_kek
+from edged.directory.crypto import create_key_file, locate_key_file, read_kek
 from edged.directory.store import Person, Receipt, Store
 from edged.errors import BadArgument, EdgedError, NoFaceDetected, PersonNotFound
 from edged.inference.manifest import Manifest
@@ -21,7 +21,6 @@ from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 
-STATE_ENV = "EDGED_STATE_DIR"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -29,7 +28,7 @@ Handler = Callable[[argparse.Namespace, Config], int]
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir", type=Path, help=f"directory state (default: ${STATE_ENV}, config, ./state)"
+        "--state-dir", type=Path, help=f"directory state (default: ${environment.STATE_DIR}, config, ./state)"
     )
     parser.add_argument(
         "--key-file", type=Path, help="key-encryption key (default: $EDGED_KEY_FILE, credential)"
@@ -146,9 +145,9 @@ def add_commands(sub: Any) -> None:
 def state_dir(args: argparse.Namespace, config: Config) -> Path:
     for candidate in (
         args.state_dir,
-        os.environ.get(STATE_ENV),
+        environment.state_dir(),
         config.directory.state_dir,
-        os.environ.get("STATE_DIRECTORY"),
+        environment.systemd_state_dir(),
     ):
         if candidate:
             return Path(candidate)
@@ -208,7 +207,7 @@ def resolve_person(store: Store, group: str, ref: str) -> Person:
 
 def cmd_keys(args: argparse.Namespace, config: Config) -> int:
     if args.keys == "init":
-        path = args.key_file or (Path(os.environ[KEY_FILE_ENV]) if os.environ.get(KEY_FILE_ENV) else None)
+        path = args.key_file or environment.key_file()
         if path is None:
             raise BadArgument(
                 "edged keys init needs --key-file FILE or $EDGED_KEY_FILE (written there, mode 0600)"

@@ -1,11 +1,71 @@
-"""Logging helpers."""
+"""Logging: one setup for the whole process, fit for the terminal and for journald.
+
+``setup(level)`` installs one handler on stderr. Under systemd, when stderr is the journal's stream
+(``$JOURNAL_STREAM`` names its device and inode), each line starts with the syslog priority
+``<N>`` that journald turns into the entry's priority (so ``journalctl -p warning`` works) and
+carries no timestamp (journald adds its own); elsewhere lines carry a timestamp and the level name.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal, TextIO
+
+from edged import environment
+
+__all__ = ["LEVELS", "LogLevel", "native_stderr_silenced", "setup", "to_journal"]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+_PRIORITY = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+"""syslog priorities: err 3, warning 4, info 6, debug 7 (CRITICAL is logged as 2)."""
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``, each continuation line (a traceback) with the same prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.CRITICAL:
+            priority = 2
+        else:
+            priority = next((p for level, p in _PRIORITY if record.levelno >= level), 7)
+        text = f"{record.name}: {super().format(record)}"
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
+
+
+def to_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal's stream that systemd named in ``$JOURNAL_STREAM``."""
+    named = environment.journal_stream()
+    if named is None:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's StringIO), or closed
+        return False
+    return (info.st_dev, info.st_ino) == named
+
+
+def setup(level: LogLevel | int, stream: TextIO | None = None) -> logging.Handler:
+    """Log ``level`` and above to ``stream`` (stderr) for the whole process, replacing a previous
+    setup; returns the handler."""
+    stream = stream if stream is not None else sys.stderr
+    handler = logging.StreamHandler(stream)
+    if to_journal(stream):
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
 
 
 @contextmanager

@@ -5,15 +5,16 @@ out. Outside systemd ($NOTIFY_SOCKET unset) every call is a no-op."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
+
+from edged import environment
 
 logger = logging.getLogger(__name__)
 
 
 class Notifier:
     def __init__(self, address: str | None = None) -> None:
-        self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET")
+        self.address = address if address is not None else environment.notify_socket()
         self.sent = 0
         self.failures = 0
 
@@ -55,10 +56,4 @@ class Notifier:
     @staticmethod
     def watchdog_interval_s() -> float | None:
         """Half of systemd's WatchdogSec (from $WATCHDOG_USEC), the interval to ping at; None when off."""
-        usec = os.environ.get("WATCHDOG_USEC")
-        if not usec or not usec.isdigit() or int(usec) == 0:
-            return None
-        pid = os.environ.get("WATCHDOG_PID")
-        if pid and pid.isdigit() and int(pid) != os.getpid():
-            return None
-        return int(usec) / 2_000_000
+        return environment.watchdog_interval_s()

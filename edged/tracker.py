@@ -15,10 +15,22 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from pydantic import Field
+
 from edged.errors import BadArgument
+from edged.strict import Strict
 from edged.types import Box
 
-__all__ = ["CaptureZone", "FaceTracker", "Track"]
+__all__ = ["CaptureZone", "FaceTracker", "Track", "TrackerSettings"]
+
+
+class TrackerSettings(Strict):
+    """The face tracker that follows faces across frames (edged/tracker.py)."""
+
+    min_iou: float = Field(0.3, gt=0, le=1, description="smallest box overlap that continues a track")
+    max_missed_s: float = Field(
+        1.0, ge=0, le=60, description="a track unseen for longer than this ends (its session closes)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

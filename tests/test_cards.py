@@ -19,7 +19,6 @@ import pytest
 from directory_helpers import MODEL, found_on_disk, template
 
 from edged.clock import ManualClock
-from edged.config import DirectorySettings
 from edged.directory import crypto
 from edged.directory import store as store_module
 from edged.directory.store import DB_NAME, MIGRATIONS, Store
@@ -33,6 +32,7 @@ from edged.errors import (
 )
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.settings import DirectorySettings
 from edged.types import ImageRGB
 
 CARD = "04A1B2C3D4E5F6"

@@ -105,3 +105,47 @@ def test_config_from_the_environment_and_cli_overrides(tmp_path: Path, run_edged
     override = run_edged(["--config", good, "--threads", "0", "demo"])
     assert override.returncode == 2
     assert override.stderr.startswith("edged: BadArgument: --threads")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "device_id: door-a\nmqtt:\n  port: 1884\ndevice_id: door-b\n",
+            "x.yaml:4: device_id: key 'device_id' appears twice: lines 1 and 4",
+        ),
+        (
+            "pipeline:\n  threads: 1\n  quality:\n    min_face_px: 30\n  threads: 2\n",
+            "x.yaml:5: pipeline.threads: key 'threads' appears twice: lines 2 and 5",
+        ),
+        (
+            "doors:\n  front:\n    group: staff\n  front:\n    group: visitors\n",
+            "x.yaml:4: doors.front: key 'front' appears twice: lines 2 and 4",
+        ),
+    ],
+)
+def test_a_duplicate_key_is_an_error_with_both_lines(text: str, expected: str) -> None:
+    """PyYAML keeps the last of two equal keys silently; a door terminal's config must not."""
+    config, errors = config_errors(text, "x.yaml")
+    assert config is None
+    assert errors == [expected]
+
+
+def test_aliases_are_not_duplicates_and_are_walked_once() -> None:
+    """A merge key and an anchor used many times are legal; a nested alias bomb is not walked
+    exponentially (each node is checked once)."""
+    text = "a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n"
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
+    )
+    for document in (text, bomb):
+        _, errors = config_errors(document, "x.yaml")
+        assert all("appears twice" not in e for e in errors)
+
+
+def test_check_config_cli_reports_a_duplicate_key(tmp_path: Path, run_edged: RunEdged) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("camera:\n  source: demo\n  source: /dev/video0\n")
+    result = run_edged(["check-config", path])
+    assert result.returncode == 2
+    assert f"{path}:3: camera.source: key 'source' appears twice: lines 2 and 3" in result.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edged import environment
 from edged.directory import crypto
 from edged.errors import ConfigError, DecryptionFailed
 
@@ -20,7 +21,7 @@ from edged.errors import ConfigError, DecryptionFailed
 @pytest.fixture(autouse=True)
 def _no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The key-file lookup reads the environment: start every test without those variables."""
-    monkeypatch.delenv(crypto.KEY_FILE_ENV, raising=False)
+    monkeypatch.delenv(environment.KEY_FILE, raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
@@ -295,13 +296,13 @@ def test_read_kek_with_an_empty_credentials_directory_variable_still_checks_the_
 
 
 def test_locate_key_file_argument_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(crypto.KEY_FILE_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv(environment.KEY_FILE, str(tmp_path / "env"))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
     assert crypto.locate_key_file(tmp_path / "arg") == tmp_path / "arg"
 
 
 def test_locate_key_file_environment_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(crypto.KEY_FILE_ENV, str(tmp_path / "env"))
+    monkeypatch.setenv(environment.KEY_FILE, str(tmp_path / "env"))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
     assert crypto.locate_key_file(None) == tmp_path / "env"
 
@@ -309,7 +310,7 @@ def test_locate_key_file_environment_next(tmp_path: Path, monkeypatch: pytest.Mo
 def test_locate_key_file_systemd_credential_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
     assert crypto.locate_key_file(None) == tmp_path / "creds" / "edged-kek"
-    monkeypatch.setenv(crypto.KEY_FILE_ENV, "")  # empty is unset
+    monkeypatch.setenv(environment.KEY_FILE, "")  # empty is unset
     assert crypto.locate_key_file(None) == tmp_path / "creds" / "edged-kek"
 
 
@@ -321,7 +322,7 @@ def test_locate_key_file_without_any_source_is_a_config_error(monkeypatch: pytes
     assert "EDGED_KEY_FILE" in message
     assert "edged-kek" in message
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "")
-    monkeypatch.setenv(crypto.KEY_FILE_ENV, "")
+    monkeypatch.setenv(environment.KEY_FILE, "")
     with pytest.raises(ConfigError):
         crypto.locate_key_file(None)
 

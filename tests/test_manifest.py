@@ -181,6 +181,17 @@ def test_invalid_yaml_is_a_model_error(model_copy: Path) -> None:
         Manifest.load(model_copy)
 
 
+def test_a_duplicate_key_in_the_manifest_is_a_model_error(model_copy: Path) -> None:
+    """A second entry for the same model would silently replace the first (and its sha256)."""
+    path = model_copy / MANIFEST_NAME
+    text = path.read_text(encoding="utf-8")
+    first = text.index("\n  face_detector_short:")
+    entry_end = text.index("\n  face_", first + 1)
+    path.write_text(text + text[first:entry_end] + "\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"manifest.yaml:\d+: models.face_detector_short: .* appears twice"):
+        Manifest.load(model_copy)
+
+
 def test_model_errors_have_stable_codes() -> None:
     assert issubclass(ModelIntegrityError, ModelError) and issubclass(ModelError, EdgedError)
     assert (ModelError.code, ModelIntegrityError.code) == ("ModelError", "ModelIntegrity")

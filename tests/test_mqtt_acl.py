@@ -24,13 +24,13 @@ from edged.api.client import RequestClient
 from edged.api.server import ApiServer
 from edged.api.settings import ApiSettings
 from edged.clock import SystemClock
-from edged.config import DirectorySettings
 from edged.directory.crypto import create_key_file
 from edged.directory.store import Store
 from edged.mqtt.client import MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.settings import DirectorySettings
 from edged.types import ImageRGB
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "mosquitto"

@@ -15,7 +15,6 @@ import pytest
 from skimage import data
 
 from edged.clock import ManualClock
-from edged.config import DirectorySettings
 from edged.directory.crypto import create_key_file, read_kek, verify_signature
 from edged.directory.store import Store
 from edged.errors import (
@@ -35,6 +34,7 @@ from edged.errors import (
 from edged.pipeline.pipeline import FacePipeline
 from edged.service import faces as faces_module
 from edged.service.faces import FaceService
+from edged.service.settings import DirectorySettings
 from edged.types import Box, ImageRGB
 
 

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from edged.config import DirectorySettings
 from edged.directory.crypto import create_key_file, read_kek
 from edged.directory.store import DB_NAME, TEMPLATE_DIM, Store
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.settings import DirectorySettings
 from edged.types import Face, ImageRGB
 
 PERSONS = 10_000

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edged.config import ImageLimits
+from edged.pipeline.image import ImageLimits
 
 Role = Literal["recognizer", "manager", "admin"]
 MAX_IMAGE_BYTES = ImageLimits().max_bytes

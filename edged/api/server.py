@@ -36,12 +36,11 @@ from pydantic import BaseModel, ValidationError
 from edged.api import schemas as s
 from edged.api.auth import CLIENT_RE, ROLE_RANK, Authenticator, Principal
 from edged.api.settings import ApiSettings, Role
-from edged.config import ImageLimits
 from edged.directory.store import FaceList, Person, PersonGroup
 from edged.errors import BadArgument, Busy, EdgedError, Forbidden, Unauthorized
 from edged.mqtt.client import Delivery, InboundMessage, encode
 from edged.mqtt.topics import Topics
-from edged.pipeline.image import decode_image
+from edged.pipeline.image import ImageLimits, decode_image
 from edged.service.faces import FaceService
 from edged.types import Box, ImageRGB
 

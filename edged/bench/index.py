@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edged import environment
 from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument
 from edged.matcher import STORAGES, Storage, TemplateIndex
@@ -142,14 +143,14 @@ def one_thread() -> Iterator[str]:
             threadpool_limits,
         )
     except ImportError:
-        env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        env = environment.blas_threads()
         yield f"threadpoolctl not installed: BLAS threads {env or 'unlimited (set OPENBLAS_NUM_THREADS=1)'}"
         return
     with threadpool_limits(limits=1):
         blas = [
             f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
         ]
-        core = os.environ.get("OPENBLAS_CORETYPE")
+        core = environment.openblas_coretype()
         yield (
             "1 thread (threadpoolctl); BLAS: "
             + ", ".join(blas)

@@ -23,11 +23,12 @@ from edged.capture.demo import DemoSource
 from edged.capture.opencv import STREAM_SCHEMES, OpenCVSource
 from edged.capture.picamera2 import Picamera2Source
 from edged.capture.replay import ReplaySource
-from edged.capture.source import Frame, FrameSource, redact
+from edged.capture.source import CameraSettings, Frame, FrameSource, redact
 from edged.errors import CameraError, ConfigError
 
 __all__ = [
     "CameraError",
+    "CameraSettings",
     "CaptureThread",
     "DemoSource",
     "Frame",

@@ -12,11 +12,34 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
 from edged.errors import ConfigError
+from edged.strict import Strict
 from edged.types import ImageRGB
 
-__all__ = ["Frame", "FrameSource", "Pacer", "SourceBase", "bgr_to_rgb", "redact"]
+__all__ = ["CameraSettings", "Frame", "FrameSource", "Pacer", "SourceBase", "bgr_to_rgb", "redact"]
+
+
+class CameraSettings(Strict):
+    """Where the door daemon's frames come from."""
+
+    source: str = Field(
+        "demo",
+        min_length=1,
+        description="frame source: demo, picamera2, a camera index or /dev/video*, an rtsp:// or "
+        "http(s):// URL, a video file or a folder of images (edged.capture.make_source)",
+    )
+    fps: float | None = Field(
+        None, gt=0, le=120, description="frame rate to pace the source at (null: the source's own)"
+    )
+    restart_max_delay_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="a failed camera (open or read) is closed and re-opened after 0.5 s, the wait "
+        "doubling on each failure in a row up to this many seconds; 0: never (the daemon stops)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from edged import environment
 from edged.errors import ConfigError, DecryptionFailed
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 CREDENTIAL_NAME = "edged-kek"
-KEY_FILE_ENV = "EDGED_KEY_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,8 @@ def read_kek(path: Path) -> Kek:
         raise ConfigError(f"key file {path} does not exist (create one with: edged keys init)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    is_credential = bool(credentials) and path.resolve().is_relative_to(Path(str(credentials)).resolve())
+    credentials = environment.credentials_dir()
+    is_credential = credentials is not None and path.resolve().is_relative_to(credentials.resolve())
     if mode & (stat.S_IRWXG | stat.S_IRWXO) and not is_credential:
         raise ConfigError(
             f"key file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); chmod 600 it"
@@ -87,10 +87,12 @@ def locate_key_file(key_file: Path | None) -> Path:
     ``LoadCredentialEncrypted=edged-kek:…``, TPM-bound where the board has one)."""
     if key_file is not None:
         return key_file
-    if os.environ.get(KEY_FILE_ENV):
-        return Path(os.environ[KEY_FILE_ENV])
-    if os.environ.get("CREDENTIALS_DIRECTORY"):
-        return Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+    from_env = environment.key_file()
+    if from_env is not None:
+        return from_env
+    credentials = environment.credentials_dir()
+    if credentials is not None:
+        return credentials / CREDENTIAL_NAME
     raise ConfigError(
         "no key-encryption key: give --key-file FILE, set EDGED_KEY_FILE, or provide the systemd "
         f"credential {CREDENTIAL_NAME!r} (create a key with: edged keys init --key-file FILE)"

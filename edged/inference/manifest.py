@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +14,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edged import environment
 from edged.errors import BadArgument, ModelError, ModelIntegrityError
+from edged.strict import DuplicateKey, load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ MANIFEST_NAME = "manifest.yaml"
 def default_model_dir() -> Path:
     """Where the models are: ``$EDGED_MODEL_DIR``, the source checkout's ``models/``, or the
     ``share/edged/models`` that a wheel install puts under the interpreter prefix."""
-    env = os.environ.get("EDGED_MODEL_DIR")
-    if env:
-        return Path(env)
+    env = environment.model_dir()
+    if env is not None:
+        return env
     candidates = [
         Path(__file__).resolve().parents[2] / "models",
         Path(sys.prefix) / "share" / "edged" / "models",
@@ -128,11 +129,13 @@ class Manifest:
         model_dir = model_dir or default_model_dir()
         path = model_dir / MANIFEST_NAME
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data, _ = load_yaml(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ModelError(f"no model manifest at {path} (set EDGED_MODEL_DIR)") from exc
         except yaml.YAMLError as exc:
             raise ModelError(f"{path} is not valid YAML: {exc}") from exc
+        except DuplicateKey as exc:
+            raise ModelError(f"{path}:{exc.line}: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ModelError(f"{path} has no 'models' mapping")
         entries: dict[str, ModelEntry] = {}

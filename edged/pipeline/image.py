@@ -10,12 +10,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from edged.config import ImageLimits
 from edged.errors import ImageError, ImageSizeError
+from edged.strict import Strict
 from edged.types import ImageRGB
 
 __all__ = ["ImageLimits", "decode_image", "header_size", "read_image"]
+
+
+class ImageLimits(Strict):
+    """Caps on request and file images (decoded in memory only)."""
+
+    max_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024, description="largest encoded image")
+    max_pixels: int = Field(4096 * 4096, ge=36 * 36, description="largest decoded width × height")
+    min_side: int = Field(36, ge=1, description="smallest decoded width or height")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edged.config import PipelineSettings
+from typing import Annotated, Literal
+
+from pydantic import Field
+
 from edged.inference.manifest import Calibration, Manifest
 from edged.inference.runtime import TFLiteModel
 from edged.pipeline.align import chip_for
@@ -10,11 +13,40 @@ from edged.pipeline.detect import VARIANTS, FaceDetector
 from edged.pipeline.embed import FaceEmbedder
 from edged.pipeline.mesh import FaceMesher
 from edged.pipeline.quality import QualityThresholds, assess
+from edged.strict import Strict
 from edged.types import Detection, Face, ImageRGB, Mesh
 
 EMBEDDER_KEYS = {"int8": "face_embedder", "float32": "face_embedder_float32"}
 
 __all__ = ["EMBEDDER_KEYS", "FacePipeline", "PipelineSettings"]
+
+
+class PipelineSettings(Strict):
+    """The face pipeline: which models, how many threads, which limits."""
+
+    detector: Literal["short", "full"] = Field(
+        "short", description="BlazeFace short-range (faces ≥ ~10 % of frame width) or full-range (≥ ~6 %)"
+    )
+    detection_threshold: float | None = Field(
+        None, gt=0, lt=1, description="detector score threshold (default: the model's, 0.5 short / 0.6 full)"
+    )
+    min_face_px: float = Field(20.0, ge=0, description="detections smaller than this (pixels) are ignored")
+    embedder: Literal["int8", "float32"] = Field(
+        "int8", description="int8 is the daemon's model; float32 is the reference"
+    )
+    flip_average: bool = Field(
+        False,
+        description="template = mean of the chip's and its mirror's embeddings (slower; see docs/models.md)",
+    )
+    threads: int = Field(1, ge=1, le=16, description="inference threads per model")
+    model_threads: dict[Literal["detector", "mesh", "embedder"], Annotated[int, Field(ge=1, le=16)]] = Field(
+        default_factory=dict, description="per-model overrides of threads, e.g. {embedder: 2}"
+    )
+
+    def threads_for(self, stage: Literal["detector", "mesh", "embedder"]) -> int:
+        return self.model_threads.get(stage, self.threads)
+
+    quality: QualityThresholds = Field(default_factory=QualityThresholds)
 
 
 class FacePipeline:

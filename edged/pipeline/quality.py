@@ -7,11 +7,34 @@ import math
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from edged.config import QualityThresholds
+from edged.strict import Strict
 from edged.types import Detection, ImageRGB, Mesh, Quality
 
 __all__ = ["QualityThresholds", "assess", "brightness", "outside_fraction", "pose_degrees", "sharpness"]
+
+
+class QualityThresholds(Strict):
+    """Limits of the quality gate (reason codes in edged/pipeline/quality.py)."""
+
+    min_face_px: float = Field(48.0, ge=0, description="smallest face box side, frame pixels (too_small)")
+    min_sharpness: float = Field(40.0, ge=0, description="variance of the Laplacian on the chip (blurred)")
+    max_yaw_deg: float = Field(40.0, gt=0, le=90, description="largest left/right head turn (extreme_pose)")
+    max_pitch_deg: float = Field(35.0, gt=0, le=90, description="largest up/down head tilt (extreme_pose)")
+    max_roll_deg: float = Field(45.0, gt=0, le=180, description="largest in-plane rotation (extreme_pose)")
+    min_brightness: float = Field(40.0, ge=0, le=255, description="darkest mean chip grey level (too_dark)")
+    max_brightness: float = Field(
+        225.0, ge=0, le=255, description="brightest mean chip grey level (too_bright)"
+    )
+    max_outside_fraction: float = Field(
+        0.1, ge=0, le=1, description="largest share of the face box outside the frame (cut_by_border)"
+    )
+    min_face_score: float = Field(
+        0.5, ge=0, le=1, description="face-mesh face probability below which a detection is not a face"
+    )
+    min_detection_score: float = Field(0.5, ge=0, le=1, description="detector score (low_detection_score)")
+
 
 # reason codes (stable: they appear in CLI output, MQTT events and enrolment refusals)
 TOO_SMALL = "too_small"

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import Field
+
 from edged.errors import ModelError
 from edged.inference.manifest import Calibration
 from edged.pipeline.embed import distance
+from edged.strict import Strict
 from edged.types import FloatArray
+
+
+class VerifySettings(Strict):
+    far: float | None = Field(
+        None, gt=0, lt=1, description="target false-accept rate for 1:1 verify (default: the calibrated 1e-3)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

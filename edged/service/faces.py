@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edged.config import DirectorySettings
 from edged.directory.audit import AuditRecord
 from edged.directory.store import (
     FaceList,
@@ -43,6 +42,7 @@ from edged.matcher import Match, Storage, TemplateIndex
 from edged.pipeline.embed import distance
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import Verification, verify
+from edged.service.settings import DirectorySettings
 from edged.types import Box, Face, FloatArray, ImageRGB
 
 logger = logging.getLogger(__name__)

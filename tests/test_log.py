@@ -1,0 +1,152 @@
+"""Logging for the terminal and for journald: priority prefixes under systemd, INFO by default for the
+daemon (start-up lines without -v), one handler however often ``setup`` runs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edged import log
+from edged.config import Config
+from edged.demo import enrol_demo
+from edged.directory.crypto import create_key_file
+from edged.pipeline.pipeline import FacePipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def journal_env(path: Path) -> str:
+    info = os.stat(path)
+    return f"{info.st_dev}:{info.st_ino}"
+
+
+@pytest.mark.parametrize(
+    ("level", "prefix"),
+    [(logging.DEBUG, "<7>"), (logging.INFO, "<6>"), (logging.WARNING, "<4>"), (logging.ERROR, "<3>")],
+)
+def test_journal_lines_carry_the_syslog_priority_and_no_timestamp(
+    level: int, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    path = tmp_path / "journal"
+    with path.open("w") as stream:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_env(path))
+        log.setup(logging.DEBUG, stream)
+        logging.getLogger("edged.test").log(level, "door %s", "front")
+    assert path.read_text() == f"{prefix}edged.test: door front\n"
+
+
+def test_a_traceback_keeps_the_prefix_on_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    path = tmp_path / "journal"
+    with path.open("w") as stream:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_env(path))
+        log.setup(logging.INFO, stream)
+        try:
+            raise RuntimeError("camera gone")
+        except RuntimeError:
+            logging.getLogger("edged.app").exception("worker failed")
+    lines = path.read_text().splitlines()
+    assert len(lines) > 3
+    assert all(line.startswith("<3>") for line in lines), lines
+    assert lines[-1] == "<3>RuntimeError: camera gone"
+
+
+def test_outside_the_journal_lines_have_a_timestamp_and_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    """JOURNAL_STREAM set but naming another stream (stderr redirected to a file): plain lines."""
+    other = tmp_path / "other"
+    other.write_text("")
+    monkeypatch.setenv("JOURNAL_STREAM", journal_env(other))
+    stream = io.StringIO()
+    log.setup("INFO", stream)
+    log.setup("INFO", stream)  # a second setup replaces the first: one line per record
+    logging.getLogger("edged.test").info("hello")
+    logging.getLogger("edged.test").debug("hidden")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(" INFO edged.test: hello")
+    assert lines[0][:4].isdigit()  # the year of the timestamp
+
+
+def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
+    tmp_path: Path, pipeline: FacePipeline
+) -> None:
+    """`edged run` under a unit (stderr is the journal stream): its start-up lines appear at INFO
+    without -v, each with its priority prefix, so `journalctl -p` can filter them."""
+    key = tmp_path / "kek"
+    kek = create_key_file(key)
+    state = tmp_path / "state"
+    state.mkdir()
+    enrol_demo(pipeline, state, kek, Config())
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "device_id": "gate-1",
+                "directory": {"state_dir": str(state)},
+                "camera": {"source": "demo"},
+                "doors": {"front": {"mode": "identify", "group": "demo"}},
+            }
+        )
+    )
+    stderr = tmp_path / "stderr"
+    stderr.write_text("")
+    env = {**os.environ, "JOURNAL_STREAM": journal_env(stderr)}
+    with stderr.open("a") as err:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edged",
+                "--config",
+                str(config),
+                "--key-file",
+                str(key),
+                "run",
+                "--no-mqtt",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "started:" not in stderr.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, stderr.read_text()
+                time.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = stderr.read_text().splitlines()
+    assert "<6>edged.app: started: 1 door(s), device gate-1" in lines, lines
+    assert any(line.startswith("<6>edged.capture.buffer: capture demo: started") for line in lines), lines
+    assert any(line.startswith("<6>edged.app: stopped: ") for line in lines), lines
+    assert all(line.startswith(("<3>", "<4>", "<6>")) for line in lines), lines  # no DEBUG without -v
