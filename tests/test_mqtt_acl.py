@@ -9,14 +9,13 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, make_broker, mosquitto_executable
+from mqtt_broker import READY_TIMEOUT_S, Broker, Brokers
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.api.auth import Authenticator
@@ -39,8 +38,7 @@ USERS = {"edged-pi-01": "dev-pw", "recognizer": "rec-pw", "door-controller": "do
 
 
 @pytest.fixture
-def site_broker(tmp_path: Path) -> Iterator[Broker]:
-    mosquitto_executable()  # skips without a broker
+def site_broker(tmp_path: Path, brokers: Brokers) -> Broker:
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is not installed (it comes with the mosquitto package)")
     passwords = tmp_path / "passwd"
@@ -51,13 +49,13 @@ def site_broker(tmp_path: Path) -> Iterator[Broker]:
         )
     acl = tmp_path / "acl"
     acl.write_text(Template((CONFIG / "acl.template").read_text()).substitute(DEVICE="pi-01"))
-    for broker in make_broker(tmp_path, start=False):
-        conf = Template((CONFIG / "edged.conf.template").read_text()).substitute(
-            PORT=broker.port, BIND="127.0.0.1", PASSWORD_FILE=passwords, ACL_FILE=acl, STATE_DIR=tmp_path
-        )
-        broker.conf.write_text(conf + f"log_dest file {broker.log}\n{broker.run_as()}")
-        broker.start()
-        yield broker
+    broker = brokers(start=False)
+    conf = Template((CONFIG / "edged.conf.template").read_text()).substitute(
+        PORT=broker.port, BIND="127.0.0.1", PASSWORD_FILE=passwords, ACL_FILE=acl, STATE_DIR=tmp_path
+    )
+    broker.conf.write_text(conf + f"log_dest file {broker.log}\n{broker.run_as()}")
+    broker.start()
+    return broker
 
 
 def login(broker: Broker, user: str) -> paho.Client:

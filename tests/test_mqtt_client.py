@@ -14,15 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, broker, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Brokers, Watcher
 from pydantic import ValidationError
 
 from edged.api.client import RequestClient
 from edged.errors import ConfigError
 from edged.mqtt.client import InboundMessage, MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
-
-__all__ = ["broker"]  # the fixture, imported for pytest
 
 VERSIONS = {"edged": "0.1.0", "embedder": "int8"}
 TOPICS = Topics("pi-01")
@@ -243,46 +241,43 @@ def test_v5_request_properties_and_message_expiry(broker: Broker) -> None:
         client.stop()
 
 
+@pytest.fixture
+def strict_broker(brokers: Brokers) -> Broker:
+    """A broker that refuses anonymous clients."""
+    strict = brokers(start=False)
+    strict.conf.write_text(strict.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    strict.start()
+    return strict
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_a_refused_connection_is_a_failure_not_connected(tmp_path: Path, protocol: str) -> None:
-    for strict in make_broker(tmp_path):  # a broker that refuses anonymous clients
-        strict.stop()
-        strict.conf.write_text(
-            strict.conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
-        )
-        strict.start()
-        client = MqttClient(settings(strict.port, protocol=protocol), TOPICS, VERSIONS)
-        client.start()
-        try:
-            assert client.refused.wait(READY_TIMEOUT_S)
-            assert not client.connected.is_set()
-            snapshot = client.state.snapshot()
-            assert not snapshot.connected and snapshot.connects == 0 and snapshot.refusals >= 1
-            assert snapshot.last_failure is not None and "refused" in snapshot.last_failure
-            assert "authori" in snapshot.last_failure.lower()
-        finally:
-            assert client.stop() is False
+def test_a_refused_connection_is_a_failure_not_connected(strict_broker: Broker, protocol: str) -> None:
+    client = MqttClient(settings(strict_broker.port, protocol=protocol), TOPICS, VERSIONS)
+    client.start()
+    try:
+        assert client.refused.wait(READY_TIMEOUT_S)
+        assert not client.connected.is_set()
+        snapshot = client.state.snapshot()
+        assert not snapshot.connected and snapshot.connects == 0 and snapshot.refusals >= 1
+        assert snapshot.last_failure is not None and "refused" in snapshot.last_failure
+        assert "authori" in snapshot.last_failure.lower()
+    finally:
+        assert client.stop() is False
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_the_request_client_raises_a_refusal_instead_of_logging_it(
-    tmp_path: Path, protocol: str, caplog: pytest.LogCaptureFixture
+    strict_broker: Broker, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same connection code, in ``connect()`` mode: the refusal is the exception (with the broker's
     reason), not also a log line, and no retries are left running."""
     caplog.set_level(logging.DEBUG, logger="edged.mqtt")
-    for strict in make_broker(tmp_path):
-        strict.stop()
-        strict.conf.write_text(
-            strict.conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
-        )
-        strict.start()
-        client = RequestClient(settings(strict.port, protocol=protocol), TOPICS.device_id)
-        with pytest.raises(ConnectionError, match=r"refused the connection: Not authori[sz]ed"):
-            client.connect(timeout=READY_TIMEOUT_S)
-        assert not client.connection.running and not client.connection.connected.is_set()
-        assert client.connection.state.snapshot().refusals == 1
-        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    client = RequestClient(settings(strict_broker.port, protocol=protocol), TOPICS.device_id)
+    with pytest.raises(ConnectionError, match=r"refused the connection: Not authori[sz]ed"):
+        client.connect(timeout=READY_TIMEOUT_S)
+    assert not client.connection.running and not client.connection.connected.is_set()
+    assert client.connection.state.snapshot().refusals == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_password_comes_from_a_file(tmp_path: Path) -> None:
