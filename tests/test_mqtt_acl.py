@@ -5,6 +5,7 @@ decision)."""
 from __future__ import annotations
 
 import base64
+import logging
 import shutil
 import subprocess
 import threading
@@ -121,7 +122,12 @@ def test_anonymous_clients_are_refused(site_broker: Broker) -> None:
 
 
 def test_the_request_api_through_the_site_acl(
-    site_broker: Broker, tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, encode_image: Any
+    site_broker: Broker,
+    tmp_path: Path,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    encode_image: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The shipped ACL and the API's reply tree fit together: a recognizer gets its detect reply on
     its own reply topic (MQTT v5), its delete request never reaches edged (the broker drops it), and
@@ -159,8 +165,10 @@ def test_the_request_api_through_the_site_acl(
         big = bytes(6 * 1024 * 1024 + 1)  # one byte over the image cap
         too_big = recognizer.request("detect", {"image": base64.b64encode(big).decode()}, timeout=30)
         assert too_big["error"]["code"] == "InvalidImageSize", too_big
+        caplog.set_level(logging.WARNING, logger="edged.mqtt")
         with pytest.raises(TimeoutError):  # dropped by the broker: edged never sees it
             recognizer.request("delete_person_group", {"personGroupId": "staff"}, timeout=2)
+        assert [r.getMessage() for r in caplog.records] == []  # the caller reports it, nothing is logged
         assert server.served == 1 and server.failed == 1
         # another account cannot read the recognizer's replies: it may subscribe, the broker delivers nothing
         spy = login(site_broker, "door-controller")

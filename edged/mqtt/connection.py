@@ -5,7 +5,9 @@ have in common, written once.
 - ``start()`` connects in the background: paho retries with backoff and reconnects after a loss, and
   each failure is logged and recorded. ``connect(timeout)`` connects now and raises instead:
   ConnectionError when the broker is unreachable, refuses, or closes the connection before it
-  answered; TimeoutError when it does not answer in time. Afterwards paho reconnects by itself.
+  answered; TimeoutError when it does not answer in time. Afterwards paho reconnects by itself (and
+  logs); a refused message or subscription is then the caller's to report (``Delivery``,
+  ``Subscription``), not logged.
 - A CONNACK with a failure reason code is a refusal (``refused`` set, ``connected`` stays clear,
   counted in ``state.refusals``); so, without a CONNACK, is a failed TCP connect or TLS handshake
   (untrusted or misnamed broker certificate) and a connection the broker closes before its CONNACK
@@ -183,6 +185,7 @@ class Connection:
         self.state = MqttState()
         self._lock = threading.Lock()
         self._running = False
+        self._background = False  # start(): failures are logged; connect(): the caller reports them
         self._waiting_first = False  # connect() waits for the first answer: it raises, nothing is logged
         self._first_answer = threading.Event()  # a CONNACK, or the connection closed before one
         self._refusal: str | None = None  # why the broker refused the last attempt
@@ -215,6 +218,7 @@ class Connection:
 
     def start(self) -> None:
         """Connect in the background and start paho's network thread (it retries with backoff)."""
+        self._background = True
         self._client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
         self._client.loop_start()
         self._running = True
@@ -432,7 +436,7 @@ class Connection:
                 self._early[mid] = reason_code
                 return
         delivery._complete(reason_code)
-        if delivery.refused:
+        if delivery.refused and self._background:  # else the caller reports it
             logger.warning("MQTT broker refused message %s: %s", mid, delivery.reason)
 
     def _on_subscribe(
@@ -450,9 +454,8 @@ class Connection:
         failures = [str(code) for code in reason_codes if code.is_failure]
         subscription.refusal = ", ".join(failures) or None
         subscription._acked.set()
-        if subscription.refusal is not None:
-            self._report(
-                logging.WARNING,
+        if subscription.refusal is not None and self._background:  # else the caller reports it
+            logger.warning(
                 "MQTT broker %s refused the subscription to %s: %s",
                 self.where,
                 subscription.topic_filter,
