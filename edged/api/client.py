@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edged.api.auth import sign_request
 from edged.clock import Clock, SystemClock
 from edged.errors import BadArgument
-from edged.mqtt.connection import Connection, InboundMessage
+from edged.mqtt.connection import Connection
 from edged.mqtt.settings import MqttSettings
+from edged.mqtt.state import InboundMessage
 from edged.mqtt.topics import Topics
 
 __all__ = ["RequestClient"]

@@ -19,18 +19,9 @@ from collections.abc import Mapping
 from typing import Literal
 
 from edged.clock import Clock, SystemClock
-from edged.mqtt.connection import (
-    Connection,
-    Delivery,
-    Handler,
-    InboundMessage,
-    MqttState,
-    MqttStats,
-    Subscription,
-    no_delay,
-    paho_client,
-)
+from edged.mqtt.connection import Connection
 from edged.mqtt.settings import MqttSettings, TlsSettings
+from edged.mqtt.state import Delivery, Handler, InboundMessage, MqttState, MqttStats, Subscription
 from edged.mqtt.topics import Topics
 
 __all__ = [
@@ -44,8 +35,6 @@ __all__ = [
     "Subscription",
     "TlsSettings",
     "encode",
-    "no_delay",
-    "paho_client",
 ]
 
 logger = logging.getLogger(__name__)
