@@ -21,6 +21,8 @@ from edged.directory.store import Store
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.types import Box, Face, ImageRGB
 
+pytest_plugins = ["mqtt_broker"]  # the test broker: broker, module_broker, persistent_broker, brokers
+
 
 @pytest.fixture(scope="session")
 def pipeline() -> FacePipeline:

@@ -1,11 +1,19 @@
-"""A real Mosquitto broker on a free loopback port, for the MQTT tests (no mocks).
+"""The test broker, as a pytest plugin (registered once, in ``tests/conftest.py``): a real Mosquitto on
+a free loopback port for the MQTT tests (no mocks). Every broker is ``edged.bench.broker.Broker``, the
+launcher ``edged bench daemon`` uses too: it writes a minimal mosquitto.conf into its own directory,
+starts ``mosquitto -c``, waits (bounded) until the port accepts connections, and is stopped in teardown;
+``stop()`` and ``start()`` restart it on the same port (broker outage tests). Without ``mosquitto``
+installed (CI installs it) the tests that ask for a broker are skipped.
 
-``broker`` (a pytest fixture) runs ``edged.bench.broker.Broker`` (shared with ``edged bench daemon``):
-it writes a minimal mosquitto.conf into ``tmp_path``, starts ``mosquitto -c`` as a subprocess, waits
-(bounded) until the port accepts connections, and terminates it in teardown. It skips the test
-when ``mosquitto`` is not installed (CI installs it). ``stop()`` and ``start()`` restart it on the
-same port (broker outage tests). Also: ``Watcher``, a plain paho client
-that records what it receives, with bounded waits.
+Fixtures:
+
+- ``broker``: a running broker for one test (anonymous clients, no persistence);
+- ``module_broker``: the same, shared by the tests of one module (mind retained messages);
+- ``persistent_broker``: a running broker that keeps sessions and queued messages across its restarts;
+- ``brokers``: a factory, ``brokers(extra_conf="", persistent=False, start=True)``, for a broker whose
+  configuration a test writes itself (``start=False``: rewrite ``broker.conf``, then ``start()``).
+
+Also ``Watcher``, a plain paho client that records what it receives, with bounded waits.
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import paho.mqtt.client as paho
 import pytest
@@ -27,15 +35,26 @@ from edged.bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_por
 __all__ = [
     "READY_TIMEOUT_S",
     "Broker",
+    "Brokers",
     "Watcher",
     "broker",
+    "brokers",
     "free_port",
-    "make_broker",
-    "mosquitto_executable",
+    "module_broker",
+    "mosquitto",
+    "persistent_broker",
 ]
 
 
-def mosquitto_executable() -> str:
+class Brokers(Protocol):
+    """The ``brokers`` fixture: makes a broker in a fresh directory, stopped at teardown."""
+
+    def __call__(self, extra_conf: str = "", persistent: bool = False, start: bool = True) -> Broker: ...
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    """The ``mosquitto`` executable; skips the test when it is not installed."""
     found = find_mosquitto()
     if found is None:
         pytest.skip(
@@ -44,23 +63,42 @@ def mosquitto_executable() -> str:
     return found
 
 
-def make_broker(
-    tmp_path: Path, extra_conf: str = "", persistent: bool = False, start: bool = True
-) -> Iterator[Broker]:
-    """A broker in ``tmp_path``, stopped when the generator closes (``start=False``: the caller may
-    rewrite ``broker.conf`` first and start it)."""
-    broker = Broker(mosquitto_executable(), tmp_path, extra_conf, persistent)
-    if start:
-        broker.start()
+def _factory(mosquitto: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
+    made: list[Broker] = []
+
+    def make(extra_conf: str = "", persistent: bool = False, start: bool = True) -> Broker:
+        broker = Broker(mosquitto, tmp_path_factory.mktemp("broker"), extra_conf, persistent)
+        made.append(broker)
+        if start:
+            broker.start()
+        return broker
+
     try:
-        yield broker
+        yield make
     finally:
-        broker.stop()
+        for broker in made:
+            broker.stop()
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from make_broker(tmp_path)
+def brokers(mosquitto: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
+    yield from _factory(mosquitto, tmp_path_factory)
+
+
+@pytest.fixture
+def broker(brokers: Brokers) -> Broker:
+    return brokers()
+
+
+@pytest.fixture
+def persistent_broker(brokers: Brokers) -> Broker:
+    return brokers(persistent=True)
+
+
+@pytest.fixture(scope="module")
+def module_broker(mosquitto: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    for make in _factory(mosquitto, tmp_path_factory):
+        yield make()
 
 
 class Watcher:
@@ -90,9 +128,10 @@ class Watcher:
             self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
             self._cond.notify_all()
 
-    def wait_for(self, predicate: object, timeout: float = READY_TIMEOUT_S) -> list[tuple[str, dict, bool]]:
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, dict, bool]]], bool], timeout: float = READY_TIMEOUT_S
+    ) -> list[tuple[str, dict, bool]]:
         """Wait until ``predicate(decoded messages)`` is true; returns the decoded messages."""
-        assert callable(predicate)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

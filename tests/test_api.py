@@ -21,7 +21,7 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from mqtt_broker import READY_TIMEOUT_S, Broker, broker
+from mqtt_broker import READY_TIMEOUT_S, Broker
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -41,8 +41,6 @@ from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.settings import DirectorySettings
 from edged.types import ImageRGB
-
-__all__ = ["broker"]  # the fixture, imported for pytest
 
 DEVICE = "door-1"
 TIMEOUT = 30.0

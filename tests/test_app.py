@@ -10,12 +10,11 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import Broker, Watcher, make_broker
+from mqtt_broker import Broker, Watcher
 
 from edged.app import App, mqtt_target
 from edged.config import Config
@@ -25,11 +24,6 @@ from edged.pipeline.pipeline import FacePipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT_S = 120.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from make_broker(tmp_path)
 
 
 FORBIDDEN_KEYS = {"image", "images", "embedding", "embeddings", "template", "templates", "chip", "pixels"}

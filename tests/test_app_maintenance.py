@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.api.client import RequestClient
 from edged.app import REAP_INTERVAL_S, App
@@ -40,11 +40,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
         time.sleep(0.05)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from make_broker(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.app import App
 from edged.config import Config
@@ -22,11 +21,6 @@ from edged.pipeline.pipeline import FacePipeline
 
 DEVICE = "audit-1"
 TOPIC = f"edged/{DEVICE}/audit"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from make_broker(tmp_path)
 
 
 def make_app(broker: Broker, state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline) -> App:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.api.client import RequestClient
 from edged.config import Config
@@ -140,12 +140,6 @@ def write_config(tmp_path: Path, state: Path, port: int, source: str = "demo", *
 
 def event_ids(messages: list[tuple[str, dict[str, Any], bool]]) -> list[str]:
     return [p["event_id"] for t, p, _ in messages if t == DECISIONS]
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "broker").mkdir()
-    yield from make_broker(tmp_path / "broker", persistent=True)
 
 
 def test_the_daemon_decides_publishes_serves_and_stops_cleanly(
@@ -271,9 +265,3 @@ def test_replaying_the_hamilton_clip_decides_unknown_then_grants_the_enrolled_pe
     assert outcomes[0][1] == outcomes[1][1]
     assert {d["person_id"] for d in printed if d["outcome"] == "granted"} == {performer}
     assert event_ids(got) == [d["event_id"] for d in printed]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "plain").mkdir()
-    yield from make_broker(tmp_path / "plain")

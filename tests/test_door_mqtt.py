@@ -11,12 +11,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.app import App
 from edged.config import Config
@@ -32,11 +31,6 @@ DECISION_TIMEOUT_S = 45.0  # the astronaut comes back every 12 s of the demo sce
 FORBIDDEN_KEYS = {"image", "images", "embedding", "embeddings", "template", "templates", "chip", "card_id"}
 
 Messages = list[tuple[str, dict[str, Any], bool]]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from make_broker(tmp_path)
 
 
 @pytest.fixture

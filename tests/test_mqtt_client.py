@@ -3,6 +3,7 @@ resubscription after a broker restart, MQTT 3.1.1. Every wait is bounded."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,14 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, broker, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Brokers, Watcher
 from pydantic import ValidationError
 
+from edged.api.client import RequestClient
 from edged.errors import ConfigError
 from edged.mqtt.client import InboundMessage, MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
-
-__all__ = ["broker"]  # the fixture, imported for pytest
 
 VERSIONS = {"edged": "0.1.0", "embedder": "int8"}
 TOPICS = Topics("pi-01")
@@ -150,11 +150,14 @@ def test_handlers_receive_and_resubscribe_after_a_broker_restart(broker: Broker,
             assert got.wait_for(lambda: any(m.payload == payload for m in received), READY_TIMEOUT_S)
 
     client = MqttClient(settings(broker.port, protocol=protocol), TOPICS, VERSIONS)
-    client.subscribe(TOPICS.claim("front"), handler)
+    claims = client.subscribe(TOPICS.claim("front"), handler)
+    assert client.subscribe(TOPICS.claim("front"), handler) is claims  # the same: nothing is sent
     client.start()
     try:
         assert client.connected.wait(READY_TIMEOUT_S)
-        client.subscribe(TOPICS.request_wildcard(), handler)  # added while connected
+        requests = client.subscribe(TOPICS.request_wildcard(), handler)  # added while connected
+        for subscription in (claims, requests):  # the broker's SUBACK, with no failure code
+            assert subscription.wait(READY_TIMEOUT_S) and subscription.refusal is None
         sender = Watcher(broker.port, "unused/topic", client_id="sender")
         sender.client.publish(TOPICS.claim("front"), b"one", qos=1, retain=True).wait_for_publish(5)
         sender.client.publish(TOPICS.request("identify"), b"req", qos=1, retain=True).wait_for_publish(5)
@@ -172,6 +175,7 @@ def test_handlers_receive_and_resubscribe_after_a_broker_restart(broker: Broker,
         wait_for(b"two")
         wait_for(b"req2")
         sender.close()
+        assert claims.wait(READY_TIMEOUT_S) and requests.wait(READY_TIMEOUT_S)  # acknowledged again
         assert client.state.snapshot().connects == 2
         assert client.state.snapshot().disconnects == 1
     finally:
@@ -237,25 +241,43 @@ def test_v5_request_properties_and_message_expiry(broker: Broker) -> None:
         client.stop()
 
 
+@pytest.fixture
+def strict_broker(brokers: Brokers) -> Broker:
+    """A broker that refuses anonymous clients."""
+    strict = brokers(start=False)
+    strict.conf.write_text(strict.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    strict.start()
+    return strict
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_a_refused_connection_is_a_failure_not_connected(tmp_path: Path, protocol: str) -> None:
-    for strict in make_broker(tmp_path):  # a broker that refuses anonymous clients
-        strict.stop()
-        strict.conf.write_text(
-            strict.conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
-        )
-        strict.start()
-        client = MqttClient(settings(strict.port, protocol=protocol), TOPICS, VERSIONS)
-        client.start()
-        try:
-            assert client.refused.wait(READY_TIMEOUT_S)
-            assert not client.connected.is_set()
-            snapshot = client.state.snapshot()
-            assert not snapshot.connected and snapshot.connects == 0 and snapshot.refusals >= 1
-            assert snapshot.last_failure is not None and "refused" in snapshot.last_failure
-            assert "authori" in snapshot.last_failure.lower()
-        finally:
-            assert client.stop() is False
+def test_a_refused_connection_is_a_failure_not_connected(strict_broker: Broker, protocol: str) -> None:
+    client = MqttClient(settings(strict_broker.port, protocol=protocol), TOPICS, VERSIONS)
+    client.start()
+    try:
+        assert client.refused.wait(READY_TIMEOUT_S)
+        assert not client.connected.is_set()
+        snapshot = client.state.snapshot()
+        assert not snapshot.connected and snapshot.connects == 0 and snapshot.refusals >= 1
+        assert snapshot.last_failure is not None and "refused" in snapshot.last_failure
+        assert "authori" in snapshot.last_failure.lower()
+    finally:
+        assert client.stop() is False
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_the_request_client_raises_a_refusal_instead_of_logging_it(
+    strict_broker: Broker, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same connection code, in ``connect()`` mode: the refusal is the exception (with the broker's
+    reason), not also a log line, and no retries are left running."""
+    caplog.set_level(logging.DEBUG, logger="edged.mqtt")
+    client = RequestClient(settings(strict_broker.port, protocol=protocol), TOPICS.device_id)
+    with pytest.raises(ConnectionError, match=r"refused the connection: Not authori[sz]ed"):
+        client.connect(timeout=READY_TIMEOUT_S)
+    assert not client.connection.running and not client.connection.connected.is_set()
+    assert client.connection.state.snapshot().refusals == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_password_comes_from_a_file(tmp_path: Path) -> None:

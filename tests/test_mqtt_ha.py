@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.clock import ManualClock
 from edged.decider import OUTCOMES, Decider, DoorSettings, FaceObservation
@@ -23,8 +23,6 @@ from edged.mqtt.client import MqttClient, MqttSettings
 from edged.mqtt.ha import EVENT_TYPES, discovery_bytes, discovery_payload
 from edged.mqtt.settings import HaSettings
 from edged.mqtt.topics import Topics
-
-__all__ = ["broker"]  # the fixture, imported for pytest
 
 TOPICS = Topics("pi-01")
 DOORS = ["front", "garage"]

@@ -11,11 +11,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.clock import ManualClock
 from edged.mqtt.client import MqttClient, MqttSettings
@@ -49,13 +48,6 @@ class Daemon:
         self.publisher.stop()
         self.client.stop()
         self.outbox.close()
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A persistent broker that a watcher has subscribed to (durable session), then stopped."""
-    (tmp_path / "broker").mkdir()
-    yield from make_broker(tmp_path / "broker", persistent=True)
 
 
 def persistent_watcher(broker: Broker) -> Watcher:

@@ -15,7 +15,7 @@ import ipaddress
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from mqtt_broker import READY_TIMEOUT_S, Broker, free_port, make_broker
+from mqtt_broker import READY_TIMEOUT_S, Broker, Brokers, free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.api.auth import Authenticator
@@ -177,14 +177,13 @@ def site_conf(broker: Broker, directory: Path, ca: Authority, server: Issued) ->
     return "\n".join(lines) + f"\nlog_dest file {broker.log}\nlog_type all\n{broker.run_as()}"
 
 
-def tls_broker(directory: Path, ca: Authority, server: Issued) -> Iterator[Broker]:
+def tls_broker(brokers: Brokers, ca: Authority, server: Issued) -> Broker:
     """Mosquitto with the shipped configuration and its TLS listener: clients need a certificate
     from ``ca``, its common name is the user, the shipped ACL applies, no anonymous clients."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for broker in make_broker(directory, start=False):
-        broker.conf.write_text(site_conf(broker, directory, ca, server))
-        broker.start()  # its readiness probe is a bare TCP connect: the log shows one failed handshake
-        yield broker
+    broker = brokers(start=False)
+    broker.conf.write_text(site_conf(broker, broker.conf.parent, ca, server))
+    broker.start()  # its readiness probe is a bare TCP connect: the log shows one failed handshake
+    return broker
 
 
 @dataclass(frozen=True)
@@ -194,11 +193,10 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, brokers: Brokers) -> Site:
     ca = Authority(tmp_path / "pki", "edged test CA")
     server = ca.issue("broker", LOOPBACK)
-    for broker in tls_broker(tmp_path / "broker", ca, server):
-        yield Site(ca, broker)
+    return Site(ca, tls_broker(brokers, ca, server))
 
 
 def settings(port: int, tls: TlsSettings, **extra: Any) -> MqttSettings:
@@ -333,28 +331,25 @@ def test_no_client_certificate_is_refused(site: Site) -> None:
 
 
 @PAHO_HANDSHAKE_SOCKET
-def test_the_broker_host_name_is_checked_unless_insecure(tmp_path: Path) -> None:
+def test_the_broker_host_name_is_checked_unless_insecure(tmp_path: Path, brokers: Brokers) -> None:
     """A broker certificate (trusted CA) for another host name is refused; ``insecure: true`` (testing
     only) skips the name check, not the chain: the same client then connects."""
     ca = Authority(tmp_path / "pki", "edged test CA")
-    elsewhere = ca.issue("broker", [x509.DNSName("broker.example.invalid")])
-    for broker in tls_broker(tmp_path / "broker", ca, elsewhere):
-        strict = MqttClient(settings(broker.port, ca.client_tls("edged-pi-01")), TOPICS, VERSIONS)
-        strict.start()
-        try:
-            snapshot = failure_of(strict)
-            assert snapshot.last_failure is not None and "mismatch" in snapshot.last_failure
-            assert "127.0.0.1" in snapshot.last_failure and not strict.connected.is_set()
-        finally:
-            strict.stop()
-        lenient = MqttClient(
-            settings(broker.port, ca.client_tls("edged-pi-01", insecure=True)), TOPICS, VERSIONS
-        )
-        lenient.start()
-        try:
-            assert lenient.connected.wait(READY_TIMEOUT_S), lenient.state.snapshot()
-        finally:
-            assert lenient.stop()
+    broker = tls_broker(brokers, ca, ca.issue("broker", [x509.DNSName("broker.example.invalid")]))
+    strict = MqttClient(settings(broker.port, ca.client_tls("edged-pi-01")), TOPICS, VERSIONS)
+    strict.start()
+    try:
+        snapshot = failure_of(strict)
+        assert snapshot.last_failure is not None and "mismatch" in snapshot.last_failure
+        assert "127.0.0.1" in snapshot.last_failure and not strict.connected.is_set()
+    finally:
+        strict.stop()
+    lenient = MqttClient(settings(broker.port, ca.client_tls("edged-pi-01", insecure=True)), TOPICS, VERSIONS)
+    lenient.start()
+    try:
+        assert lenient.connected.wait(READY_TIMEOUT_S), lenient.state.snapshot()
+    finally:
+        assert lenient.stop()
 
 
 @PAHO_HANDSHAKE_SOCKET

@@ -22,7 +22,6 @@ import base64
 import binascii
 import heapq
 import math
-import os
 import re
 import secrets
 import sqlite3
@@ -41,6 +40,7 @@ from edged.api.settings import ApiSettings, ClientSettings, Role
 from edged.clock import Clock
 from edged.directory.store import canonical
 from edged.errors import BadArgument, ConfigError, Forbidden, Unauthorized
+from edged.secretfile import write_secret
 
 __all__ = [
     "DOMAIN",
@@ -146,17 +146,7 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"key file {path} already exists; it is never overwritten") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # whatever the umask
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_secret(path, pem)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -61,14 +61,10 @@ def max_request_bytes(limits: ImageLimits) -> int:
 
 
 class Publisher(Protocol):
+    """What the server needs of a connection (``MqttClient`` is one): publish a reply."""
+
     def publish_bytes(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int = 0,
-        retain: bool = False,
-        expiry_s: float | None = None,
-        correlation_data: bytes | None = None,
+        self, topic: str, payload: bytes, *, qos: int, correlation_data: bytes | None
     ) -> Delivery: ...
 
 

@@ -284,7 +284,7 @@ class _Caller:
 
 def _nodelay(client: RequestClient, set_it: bool) -> bool:
     """Whether the client's socket has TCP_NODELAY (after setting it, when ``set_it``)."""
-    sock = client._client.socket()  # the benchmark looks at the socket its client made
+    sock = client.connection.socket()  # the benchmark looks at the socket its client made
     if not isinstance(sock, socket.socket):
         return False
     had = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))

@@ -1,5 +1,5 @@
 """A throw-away Mosquitto broker on a free loopback port, for the daemon benchmark and the MQTT tests
-(``tests/mqtt_broker.py`` wraps it in pytest fixtures).
+(``tests/mqtt_broker.py``, a pytest plugin, wraps it in fixtures).
 
 ``Broker`` writes a minimal mosquitto.conf into a directory, starts ``mosquitto -c`` as a subprocess,
 waits (bounded) until the port accepts connections, and terminates it in ``stop()``; ``start()``

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edged import environment
 from edged.errors import ConfigError, DecryptionFailed
+from edged.secretfile import write_secret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -102,16 +103,7 @@ def locate_key_file(key_file: Path | None) -> Path:
 def create_key_file(path: Path) -> Kek:
     """Write a new random key (base64, mode 0600). Never overwrites."""
     key = os.urandom(KEY_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"key file {path} already exists; it is never overwritten") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(base64.b64encode(key) + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_secret(path, base64.b64encode(key) + b"\n")
     return Kek(key, str(path))
 
 
