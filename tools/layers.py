@@ -98,9 +98,7 @@ def is_module(root: Path, name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imported_modules(
-    tree: ast.AST, module: str, is_package: bool, root: Path
-) -> Iterator[tuple[int, str]]:
+def imported_modules(tree: ast.AST, module: str, is_package: bool, root: Path) -> Iterator[tuple[int, str]]:
     """(line, absolute module name) of every import in ``tree``, relative ones resolved; for
     ``from package import name`` also ``package.name`` when that is a module."""
     for node in ast.walk(tree):
