@@ -12,7 +12,7 @@ that ran, in reverse, and joins every thread. One ``threading.Event`` stops ever
 MQTT comes up before the camera (and goes down after the worker), so no decision is made while
 there is nowhere to put it, and the last decisions are in the outbox before ``stopped`` is sent.
 
-The worker (module doc of ``edged.decider``) never touches the network: decisions go to the durable
+The worker (module doc of ``edged.door.decider``) never touches the network: decisions go to the durable
 outbox (drained by its own thread), session events to paho's queue (QoS 0). It searches through
 ``FaceService.search_door`` (the group's cached index under that index's own lock, never the service
 lock: a train of a large group or a re-sync does not stall the door), applies the
@@ -47,10 +47,12 @@ from edged.api.server import ApiServer
 from edged.capture import CaptureThread, Frame, FrameSource, LatestFrame, make_source
 from edged.clock import Clock, SystemClock
 from edged.config import Config
-from edged.decider import Decider, Events, FaceObservation, MatchRequest
 from edged.directory.crypto import Kek
 from edged.directory.retention import Reaper
 from edged.directory.store import Store
+from edged.door.decider import Decider
+from edged.door.events import Events, FaceObservation, MatchRequest
+from edged.door.zone import CaptureZone
 from edged.errors import ConfigError, EdgedError
 from edged.inference.manifest import Manifest
 from edged.matcher import Match
@@ -63,7 +65,7 @@ from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.stats import StatsCollector, stats_payload
 from edged.systemd import Notifier
-from edged.tracker import CaptureZone, FaceTracker
+from edged.tracker import FaceTracker
 from edged.types import Face, FloatArray
 
 __all__ = ["App", "mqtt_target"]
@@ -436,7 +438,7 @@ class App:
         detect_s = time.perf_counter() - started
         now = self.clock.monotonic()
         captured_at = self.clock.now() - (time.monotonic() - frame.timestamp)  # wall clock of the capture
-        tracks = self.tracker.update([f.detection.box for f in faces], now, frame.size)
+        tracks = self.tracker.update([f.detection.box for f in faces], now)
         ended = [t.track_id for t in self.tracker.ended]
         embedded: dict[int, Face] = {}
         embed_s: list[float] = []
