@@ -298,15 +298,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edged.demo import demo_config, run_daemon_demo, run_demo
+    from edged.mqtt.settings import BrokerAddress
 
     if args.pipeline_only:
         return run_demo(load_pipeline(effective_config(args)))
+    broker = None if args.mqtt is None else BrokerAddress.parse(args.mqtt)  # before anything starts
     config = demo_config(effective_config(args), args.device_id)
-    return run_daemon_demo(config, load_pipeline(config), args.mqtt, args.duration)
+    return run_daemon_demo(config, load_pipeline(config), broker, args.duration)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import App
+    from edged.mqtt.settings import BrokerAddress
 
     config = effective_config(args)
     if not args.verbose:
@@ -314,9 +317,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.doors:
         raise ConfigError("no doors configured: add a doors: section to the configuration")
     kek = read_kek(locate_key_file(args.key_file))
-    mqtt_url = None if args.no_mqtt else f"mqtt://{config.mqtt.host}:{config.mqtt.port}"
+    broker = None if args.no_mqtt else BrokerAddress(config.mqtt.host, config.mqtt.port)
     stop = threading.Event()
-    app = App(config, cli_directory.state_dir(args, config), kek, mqtt_url, stop, sys.stdout)
+    app = App(config, cli_directory.state_dir(args, config), kek, broker, stop, sys.stdout)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         app.start()

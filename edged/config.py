@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from edged import environment
 from edged.api.settings import ApiSettings
 from edged.capture.source import CameraSettings
-from edged.decider import DoorSettings
+from edged.door.settings import DoorSettings
 from edged.errors import ConfigError
 from edged.log import LogLevel
 from edged.mqtt.settings import HaSettings, MqttSettings

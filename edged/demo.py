@@ -25,6 +25,7 @@ from edged.config import Config
 from edged.directory.crypto import KEY_BYTES, Kek
 from edged.directory.store import Store
 from edged.errors import ConfigError, NoFaceDetected
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
 from edged.service.faces import FaceService
@@ -115,7 +116,7 @@ def enrol_demo(pipeline: FacePipeline, state_dir: Path, kek: Kek, config: Config
 def run_daemon_demo(
     config: Config,
     pipeline: FacePipeline,
-    mqtt_url: str | None,
+    broker: BrokerAddress | None,
     duration_s: float,
     out: TextIO = sys.stdout,
 ) -> int:
@@ -129,7 +130,7 @@ def run_daemon_demo(
         state = Path(tmp)
         person_id = enrol_demo(pipeline, state, key, config)
         print(f"edged demo: enrolled {DEMO_PERSON!r} as person {person_id}", file=sys.stderr)
-        app = App(config, state, key, mqtt_url, stop, out, pipeline=pipeline)
+        app = App(config, state, key, broker, stop, out, pipeline=pipeline)
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             app.start()

@@ -3,9 +3,9 @@
 ``StatsCollector`` is fed by the worker at a tiny cost (one lock and a few list appends per frame)
 and read by the stats thread: ``take()`` returns the interval since the previous ``take()`` — frames
 processed, fps, and per-stage latency (count, median, p95, max, in milliseconds) — and starts a new
-one. Named counters (``count``) are cumulative. ``stats_payload`` assembles the JSON with the
-cumulative counters the caller gathers (frames dropped, outbox, MQTT, directory size). Nothing here
-is biometric: times, counts and IDs of groups.
+one. Named counters (``count``) are cumulative. ``edged.mqtt.stats`` turns an interval and the
+daemon's cumulative counters into the typed stats message. Nothing here is biometric: times and
+counts.
 
 Stages:
 
@@ -22,13 +22,11 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["MAX_SAMPLES", "SCHEMA", "STAGES", "Interval", "Latency", "StatsCollector", "stats_payload"]
+__all__ = ["MAX_SAMPLES", "STAGES", "Interval", "Latency", "StatsCollector"]
 
-SCHEMA = 1
 STAGES = ("detect", "embed", "search", "decide", "frame_to_outbox")
 MAX_SAMPLES = 10_000
 """Samples kept per stage and interval; later ones in the same interval are counted, not kept."""
@@ -55,7 +53,7 @@ class Latency:
             round(ordered[-1] * 1000, 3),
         )
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> dict[str, int | float | None]:
         return {"n": self.n, "p50": self.p50_ms, "p95": self.p95_ms, "max": self.max_ms}
 
 
@@ -146,53 +144,3 @@ class StatsCollector:
 
     def uptime(self) -> float:
         return max(0.0, self._monotonic() - self.started)
-
-
-def stats_payload(
-    interval: Interval,
-    *,
-    device: str,
-    now: float,
-    uptime_s: float,
-    frames_processed: int,
-    frames_dropped: int,
-    frames_dropped_interval: int,
-    decisions: int,
-    directory: Mapping[str, Mapping[str, int | None]],
-    outbox: Mapping[str, int] | None,
-    mqtt: Mapping[str, Any] | None,
-    claims: Mapping[str, Any],
-    camera: Mapping[str, Any] | None = None,
-    api: Mapping[str, int] | None = None,
-) -> dict[str, Any]:
-    """The stats message: this interval's rates and latencies, and cumulative counters.
-
-    ``directory`` maps each door group to ``{"persons", "faces"}`` (None: the group is gone)."""
-    persons = sum(v.get("persons") or 0 for v in directory.values())
-    faces = sum(v.get("faces") or 0 for v in directory.values())
-    return {
-        "schema": SCHEMA,
-        "device": device,
-        "time": round(now, 3),
-        "uptime_s": round(uptime_s, 3),
-        "interval_s": round(interval.seconds, 3),
-        "frames": {
-            "processed": interval.frames,
-            "fps": round(interval.fps, 2),
-            "dropped": frames_dropped_interval,
-            "processed_total": frames_processed,
-            "dropped_total": frames_dropped,
-        },
-        "latency_ms": {stage: interval.latency[stage].to_payload() for stage in STAGES},
-        "decisions_total": decisions,
-        "directory": {
-            "persons": persons,
-            "faces": faces,
-            "groups": {group: dict(sizes) for group, sizes in directory.items()},
-        },
-        "outbox": None if outbox is None else dict(outbox),
-        "mqtt": None if mqtt is None else dict(mqtt),
-        "claims": dict(claims),
-        "camera": None if camera is None else dict(camera),
-        "api": None if api is None else dict(api),
-    }

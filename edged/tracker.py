@@ -1,10 +1,10 @@
-"""Face tracks across frames: a greedy IoU tracker on the monotonic clock, with an optional capture zone.
+"""Face tracks across frames: a greedy IoU tracker on the monotonic clock.
 
 Each face box in a frame is matched to the live track it overlaps most (pairs taken greedily by IoU,
 highest first, each track and each box used once, pairs under ``min_iou`` never); boxes left over start
 new tracks with fresh IDs; a track that has not been matched for more than ``max_missed_s`` seconds
-ends, and a face seen again after that gets a new ID. Boxes whose centre lies outside the capture zone
-are ignored, as if they were not in the frame: a track that leaves the zone ends after the timeout.
+ends, and a face seen again after that gets a new ID. Every face in the frame is tracked: the doors'
+capture zones are applied per door by the door worker (``edged.door.zone``).
 
 Pure computation: no I/O, no threads, no clock of its own (``now`` is given by the caller).
 """
@@ -21,7 +21,7 @@ from edged.errors import BadArgument
 from edged.strict import Strict
 from edged.types import Box
 
-__all__ = ["CaptureZone", "FaceTracker", "Track", "TrackerSettings"]
+__all__ = ["FaceTracker", "Track", "TrackerSettings"]
 
 
 class TrackerSettings(Strict):
@@ -31,38 +31,6 @@ class TrackerSettings(Strict):
     max_missed_s: float = Field(
         1.0, ge=0, le=60, description="a track unseen for longer than this ends (its session closes)"
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureZone:
-    """The region of interest of a camera: a box in frame pixels or, when ``normalized``, in
-    fractions of the frame's width and height (0..1). A face is in the zone when its box centre is
-    (edges included)."""
-
-    box: Box
-    normalized: bool = False
-
-    def __post_init__(self) -> None:
-        b = self.box
-        if not (b.x2 > b.x1 and b.y2 > b.y1):
-            raise BadArgument(f"capture zone {b.as_list()} is empty: it needs x1 < x2 and y1 < y2")
-        if self.normalized and not (b.x1 >= 0 and b.y1 >= 0 and b.x2 <= 1 and b.y2 <= 1):
-            raise BadArgument(f"normalised capture zone {b.as_list()} must lie within 0..1")
-
-    def in_pixels(self, frame_size: tuple[int, int] | None) -> Box:
-        """The zone in pixels of a frame of ``frame_size`` = (width, height)."""
-        if not self.normalized:
-            return self.box
-        if frame_size is None:
-            raise BadArgument("a normalised capture zone needs the frame size (width, height)")
-        w, h = frame_size
-        b = self.box
-        return Box(b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h)
-
-    def contains(self, box: Box, frame_size: tuple[int, int] | None = None) -> bool:
-        zone = self.in_pixels(frame_size)
-        x, y = box.center
-        return zone.x1 <= x <= zone.x2 and zone.y1 <= y <= zone.y2
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +55,13 @@ class FaceTracker:
     ``ended`` then lists the tracks that ended during that call (timed out), so the decider can close
     their sessions. IDs are positive integers, increasing, never reused by one tracker."""
 
-    def __init__(
-        self, min_iou: float = 0.3, max_missed_s: float = 1.0, zone: CaptureZone | None = None
-    ) -> None:
+    def __init__(self, min_iou: float = 0.3, max_missed_s: float = 1.0) -> None:
         if not 0 < min_iou <= 1:
             raise BadArgument(f"min_iou must be in (0, 1], not {min_iou!r}")
         if not max_missed_s >= 0:
             raise BadArgument(f"max_missed_s must be ≥ 0, not {max_missed_s!r}")
         self.min_iou = min_iou
         self.max_missed_s = max_missed_s
-        self.zone = zone
         self._live: dict[int, Track] = {}
         self._ended: list[Track] = []
         self._ids = itertools.count(1)
@@ -112,11 +77,8 @@ class FaceTracker:
         """Every live track (seen in this frame or missed for at most ``max_missed_s``)."""
         return list(self._live.values())
 
-    def update(
-        self, boxes: Sequence[Box], now: float, frame_size: tuple[int, int] | None = None
-    ) -> list[Track]:
-        """Match this frame's face boxes (outside the zone ignored) to the live tracks at monotonic time
-        ``now``; ``frame_size`` (width, height) is needed only with a normalised zone."""
+    def update(self, boxes: Sequence[Box], now: float) -> list[Track]:
+        """Match this frame's face boxes to the live tracks at monotonic time ``now``."""
         if self._now is not None and now < self._now:
             raise BadArgument(f"time went backwards: {now} after {self._now} (use a monotonic clock)")
         self._now = now
@@ -125,14 +87,10 @@ class FaceTracker:
         ]
         for track in self._ended:
             del self._live[track.track_id]
-        zone = self.zone
-        candidates = [i for i, box in enumerate(boxes) if zone is None or zone.contains(box, frame_size)]
         pairs = sorted(
-            (
-                (-boxes[i].iou(track.box), track.track_id, i)
-                for track in self._live.values()
-                for i in candidates
-            ),
+            (-box.iou(track.box), track.track_id, i)
+            for track in self._live.values()
+            for i, box in enumerate(boxes)
         )
         assigned: dict[int, int] = {}  # box index → track ID
         used: set[int] = set()
@@ -144,7 +102,7 @@ class FaceTracker:
             assigned[i] = track_id
             used.add(track_id)
         seen = []
-        for i in candidates:
+        for i in range(len(boxes)):
             matched = assigned.get(i)
             if matched is None:
                 track = Track(next(self._ids), boxes[i], i, now, now, 1)

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from mqtt_broker import Broker, Watcher
 
-from edged.app import App, mqtt_target
+from edged.app import App
 from edged.config import Config
 from edged.directory import crypto
 from edged.errors import ConfigError
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,11 +101,50 @@ def test_demo_publishes_birth_decisions_discovery_and_stopped(broker: Broker) ->
 
 
 def test_mqtt_urls() -> None:
-    assert mqtt_target("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884)
-    assert mqtt_target("mqtt://broker.local") == ("broker.local", 1883)
+    assert BrokerAddress.parse("mqtt://127.0.0.1:1884") == BrokerAddress("127.0.0.1", 1884)
+    assert BrokerAddress.parse("mqtt://broker.local") == BrokerAddress("broker.local", 1883)
     for bad in ("http://127.0.0.1:1883", "mqtt://", "mqtt://host:99999", "mqtt://host/path"):
         with pytest.raises(ConfigError):
-            mqtt_target(bad)
+            BrokerAddress.parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "message"),
+    [
+        ("", 1883, "host"),
+        ("a b", 1883, "host"),
+        ("h/x", 1883, "host"),
+        ("h", 0, "port"),
+        ("h", 65536, "port"),
+    ],
+)
+def test_a_broker_address_is_checked_when_it_is_made(host: str, port: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BrokerAddress(host, port)
+
+
+def test_a_broker_address_gives_the_connection_settings() -> None:
+    address = BrokerAddress.parse("mqtt://broker.local:8884")
+    settings = address.settings(Config().mqtt.model_copy(update={"keepalive_s": 45}))
+    assert (settings.host, settings.port, settings.keepalive_s) == ("broker.local", 8884, 45)
+    assert str(address) == "mqtt://broker.local:8884"
+    with pytest.raises(ConfigError, match="not a number"):
+        BrokerAddress.parse("mqtt://broker.local:0")
+
+
+def test_a_bad_demo_broker_url_is_one_line_exit_2_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edged.cli import main
+
+    # no models in this folder: loading the pipeline first would fail otherwise (ModelError, exit 3)
+    code = main(["--model-dir", str(tmp_path), "demo", "--mqtt", "http://127.0.0.1:1883", "--duration", "1"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.err.splitlines() == [
+        "edged: BadConfig: MQTT URL 'http://127.0.0.1:1883': expected mqtt://HOST:PORT"
+    ]
+    assert captured.out == ""
 
 
 def test_config_validates_device_and_door_ids() -> None:

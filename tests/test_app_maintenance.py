@@ -27,6 +27,7 @@ from edged.directory import crypto
 from edged.directory.store import Store
 from edged.errors import ConfigError, FaceNotFound
 from edged.mqtt.client import MqttSettings
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import Face, ImageRGB
@@ -82,8 +83,8 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
     state_dir = tmp_path / "state"
     clock = ManualClock()
     config = Config.model_validate({"device_id": DEVICE, "mqtt": {"stats_interval_s": 0}})
-    url = f"mqtt://127.0.0.1:{broker.port}"
-    app = App(config, state_dir, kek, url, threading.Event(), None, pipeline=pipeline, clock=clock)
+    address = BrokerAddress("127.0.0.1", broker.port)
+    app = App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline, clock=clock)
     watcher = Watcher(broker.port, f"edged/{DEVICE}/status")
     other = None
     try:
@@ -108,7 +109,7 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
             clock.advance(config.directory.transient_ttl_s + REAP_INTERVAL_S + 1)
             # no request touches the face ID: only the scheduled reaper can delete it
             wait_until(lambda: other is not None and other.count_transient() == 0, "the reaper ran")
-            assert app.reaper is not None and app.reaper.deleted["face_ids"] >= 1
+            assert app.scheduler is not None and app.scheduler.done["expired face IDs"] >= 1
             with pytest.raises(FaceNotFound):
                 other.get_transient(face_id)
             gone = client.request("verify", {"faceId1": face_id, "faceId2": face_id}, timeout=WAIT_S)
@@ -119,7 +120,7 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
         watcher.close()
         app.stop()
     assert app.error is None
-    assert app.reaper is not None and not app.reaper.is_alive(), "stop() stops the maintenance thread"
+    assert app.scheduler is not None and not app.scheduler.is_alive(), "stop() stops the maintenance thread"
 
 
 def test_a_person_deleted_by_another_process_stops_matching_without_a_restart(

@@ -17,6 +17,7 @@ from edged.app import App
 from edged.config import Config
 from edged.directory import crypto
 from edged.directory.store import Store
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 
 DEVICE = "audit-1"
@@ -27,8 +28,8 @@ def make_app(broker: Broker, state_dir: Path, kek: crypto.Kek, pipeline: FacePip
     config = Config.model_validate(
         {"device_id": DEVICE, "api": {"enabled": False}, "mqtt": {"stats_interval_s": 0}}
     )
-    url = f"mqtt://127.0.0.1:{broker.port}"
-    return App(config, state_dir, kek, url, threading.Event(), None, pipeline=pipeline)
+    address = BrokerAddress("127.0.0.1", broker.port)
+    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = READY_TIMEOUT_S) -> None:

@@ -17,16 +17,10 @@ from pydantic import ValidationError
 from skimage import data
 
 from edged.clock import ManualClock
-from edged.decider import (
-    OUTCOMES,
-    CaptureZoneSettings,
-    Decider,
-    Decision,
-    DoorSettings,
-    Events,
-    FaceObservation,
-    SessionEvent,
-)
+from edged.door.decider import Decider
+from edged.door.events import OUTCOMES, Decision, Events, FaceObservation, SessionEvent
+from edged.door.settings import DoorSettings
+from edged.door.zone import CaptureZone, CaptureZoneSettings
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.matcher import Match, TemplateIndex
@@ -198,8 +192,8 @@ def test_granted_decision_carries_everything_the_decision_topic_needs() -> None:
 def test_directory_version_is_copied_from_the_frame_it_was_decided_on() -> None:
     clock = ManualClock()
     decider = make(clock, trigger_frames=1)
-    [decision] = decider.update([good(1, ("ada", 0.3))], directory_version="v42").decisions
-    assert decision.directory_version == "v42"
+    [decision] = decider.update([good(1, ("ada", 0.3))], directory_version=42).decisions
+    assert decision.directory_version == 42
 
 
 @pytest.mark.parametrize(
@@ -683,13 +677,16 @@ def step(
     index: TemplateIndex,
     image: ImageRGB,
     now: float,
+    zone: CaptureZone,
 ) -> Events:
-    """One frame of the daemon's worker loop (as in the decider's module doc)."""
+    """One frame of the daemon's worker loop (``DoorWorker.process``, one door, one index)."""
     faces: list[Face] = pipeline.faces(image, embed=False)
-    tracks = tracker.update([f.detection.box for f in faces], now, (image.shape[1], image.shape[0]))
+    tracks = tracker.update([f.detection.box for f in faces], now)
     observations = []
     for track in tracks:
         face = faces[track.index]
+        if not zone.contains(face.detection.box, (image.shape[1], image.shape[0])):
+            continue
         request = decider.request(track.track_id)
         group = claim = None
         if request is not None and face.quality.ok:
@@ -712,13 +709,14 @@ def test_end_to_end_astronaut_granted_once_cameraman_low_quality(
     clock = ManualClock()
     settings = door(trigger_frames=3, low_quality_frames=5, capture_zone={"box": [0.1, 0.1, 0.9, 0.9]})
     assert settings.capture_zone is not None
-    tracker = FaceTracker(max_missed_s=0.5, zone=settings.capture_zone.zone())
+    zone = settings.capture_zone.zone()
+    tracker = FaceTracker(max_missed_s=0.5)
     decider = Decider("front", settings, pipeline.calibration, clock, model="face_embedder")
 
     def play(frames: list[ImageRGB]) -> list[Events]:
         out = []
         for frame in frames:
-            out.append(step(pipeline, tracker, decider, index, frame, clock.monotonic()))
+            out.append(step(pipeline, tracker, decider, index, frame, clock.monotonic(), zone))
             clock.advance(DT)
         return out
 

@@ -21,6 +21,7 @@ from edged.app import App
 from edged.config import Config
 from edged.directory import crypto
 from edged.directory.store import Store
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import ImageRGB
@@ -61,9 +62,8 @@ def make_app(
             "doors": {"front": {"group": "staff", **door}},
         }
     )
-    return App(
-        config, state_dir, kek, f"mqtt://127.0.0.1:{broker.port}", threading.Event(), None, pipeline=pipeline
-    )
+    address = BrokerAddress("127.0.0.1", broker.port)
+    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline)
 
 
 def all_keys(value: Any) -> set[str]:

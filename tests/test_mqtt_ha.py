@@ -15,7 +15,9 @@ import pytest
 from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.clock import ManualClock
-from edged.decider import OUTCOMES, Decider, DoorSettings, FaceObservation
+from edged.door.decider import Decider
+from edged.door.events import OUTCOMES, FaceObservation
+from edged.door.settings import DoorSettings
 from edged.errors import ConfigError
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.matcher import Match

@@ -1,5 +1,5 @@
-"""The scheduled reaper: at start-up, then every interval, until stopped; a failing sweep does not
-stop retention."""
+"""The scheduled reaper (a job of ``edged.scheduler.Scheduler``): at start-up, then every interval,
+until stopped; a failing sweep does not stop retention; checks that run at every tick."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from edged.clock import ManualClock
 from edged.directory.crypto import create_key_file
-from edged.directory.retention import Reaper
 from edged.directory.store import Store
+from edged.scheduler import Job, Scheduler
 
 
 def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: Path) -> None:
@@ -33,9 +33,9 @@ def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: 
             swept.set()
         return count
 
-    reaper = Reaper({"face_ids": sweep}, interval_s=0.01, stop=stop)
+    reaper = Scheduler([Job("face_ids", sweep, interval_s=0.01, at_start=True)], stop, tick_s=0.01)
     reaper.start()
-    assert reaper.deleted["face_ids"] == 1, "the start-up pass runs before start() returns"
+    assert reaper.done["face_ids"] == 1, "the start-up pass runs before start() returns"
     assert store.count_transient() == 0
     store.add_transient(template, "m", 60)
     clock.advance(61)
@@ -43,8 +43,8 @@ def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: 
     stop.set()
     reaper.join(10)
     assert store.count_transient() == 0
-    assert reaper.deleted["face_ids"] == 2
-    assert reaper.passes >= 3
+    assert reaper.done["face_ids"] == 2
+    assert reaper.runs["face_ids"] >= 3
 
 
 def test_the_schedule_follows_the_clock_and_checks_run_every_tick() -> None:
@@ -68,7 +68,8 @@ def test_the_schedule_follows_the_clock_and_checks_run_every_tick() -> None:
         with ticked:
             assert ticked.wait_for(lambda: counts["ticks"] >= n, 10), "the thread stopped ticking"
 
-    reaper = Reaper({"s": sweep}, 60, stop, clock=clock, tick_s=0.005, every_tick={"check": check})
+    jobs = [Job("s", sweep, interval_s=60, at_start=True), Job("check", check)]
+    reaper = Scheduler(jobs, stop, clock=clock, tick_s=0.005)
     reaper.start()
     try:
         assert counts["sweeps"] == 1, "the start-up pass"
@@ -87,7 +88,7 @@ def test_the_schedule_follows_the_clock_and_checks_run_every_tick() -> None:
 
 
 def test_a_failing_check_is_logged_once_and_retried(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edged.directory.retention")
+    caplog.set_level(logging.INFO, logger="edged.scheduler")
     results = iter([RuntimeError("database is locked")] * 3 + [None])
 
     def check() -> None:
@@ -95,7 +96,7 @@ def test_a_failing_check_is_logged_once_and_retried(caplog: pytest.LogCaptureFix
         if item is not None:
             raise item
 
-    reaper = Reaper({}, 60, threading.Event(), every_tick={"directory changes": check})
+    reaper = Scheduler([Job("directory changes", check)], threading.Event())
     for _ in range(4):
         reaper.tick()
     failures = [r for r in caplog.records if "directory changes failed" in r.getMessage()]
@@ -112,12 +113,37 @@ def test_a_failing_sweep_is_retried_not_fatal() -> None:
             raise item
         return item
 
-    reaper = Reaper({"flaky": flaky}, interval_s=60, stop=threading.Event())
-    assert reaper.sweep() == {"flaky": 0}
-    assert reaper.sweep() == {"flaky": 4}
-    assert reaper.deleted == {"flaky": 4}
+    reaper = Scheduler([Job("flaky", flaky, interval_s=60)], threading.Event())
+    assert reaper.run("flaky") == 0
+    assert reaper.run("flaky") == 4
+    assert reaper.done == {"flaky": 4} and reaper.failures == {"flaky": 1}
 
 
 def test_the_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
-        Reaper({}, interval_s=0, stop=threading.Event())
+        Job("s", lambda: 0, interval_s=0)
+    with pytest.raises(ValueError, match="positive"):
+        Scheduler([], threading.Event(), tick_s=0)
+    with pytest.raises(ValueError, match="unique"):
+        Scheduler([Job("s", lambda: 0), Job("s", lambda: 1)], threading.Event())
+    with pytest.raises(KeyError, match="no job"):
+        Scheduler([], threading.Event()).run("s")
+
+
+def test_a_job_without_at_start_first_runs_an_interval_after_start_and_stop_ends_the_thread() -> None:
+    clock = ManualClock()
+    stop = threading.Event()
+    ran = threading.Event()
+    scheduler = Scheduler(
+        [Job("later", lambda: ran.set() or 1, interval_s=60)], stop, clock=clock, tick_s=0.005
+    )
+    scheduler.start()
+    try:
+        assert scheduler.runs["later"] == 0, "not at start"
+        assert not ran.wait(0.1), "nor before the clock moved an interval"
+        clock.advance(60)
+        assert ran.wait(10)
+    finally:
+        stop.set()
+        scheduler.join(10)
+    assert not scheduler.is_alive() and scheduler.done["later"] >= 1 and scheduler.ticks >= 1

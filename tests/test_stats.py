@@ -1,6 +1,6 @@
 """The stats aggregation (edged/stats.py): intervals, fps, percentiles, bounded samples, counters,
-thread safety, and the payload (JSON, versioned, nothing biometric). A manual monotonic clock makes
-every time exact."""
+thread safety, and the typed message of the stats topic (edged/mqtt/stats.py: its payload is JSON,
+versioned, nothing biometric). A manual monotonic clock makes every time exact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import threading
 import numpy as np
 import pytest
 
-from edged.stats import STAGES, Interval, StatsCollector, stats_payload
+from edged.door.claims import ClaimCounts
+from edged.mqtt.client import MqttStats
+from edged.mqtt.outbox import OutboxStats
+from edged.mqtt.stats import FrameCounts, GroupSize, StatsMessage
+from edged.stats import STAGES, Interval, StatsCollector
 
 FORBIDDEN_KEYS = {"image", "embedding", "template", "templates", "chip", "pixels", "card_id", "name"}
 
@@ -145,20 +149,22 @@ def test_the_payload_is_versioned_json_without_biometric_data() -> None:
         stats.add_frame(0.0065, 0.0002, embed_s=[0.004], search_s=[0.0001])
     stats.add("frame_to_outbox", 0.030)
     clock.now += 1.0
-    payload = stats_payload(
-        stats.take(),
+    payload = StatsMessage(
         device="pi-01",
-        now=1_800_000_000.0,
+        time=1_800_000_000.0,
         uptime_s=stats.uptime(),
-        frames_processed=110,
-        frames_dropped=7,
-        frames_dropped_interval=2,
-        decisions=3,
-        directory={"staff": {"persons": 4, "faces": 9}, "night": {"persons": 1, "faces": 2}, "gone": {}},
-        outbox={"depth": 0, "delivered": 3, "dropped_expired": 0, "dropped_overflow": 0, "rejected": 0},
-        mqtt={"connected": True, "connects": 1},
-        claims={"accepted": 1, "rejected": {"bad_json": 1}},
-    )
+        interval=stats.take(),
+        frames=FrameCounts(processed_total=110, dropped_total=7, dropped_interval=2),
+        decisions_total=3,
+        directory={
+            "staff": GroupSize(persons=4, faces=9),
+            "night": GroupSize(persons=1, faces=2),
+            "gone": GroupSize(None, None),
+        },
+        outbox=OutboxStats(depth=0, delivered=3, dropped_expired=0, dropped_overflow=0, rejected=0),
+        mqtt=MqttStats(True, 1, 0, 0, None, 5, 0, 0),
+        claims=ClaimCounts(accepted=1, rejected={"bad_json": 1}),
+    ).to_payload()
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload
     assert payload["schema"] == 1 and payload["device"] == "pi-01"
     assert payload["frames"] == {
@@ -174,3 +180,28 @@ def test_the_payload_is_versioned_json_without_biometric_data() -> None:
     assert (payload["directory"]["persons"], payload["directory"]["faces"]) == (5, 11)
     assert payload["outbox"]["delivered"] == 3 and payload["mqtt"]["connected"] is True
     assert not all_keys(payload) & FORBIDDEN_KEYS
+
+
+def test_the_message_carries_every_part_and_empty_ones_as_null() -> None:
+    stats = StatsCollector(Ticker())
+    message = StatsMessage(
+        device="pi-01",
+        time=1_800_000_000.1234,
+        uptime_s=5.0,
+        interval=stats.take(),
+        frames=FrameCounts(0, 0, 0),
+        decisions_total=0,
+        directory={"gone": GroupSize(None, None)},
+        claims=ClaimCounts(),
+    )
+    payload = message.to_payload()
+    assert json.loads(json.dumps(payload, allow_nan=False)) == payload
+    assert payload["time"] == 1_800_000_000.123
+    assert payload["directory"] == {
+        "persons": 0,
+        "faces": 0,
+        "groups": {"gone": {"persons": None, "faces": None}},
+    }
+    assert (payload["outbox"], payload["mqtt"], payload["camera"], payload["api"]) == (None, None, None, None)
+    assert payload["claims"] == {"accepted": 0, "rejected": {}, "waiting": 0}
+    assert payload["frames"]["fps"] == 0.0 and payload["latency_ms"]["detect"]["p50"] is None

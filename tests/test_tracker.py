@@ -1,12 +1,15 @@
 """The IoU face tracker: stable IDs under jitter, greedy assignment, the timeout on the monotonic clock
-(ended tracks reported once, new IDs afterwards) and the capture zone. Pure: no models, no camera."""
+(ended tracks reported once, new IDs afterwards); and the capture zone (``edged.door.zone``), which
+the door worker applies per door to the tracked faces (tests/test_door_worker.py runs it on real
+frames). Pure: no models, no camera."""
 
 from __future__ import annotations
 
 import pytest
 
+from edged.door.zone import CaptureZone
 from edged.errors import BadArgument
-from edged.tracker import CaptureZone, FaceTracker, Track
+from edged.tracker import FaceTracker, Track
 from edged.types import Box
 
 FPS = 25.0
@@ -116,15 +119,12 @@ ZONES = {
 @pytest.mark.parametrize("kind", sorted(ZONES))
 def test_capture_zone_ignores_faces_whose_centre_is_outside(kind: str) -> None:
     zone, frame_size = ZONES[kind]
-    tracker = FaceTracker(zone=zone, max_missed_s=0.5)
     inside, straddling, outside = box(100, 100), box(250, 100), box(400, 100)  # centres 150, 300, 450
-    tracks = tracker.update([outside, inside, straddling], 0.0, frame_size)
-    assert [(t.track_id, t.index) for t in tracks] == [(1, 1), (2, 2)]
-    # the inside face walks out of the zone: it is no longer matched, and ends after the timeout
-    tracker.update([box(300, 100), box(250, 100)], 0.1, frame_size)
-    tracks = tracker.update([box(400, 100)], 0.7, frame_size)
-    assert tracks == []
-    assert sorted(ids(tracker.ended)) == [1, 2]
+    boxes = [outside, inside, straddling]
+    assert [i for i, b in enumerate(boxes) if zone.contains(b, frame_size)] == [1, 2]
+    # the inside face walks out of the zone (centre 350): it is no longer in it; the other stays
+    assert [zone.contains(b, frame_size) for b in (box(300, 100), box(250, 100))] == [False, True]
+    assert not zone.contains(box(400, 100), frame_size)
 
 
 def test_capture_zone_validation() -> None:
@@ -132,9 +132,9 @@ def test_capture_zone_validation() -> None:
         CaptureZone(Box(10, 10, 5, 20))
     with pytest.raises(BadArgument, match=r"within 0\.\.1"):
         CaptureZone(Box(0, 0, 1.5, 1), normalized=True)
-    tracker = FaceTracker(zone=CaptureZone(Box(0, 0, 0.5, 0.5), normalized=True))
+    zone = CaptureZone(Box(0, 0, 0.5, 0.5), normalized=True)
     with pytest.raises(BadArgument, match="frame size"):
-        tracker.update([box(0, 0)], 0.0)
+        zone.contains(box(0, 0))
 
 
 @pytest.mark.parametrize(

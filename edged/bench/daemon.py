@@ -55,6 +55,7 @@ from edged.config import Config
 from edged.demo import DEMO_GROUP, astronaut, enrol_demo
 from edged.directory.crypto import KEY_BYTES, Kek
 from edged.errors import BadArgument, ConfigError
+from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
 
@@ -328,7 +329,7 @@ class DaemonBench:
             config,
             self.state_dir,
             self.kek,
-            self.broker.url,
+            BrokerAddress.parse(self.broker.url),
             stop,
             None,
             pipeline=self.pipeline,

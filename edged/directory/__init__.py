@@ -1,1 +1,1 @@
-"""The person directory: an encrypted SQLite store, its keys, retention and the audit chain."""
+"""The person directory: an encrypted SQLite store, its keys and the audit chain."""

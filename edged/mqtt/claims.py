@@ -9,18 +9,21 @@ reason code and a message that never repeats a card number (card numbers are per
     invalid         schema, unknown or missing fields, both or neither of person_id / card_id
     retained        a retained message: a claim is a live event, never replayed to a new subscriber
 
-The daemon adds the reasons it finds later, on the worker thread: ``unknown_card``,
-``unknown_person`` (not in the door's group) and ``queue_full``.
+The door adds the reasons it finds later (``edged.door.claims``): ``queue_full`` (the worker's
+inbox is full), and on the worker thread ``unknown_card`` and ``unknown_person`` (not in the door's
+group). ``claim_handler`` is the subscription's handler: parse, then queue for the worker.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 from pydantic import Field, ValidationError, model_validator
 
+from edged.door.claims import QUEUE_FULL, Claim, ClaimInbox
+from edged.door.events import UNKNOWN_CARD, UNKNOWN_PERSON
 from edged.strict import Strict
 
 __all__ = [
@@ -34,15 +37,13 @@ __all__ = [
     "Claim",
     "ClaimPayload",
     "ClaimRejected",
+    "claim_handler",
     "parse_claim",
 ]
 
 BAD_JSON = "bad_json"
 INVALID = "invalid"
 RETAINED = "retained"
-UNKNOWN_CARD = "unknown_card"
-UNKNOWN_PERSON = "unknown_person"
-QUEUE_FULL = "queue_full"
 
 MAX_CARD_ID = 128
 MAX_PAYLOAD = 4096
@@ -63,19 +64,6 @@ class ClaimPayload(Strict):
         if (self.person_id is None) == (self.card_id is None):
             raise ValueError("give exactly one of person_id and card_id")
         return self
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A well-formed claim: exactly one of ``person_id`` and ``card_id``."""
-
-    person_id: str | None
-    card_id: str | None = None
-    event_id: str | None = None
-
-    def __repr__(self) -> str:  # never print a card number
-        card = None if self.card_id is None else "***"
-        return f"Claim(person_id={self.person_id!r}, card_id={card!r}, event_id={self.event_id!r})"
 
 
 class ClaimRejected(Exception):
@@ -110,3 +98,28 @@ def parse_claim(payload: bytes, retained: bool = False) -> Claim:
         )
         raise ClaimRejected(INVALID, problems) from None
     return Claim(claim.person_id, claim.card_id, claim.event_id)
+
+
+class Inbound(Protocol):
+    """What the handler reads of a received message (``edged.mqtt.client.InboundMessage``)."""
+
+    @property
+    def payload(self) -> bytes: ...
+
+    @property
+    def retain(self) -> bool: ...
+
+
+def claim_handler(inbox: ClaimInbox, door: str) -> Callable[[Inbound], None]:
+    """The handler of ``door``'s claim topic, on paho's thread: parse, then queue for the worker (never
+    blocks; a malformed claim or a full queue is rejected: counted and logged, never fatal)."""
+
+    def handle(message: Inbound) -> None:
+        try:
+            claim = parse_claim(message.payload, retained=message.retain)
+        except ClaimRejected as exc:
+            inbox.reject(door, exc.reason, exc.message)
+            return
+        inbox.submit(door, claim)
+
+    return handle

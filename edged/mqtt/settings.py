@@ -7,8 +7,10 @@ does not import ``edged.config``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -89,6 +91,46 @@ class MqttSettings(Strict):
             return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(f"mqtt.password_file {str(self.password_file)!r}: {exc.strerror}") from exc
+
+
+DEFAULT_PORT = 1883
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the daemon's broker is. Built at the edge, once: from the configuration's ``mqtt.host``
+    and ``mqtt.port`` (``edged run``) or parsed from ``mqtt://HOST[:PORT]`` (``edged demo --mqtt``);
+    a bad one is a ``ConfigError`` before anything starts."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c in self.host for c in "/ "):
+            raise ConfigError(f"MQTT broker host {self.host!r}: expected a host name or address")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"MQTT broker port {self.port}: the port is not a number from 1 to 65535")
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """``mqtt://HOST[:PORT]`` → the address; port 1883 by default."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"MQTT URL {url!r}: the port is not a number from 1 to 65535") from None
+        if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigError(f"MQTT URL {url!r}: expected mqtt://HOST:PORT")
+        if port == 0:
+            raise ConfigError(f"MQTT URL {url!r}: the port is not a number from 1 to 65535")
+        return cls(parts.hostname, DEFAULT_PORT if port is None else port)
+
+    def settings(self, base: MqttSettings) -> MqttSettings:
+        """``base`` (the rest of the connection settings) towards this address."""
+        return base.model_copy(update={"host": self.host, "port": self.port})
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
 
 
 class HaSettings(Strict):

@@ -1,0 +1,69 @@
+"""The door decider's private working state: one ``TrackState`` per live track, the ``OpenClaim`` of
+a verify door, and the ``Verdict`` a decision is built from. Mutable, used by ``Decider`` only (on
+the worker thread)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from edged.door.events import Outcome, Phase, Score, SessionState
+from edged.types import Box
+
+__all__ = ["OpenClaim", "TrackState", "Verdict"]
+
+
+@dataclass(slots=True)
+class OpenClaim:
+    """A verify-mode claim, open until ``expires_at`` (monotonic)."""
+
+    person_id: str
+    opened_at: float
+    expires_at: float
+
+
+@dataclass(slots=True, eq=False)
+class TrackState:
+    """The decider's live state of one track (mutable, the decider's alone)."""
+
+    track_id: int
+    session_id: str
+    started_at: float
+    updated_at: float
+    box: Box | None = None
+    gate_reasons: tuple[str, ...] = ()
+    # evidence since the last reset (a decision, a claim)
+    frames: int = 0
+    passed: int = 0
+    good: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    weight: float = 0.0
+    credit: dict[str, float] = field(default_factory=dict)
+    claim_credit: float = 0.0
+    low_quality_reported: bool = False
+    # decisions
+    quiet_until: float = 0.0
+    outcome: Outcome | None = None
+    person_id: str | None = None
+    decision_id: str | None = None
+    decision_score: Score | None = None
+    phase: Phase = "collecting"
+    published: SessionState | None = None
+
+    def reset(self) -> None:
+        self.frames = self.passed = self.good = 0
+        self.failed = Counter()
+        self.weight = 0.0
+        self.credit = {}
+        self.claim_credit = 0.0
+        self.low_quality_reported = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the evidence says, before it becomes a ``Decision``."""
+
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    person_id: str | None
+    score: Score | None
