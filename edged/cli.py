@@ -272,26 +272,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     config = effective_config(args)
     if args.bench == "accuracy":
-        from edged.bench.accuracy import run_accuracy
+        from edged_bench.accuracy import run_accuracy
 
         return run_accuracy(args, load_pipeline(config), config.images)
     if args.bench == "identify":
-        from edged.bench.identify import run_identify
+        from edged_bench.identify import run_identify
 
         return run_identify(args, load_pipeline(config), config.images)
     if args.bench == "index":
-        from edged.bench.index import run_index
+        from edged_bench.index import run_index
 
         return run_index(args)
     if args.bench == "daemon":
-        from edged.bench.daemon import run_daemon_bench
+        from edged_bench.daemon import run_daemon_bench
 
         return run_daemon_bench(args, load_pipeline(config), config)
     if args.bench == "api":
-        from edged.bench.api import run_api_bench
+        from edged_bench.api import run_api_bench
 
         return run_api_bench(args, load_pipeline(config), config)
-    from edged.bench.speed import run_speed
+    from edged_bench.speed import run_speed
 
     return run_speed(args, lambda threads: load_pipeline(config, threads))
 

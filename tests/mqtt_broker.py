@@ -1,6 +1,6 @@
 """A real Mosquitto broker on a free loopback port, for the MQTT tests (no mocks).
 
-``broker`` (a pytest fixture) runs ``edged.bench.broker.Broker`` (shared with ``edged bench daemon``):
+``broker`` (a pytest fixture) runs ``edged_bench.broker.Broker`` (shared with ``edged bench daemon``):
 it writes a minimal mosquitto.conf into ``tmp_path``, starts ``mosquitto -c`` as a subprocess, waits
 (bounded) until the port accepts connections, and terminates it in teardown. It skips the test
 when ``mosquitto`` is not installed (CI installs it). ``stop()`` and ``start()`` restart it on the
@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edged.bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_port
+from edged_bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_port
 
 __all__ = [
     "READY_TIMEOUT_S",

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from edged.bench.identify import Entry, load_identities, run_identify, split
 from edged.errors import BadArgument
 from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
+from edged_bench.identify import Entry, load_identities, run_identify, split
 
 
 def write(path: Path, image: ImageRGB) -> str:

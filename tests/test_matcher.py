@@ -14,9 +14,9 @@ from collections.abc import Collection
 import numpy as np
 import pytest
 
-from edged.bench.index import run_index, synthetic_set
 from edged.errors import BadArgument
 from edged.matcher import BATCH_DICT, MERGE_MIN, SMALL, STORAGES, Match, Storage, TemplateIndex
+from edged_bench.index import run_index, synthetic_set
 
 # Worst-case distance error of each storage for templates of norm ≲ 1.6 (docs/matching.md):
 # float16 rounds each coordinate to 2^-12 relative; int8 to half a step of its per-template scale.

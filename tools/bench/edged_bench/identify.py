@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from edged.bench.accuracy import edged_embedder, embed_images, read_rows
-from edged.bench.index import one_thread
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument
 from edged.matcher import STORAGES, TemplateIndex
 from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import FloatArray
+from edged_bench.accuracy import edged_embedder, embed_images, read_rows
+from edged_bench.index import one_thread
+from edged_bench.record import markdown_table, record
 
 HEADLINE_STORAGE = "float16"
 """The storage the headline numbers are for: the index's default."""

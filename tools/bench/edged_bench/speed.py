@@ -12,13 +12,13 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edged.bench.record import markdown_table, record
 from edged.errors import NoFaceDetected
 from edged.pipeline.align import chip_for
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.quality import assess
 from edged.types import ImageRGB
+from edged_bench.record import markdown_table, record
 
 FRAME_SIZES = ((640, 480), (1280, 720))
 STAGES = ("detect", "mesh", "align+quality", "embed", "total")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.bench.metrics import Report, evaluate
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument, EdgedError
 from edged.pipeline.image import ImageLimits, read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import Box, FloatArray, ImageRGB
+from edged_bench.metrics import Report, evaluate
+from edged_bench.record import markdown_table, record
 
 
 @dataclass(frozen=True, slots=True)

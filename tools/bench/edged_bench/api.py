@@ -62,8 +62,6 @@ from edged.api.auth import Authenticator, public_key_b64, sign_request
 from edged.api.client import RequestClient
 from edged.api.server import ApiServer
 from edged.api.settings import ClientSettings
-from edged.bench.broker import Broker, find_mosquitto
-from edged.bench.record import markdown_table, record
 from edged.clock import SystemClock
 from edged.config import Config
 from edged.demo import DEMO_GROUP, astronaut, enrol_demo, shifted
@@ -77,6 +75,8 @@ from edged.pipeline.image import decode_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import ImageRGB
+from edged_bench.broker import Broker, find_mosquitto
+from edged_bench.record import markdown_table, record
 
 __all__ = [
     "KINDS",
@@ -379,7 +379,7 @@ class LoadProcess:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from edged.bench.api import _load_main; _load_main()"],
+            [sys.executable, "-c", "from edged_bench.api import _load_main; _load_main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -449,7 +449,7 @@ def filesystem_of(path: Path) -> str:
 def detect_frame() -> bytes:
     """A 640×480 JPEG of the astronaut's head and shoulders on a grey wall (one face ≈ 140 px): the
     daemon benchmark's one-face frame, as a door camera would send it."""
-    from edged.bench.daemon import scene_frames
+    from edged_bench.daemon import scene_frames
 
     return _jpeg(scene_frames(1, count=1)[0], JPEG_QUALITY)
 

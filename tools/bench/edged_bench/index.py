@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edged import environment
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument
 from edged.matcher import STORAGES, Storage, TemplateIndex
+from edged_bench.record import markdown_table, record
 
 F32 = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
@@ -428,8 +428,9 @@ def run_index(args: argparse.Namespace) -> int:
             + (" --no-faiss" if args.no_faiss else "")
         )
         note = (
-            f"Synthetic templates (`edged/bench/index.py`: 128-d, a common mean of norm {MEAN_NORM} plus "
-            f"identity offsets and per-face noise with decaying spectra fitted to LFW's statistics), "
+            "Synthetic templates (`tools/bench/edged_bench/index.py`: 128-d, a common mean of norm "
+            f"{MEAN_NORM} plus identity offsets and per-face noise with decaying spectra fitted to LFW's "
+            "statistics), "
             f"{args.faces_per_identity} faces per identity, UUID face and person IDs. {args.queries} "
             "queries: half fresh faces of enrolled identities (mated), half new identities. Latency is "
             f"one query at a time on {threads}. *rank-1*: best owner, no threshold (the worst case "

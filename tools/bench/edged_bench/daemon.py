@@ -47,8 +47,6 @@ import cv2
 import numpy as np
 
 from edged.app import OUTBOX_FILE, App
-from edged.bench.broker import Broker, find_mosquitto
-from edged.bench.record import markdown_table, record
 from edged.capture.replay import ReplaySource
 from edged.capture.source import bgr_to_rgb
 from edged.config import Config
@@ -57,6 +55,8 @@ from edged.directory.crypto import KEY_BYTES, Kek
 from edged.errors import BadArgument, ConfigError
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
+from edged_bench.broker import Broker, find_mosquitto
+from edged_bench.record import markdown_table, record
 
 __all__ = [
     "DaemonBench",
