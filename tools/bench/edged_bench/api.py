@@ -37,7 +37,6 @@ over MQTT v5 with TCP_NODELAY set on the callers' sockets by hand, in the same r
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -77,6 +76,7 @@ from edged.service.faces import FaceService
 from edged.types import ImageRGB
 from edged_bench.broker import Broker, find_mosquitto
 from edged_bench.record import markdown_table, record
+from edged_bench.settings import ApiOptions
 
 __all__ = [
     "KINDS",
@@ -811,21 +811,21 @@ def note(result: ApiBenchResult) -> str:
     return text
 
 
-def run_api_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config) -> int:
-    seconds: float | None = args.seconds
-    requests: int | None = args.requests
+def run_api_bench(settings: ApiOptions, pipeline: FacePipeline, base: Config) -> int:
+    seconds: float | None = settings.seconds
+    requests: int | None = settings.requests
     if requests is not None and requests < 1:
         raise BadArgument("--requests must be ≥ 1")
     if seconds is not None and seconds <= 0:
         raise BadArgument("--seconds must be > 0")
     if requests is None and seconds is None:
         seconds = DEFAULT_SECONDS
-    if args.clients < 1:
+    if settings.clients < 1:
         raise BadArgument("--clients must be ≥ 1")
     started = time.monotonic()
-    result = bench_api(pipeline, base, seconds, requests, args.clients)
+    result = bench_api(pipeline, base, seconds, requests, settings.clients)
     text = table(result)
-    print(text, file=sys.stderr if args.json else sys.stdout)
+    print(text, file=sys.stderr if settings.json else sys.stdout)
     print(f"api bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
     for c in result.failed:
         print(
@@ -833,10 +833,10 @@ def run_api_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config
             f"{c.clients} client(s)): {'; '.join(c.errors)}",
             file=sys.stderr,
         )
-    if args.record:
+    if settings.record:
         amount = f"--seconds {seconds:g}" if seconds is not None else f"--requests {requests}"
-        command = f"edged bench api {amount} --clients {args.clients}"
-        record(args.record, "api", text + "\n\n" + note(result), command)
-    if args.json:
+        command = f"edged bench api {amount} --clients {settings.clients}"
+        record(settings.record, "api", text + "\n\n" + note(result), command)
+    if settings.json:
         print(json.dumps(result.as_json()))
     return 1 if result.failed else 0
