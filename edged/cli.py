@@ -1,4 +1,11 @@
-"""The ``edged`` command line: argument parsing and output only; the work is done elsewhere."""
+"""The ``edged`` command line: the parser, ``--version``, and the pipeline and daemon commands
+(detect, verify, demo, run, check-config; ``bench`` hands over to the benchmarks in tools/bench).
+The directory and request commands are in ``cli_directory``, ``cli_faces`` and ``cli_request``.
+
+Arguments become frozen settings (``cli_options``) before a command runs. Parsing and output only;
+the work is done elsewhere, in modules each command imports when it runs: ``edged --help`` and
+``edged --version`` load no numpy, OpenCV, TFLite runtime, paho, cryptography or pydantic.
+"""
 
 from __future__ import annotations
 
@@ -9,50 +16,127 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from edged import __version__, cli_directory, cli_request, environment, log
-from edged.config import Config, check_config, config_path, load_config
-from edged.directory.crypto import locate_key_file, read_kek
+from edged import __version__, cli_directory, cli_faces, cli_request, environment, log
+from edged.cli_options import (
+    GlobalOptions,
+    add_command,
+    bounded_float,
+    command_of,
+    effective_config,
+    load_pipeline,
+    parse_far,
+    settings_from,
+)
 from edged.errors import BadArgument, ConfigError, EdgedError, NoFaceDetected
-from edged.inference.manifest import Manifest
-from edged.log import native_stderr_silenced
-from edged.pipeline.image import ImageLimits, read_image
-from edged.pipeline.pipeline import FacePipeline
-from edged.pipeline.verify import verify
-from edged.types import Face, ImageRGB
 
-logger = logging.getLogger("edged.cli")
+if TYPE_CHECKING:
+    from edged.pipeline.image import ImageLimits
+    from edged.pipeline.pipeline import FacePipeline
+    from edged.types import Face, ImageRGB
+
+BENCH_INSTALL = "python3 -m pip install -e tools/bench"
+"""How to install the benchmarks (from the edged source tree); ``edged bench`` names it when absent."""
 
 
-def _far(text: str) -> float:
+@dataclass(frozen=True, slots=True)
+class DetectOptions:
+    image: Path
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    image_a: Path
+    image_b: Path
+    far: float | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    mqtt: str | None
+    device_id: str
+    duration: float
+    pipeline_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    no_mqtt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfigOptions:
+    file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """``edged bench [-h] BENCH …``: the arguments are the benchmarks' own (``edged_bench.cli``)."""
+
+    bench_help: bool
+    bench_args: tuple[str, ...]
+
+
+# -- --version ---------------------------------------------------------------------------------------
+
+
+def version_report(model_dir: Path | None) -> str:
+    """edged's version, each model of the manifest (name, file, sha256 prefix) and the runtime
+    packages' versions, read from the manifest and the package metadata (nothing is loaded)."""
+    from edged.inference.catalog import MANIFEST_NAME, default_model_dir, model_versions, runtime_versions
+
+    folder = model_dir or default_model_dir()
+    lines = [f"edged {__version__}"]
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--far must be a number such as 1e-4, not {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"--far must be between 0 and 1, not {text}")
-    return value
+        models = model_versions(folder)
+    except OSError as exc:
+        lines.append(f"models: cannot read {folder / MANIFEST_NAME}: {exc.strerror or exc}")
+    except ValueError as exc:
+        lines.append(f"models: {exc}")
+    else:
+        lines.append(f"models ({folder / MANIFEST_NAME}):")
+        name_width = max((len(m.name) for m in models), default=0)
+        file_width = max((len(m.file) for m in models), default=0)
+        lines += [f"  {m.name:<{name_width}}  {m.file:<{file_width}}  sha256 {m.sha256[:16]}" for m in models]
+    lines.append("runtime:")
+    lines += [f"  {name} {version}" for name, version in runtime_versions()]
+    return "\n".join(lines)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--duration must be a number of seconds, not {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"--duration must be between 0 and 86400 seconds, not {text}")
-    return value
+class VersionAction(argparse.Action):
+    """``--version``: print ``version_report`` (of ``--model-dir`` when given before it) and exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_report(getattr(namespace, "model_dir", None)))
+        parser.exit()
+
+
+# -- the parser --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edged", description="On-device face verification for door terminals."
     )
-    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument(
+        "--version", action=VersionAction, help="print the versions of edged, its models and runtimes"
+    )
     parser.add_argument(
         "--config", type=Path, help=f"YAML configuration (default: ${environment.CONFIG}, else built-in)"
     )
@@ -71,141 +155,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="find faces in an image")
     p.add_argument("image", type=Path)
     p.add_argument("--json", action="store_true")
+    add_command(p, DetectOptions, cmd_detect)
 
     p = sub.add_parser("verify", help="are the largest faces of two images the same person?")
     p.add_argument("image_a", type=Path)
     p.add_argument("image_b", type=Path)
     p.add_argument(
-        "--far", type=_far, default=None, help="target false-accept rate (default: calibrated, 1e-4)"
+        "--far", type=parse_far, default=None, help="target false-accept rate (default: calibrated, 1e-4)"
     )
     p.add_argument("--json", action="store_true")
+    add_command(p, VerifyOptions, cmd_verify)
 
-    bench = sub.add_parser("bench", help="accuracy and speed benchmarks").add_subparsers(
-        dest="bench", required=True, metavar="BENCH"
+    p = sub.add_parser(
+        "bench", help="accuracy, identification, index, speed, daemon and API benchmarks", add_help=False
     )
-    p = bench.add_parser("accuracy", help="verification accuracy on a pairs CSV")
-    p.add_argument("--pairs", type=Path, required=True, help="CSV: image_a,image_b,same_person[,fold]")
-    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
-    p.add_argument("--embedder", choices=("int8", "float32"), default="int8")
-    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
-
-    p = bench.add_parser("identify", help="1:N identification accuracy on an identities CSV")
-    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
-    p.add_argument("--identities", type=Path, required=True, help="CSV: image,identity")
-    p.add_argument(
-        "--far", type=_far, default=1e-4, help="per-comparison FAR for the threshold (default 1e-4)"
-    )
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
-
-    p = bench.add_parser("index", help="matching index: latency and memory at 1k–1M synthetic templates")
-    p.add_argument(
-        "--sizes", default="1k,10k,100k,1M", help="comma-separated template counts (1k, 1M, 50000)"
-    )
-    p.add_argument("--queries", type=int, default=200, help="per size: half enrolled people, half strangers")
-    p.add_argument("--storages", default="float32,float16,int8")
-    p.add_argument("--faces-per-identity", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-faiss", action="store_true", help="skip the faiss comparison even when installed")
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
-
-    p = bench.add_parser(
-        "daemon", help="the door daemon end to end: fps, drops, frame-to-decision latency over MQTT"
-    )
-    p.add_argument("--faces", default="1,3", help="face layouts to run: 1, 3 or 1,3 (default)")
-    p.add_argument("--duration", type=float, default=15.0, help="seconds of the throughput run (15)")
-    p.add_argument(
-        "--source-fps", type=float, default=0.0, help="throughput run's source rate (0: unpaced, default)"
-    )
-    p.add_argument("--latency-fps", type=float, default=15.0, help="latency run's camera rate (15)")
-    p.add_argument("--latency-decisions", type=int, default=50, help="decisions to time per layout (50)")
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
-
-    p = bench.add_parser(
-        "api", help="the face operations over MQTT: requests/s and round trip, v5 and 3.1.1, vs in-process"
-    )
-    amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--seconds", type=float, help="seconds per measurement (default 2.5)")
-    amount.add_argument("--requests", type=int, help="requests per measurement instead of a duration")
-    p.add_argument("--clients", type=int, default=4, help="concurrent clients of the multi-client runs (4)")
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
-
-    p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
-    p.add_argument("--repeat", type=int, default=200)
-    p.add_argument(
-        "--image", type=Path, help="a one-face image to build the frames from (default: astronaut)"
-    )
-    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
-    p.add_argument(
-        "--record", type=Path, nargs="?", const=Path("docs/BENCHMARKS.md"), help="write to this file"
-    )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-h", "--help", action="store_true", dest="bench_help", help="the benchmarks and options")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="BENCH ...")
+    add_command(p, BenchOptions, cmd_bench)
 
     p = sub.add_parser(
         "demo", help="the door daemon on a built-in camera scene, the astronaut enrolled (nothing stored)"
     )
     p.add_argument("--mqtt", metavar="mqtt://HOST:PORT", help="also publish to this broker")
     p.add_argument("--device-id", default="demo", help="MQTT device ID (default demo)")
-    p.add_argument("--duration", type=_seconds, default=15.0, help="seconds to run (default 15)")
+    p.add_argument(
+        "--duration",
+        type=bounded_float("--duration", "a number of seconds", 86_400, " seconds"),
+        default=15.0,
+        help="seconds to run (default 15)",
+    )
     p.add_argument("--pipeline-only", action="store_true", help="just the pipeline on the astronaut portrait")
+    add_command(p, DemoOptions, cmd_demo)
 
     p = sub.add_parser("run", help="the door daemon: camera, doors and MQTT from the configuration")
     p.add_argument("--no-mqtt", action="store_true", help="do not connect to the broker")
+    add_command(p, RunOptions, cmd_run)
 
     cli_directory.add_commands(sub)
+    cli_faces.add_commands(sub)
+    cli_directory.add_list_commands(sub)
     cli_request.add_commands(sub)
 
     p = sub.add_parser("check-config", help="validate a configuration file and print every error")
     p.add_argument("file", type=Path, nargs="?", help="default: --config, $EDGED_CONFIG")
+    add_command(p, CheckConfigOptions, cmd_check_config)
     return parser
 
 
-def effective_config(args: argparse.Namespace) -> Config:
-    """The configuration file with the command-line overrides applied (validated again)."""
-    data = load_config(args.config).model_dump()
-    overrides = {
-        "threads": args.threads,
-        "detector": args.detector,
-        "embedder": getattr(args, "embedder", None),
-    }
-    data["pipeline"].update({k: v for k, v in overrides.items() if v is not None})
-    if args.max_pixels is not None:
-        data["images"]["max_pixels"] = args.max_pixels
-    if args.model_dir is not None:
-        data["model_dir"] = args.model_dir
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        option = "--" + str(first["loc"][-1]).replace("_", "-")
-        raise BadArgument(f"{option}: {first['msg']}") from None
-
-
-def load_pipeline(config: Config, threads: int | None = None) -> FacePipeline:
-    settings = config.pipeline
-    if threads is not None:  # the speed benchmark's 1-thread / all-cores runs
-        settings = settings.model_copy(update={"threads": threads, "model_threads": {}})
-    return FacePipeline.load(Manifest.load(config.model_dir), settings)
+# -- detect, verify ----------------------------------------------------------------------------------
 
 
 def quiet_read(path: Path, limits: ImageLimits) -> ImageRGB:
     """Read an image with the decoders' own stderr chatter silenced: the error, if any, is ours."""
-    with native_stderr_silenced():
+    from edged.pipeline.image import read_image
+
+    with log.native_stderr_silenced():
         return read_image(path, limits)
 
 
@@ -219,16 +223,16 @@ def face_json(face: Face) -> dict[str, Any]:
     }
 
 
-def cmd_detect(args: argparse.Namespace) -> int:
-    config = effective_config(args)
+def cmd_detect(detect: DetectOptions, options: GlobalOptions) -> int:
+    config = effective_config(options)
     pipeline = load_pipeline(config)
-    image = quiet_read(args.image, config.images)
+    image = quiet_read(detect.image, config.images)
     faces = pipeline.faces(image, embed=False)
     result = {"faces": [face_json(f) for f in faces]}
-    if args.json:
+    if detect.json:
         print(json.dumps(result))
     else:
-        print(f"{args.image}: {len(faces)} face(s)")
+        print(f"{detect.image}: {len(faces)} face(s)")
         for i, f in enumerate(result["faces"]):
             q = f["quality"]
             verdict = "ok" if q["ok"] else ",".join(q["reasons"])
@@ -246,18 +250,20 @@ def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnin
     return pipeline.embed(image, faces[0])
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    config = effective_config(args)
+def cmd_verify(request: VerifyOptions, options: GlobalOptions) -> int:
+    from edged.pipeline.verify import verify
+
+    config = effective_config(options)
     pipeline = load_pipeline(config)
     warnings: list[str] = []
-    a = largest_face(pipeline, args.image_a, config.images, warnings)
-    b = largest_face(pipeline, args.image_b, config.images, warnings)
+    a = largest_face(pipeline, request.image_a, config.images, warnings)
+    b = largest_face(pipeline, request.image_b, config.images, warnings)
     assert a.embedding is not None and b.embedding is not None
-    far = args.far if args.far is not None else config.verify.far
+    far = request.far if request.far is not None else config.verify.far
     result = verify(a.embedding, b.embedding, pipeline.calibration, far)
     for warning in warnings:
         print(f"edged: warning: {warning}", file=sys.stderr)
-    if args.json:
+    if request.json:
         print(json.dumps({**result.as_json(), "warnings": warnings}))
     else:
         verdict = "same person" if result.is_identical else "different people"
@@ -269,57 +275,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    config = effective_config(args)
-    if args.bench == "accuracy":
-        from edged.bench.accuracy import run_accuracy
-
-        return run_accuracy(args, load_pipeline(config), config.images)
-    if args.bench == "identify":
-        from edged.bench.identify import run_identify
-
-        return run_identify(args, load_pipeline(config), config.images)
-    if args.bench == "index":
-        from edged.bench.index import run_index
-
-        return run_index(args)
-    if args.bench == "daemon":
-        from edged.bench.daemon import run_daemon_bench
-
-        return run_daemon_bench(args, load_pipeline(config), config)
-    if args.bench == "api":
-        from edged.bench.api import run_api_bench
-
-        return run_api_bench(args, load_pipeline(config), config)
-    from edged.bench.speed import run_speed
-
-    return run_speed(args, lambda threads: load_pipeline(config, threads))
+# -- bench, demo, run, check-config --------------------------------------------------------------------
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_bench(bench: BenchOptions, options: GlobalOptions) -> int:
+    try:
+        from edged_bench.cli import main as bench_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("edged_bench", "edged_bench.cli"):
+            raise
+        raise BadArgument(
+            f"edged bench: the benchmarks are not installed; from the edged source tree: {BENCH_INSTALL}"
+        ) from None
+    argv = ("--help", *bench.bench_args) if bench.bench_help else bench.bench_args
+    return bench_main(argv, options)
+
+
+def cmd_demo(demo: DemoOptions, options: GlobalOptions) -> int:
     from edged.demo import demo_config, run_daemon_demo, run_demo
     from edged.mqtt.settings import BrokerAddress
 
-    if args.pipeline_only:
-        return run_demo(load_pipeline(effective_config(args)))
-    broker = None if args.mqtt is None else BrokerAddress.parse(args.mqtt)  # before anything starts
-    config = demo_config(effective_config(args), args.device_id)
-    return run_daemon_demo(config, load_pipeline(config), broker, args.duration)
+    if demo.pipeline_only:
+        return run_demo(load_pipeline(effective_config(options)))
+    broker = None if demo.mqtt is None else BrokerAddress.parse(demo.mqtt)  # before anything starts
+    config = demo_config(effective_config(options), demo.device_id)
+    return run_daemon_demo(config, load_pipeline(config), broker, demo.duration)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(run: RunOptions, options: GlobalOptions) -> int:
     from edged.app import App
+    from edged.directory.crypto import locate_key_file, read_kek
     from edged.mqtt.settings import BrokerAddress
 
-    config = effective_config(args)
-    if not args.verbose:
+    config = effective_config(options)
+    if not options.verbose:
         log.setup(config.log_level)
     if not config.doors:
         raise ConfigError("no doors configured: add a doors: section to the configuration")
-    kek = read_kek(locate_key_file(args.key_file))
-    broker = None if args.no_mqtt else BrokerAddress(config.mqtt.host, config.mqtt.port)
+    kek = read_kek(locate_key_file(options.key_file))
+    broker = None if run.no_mqtt else BrokerAddress(config.mqtt.host, config.mqtt.port)
     stop = threading.Event()
-    app = App(config, cli_directory.state_dir(args, config), kek, broker, stop, sys.stdout)
+    app = App(config, cli_directory.state_dir(options, config), kek, broker, stop, sys.stdout)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         app.start()
@@ -331,8 +327,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if app.error is not None else 0
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    path = args.file or config_path(args.config)
+def cmd_check_config(check: CheckConfigOptions, options: GlobalOptions) -> int:
+    from edged.config import check_config, config_path
+
+    path = check.file or config_path(options.config)
     if path is None:
         raise BadArgument("name the file: edged check-config FILE (or --config / $EDGED_CONFIG)")
     config, errors = check_config(path)
@@ -345,24 +343,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "detect": cmd_detect,
-    "verify": cmd_verify,
-    "bench": cmd_bench,
-    "demo": cmd_demo,
-    "run": cmd_run,
-    "check-config": cmd_check_config,
-    **cli_request.COMMANDS,
-}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log.setup(logging.DEBUG if args.verbose else logging.WARNING)
+    namespace = build_parser().parse_args(argv)
+    options = settings_from(GlobalOptions, namespace)
+    log.setup(logging.DEBUG if options.verbose else logging.WARNING)
     try:
-        if args.command in cli_directory.COMMANDS:
-            return cli_directory.COMMANDS[args.command](args, effective_config(args))
-        return COMMANDS[args.command](args)
+        return command_of(namespace).run(namespace, options)
     except EdgedError as exc:
         print(f"edged: {exc}", file=sys.stderr)
         return exc.exit_code

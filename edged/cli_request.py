@@ -1,38 +1,52 @@
 """The request-client commands of the ``edged`` CLI: ``edged client keygen`` (a signing key pair and
 the configuration snippet that authorises it) and ``edged request OP`` (one request to a terminal over
-MQTT, the reply printed as JSON). Parsing and output only; the work is in ``edged.api``."""
+MQTT, the reply printed as JSON). Parsing and output only; the work is in ``edged.api``, imported when
+a command runs."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
-from edged.api.auth import generate_private_key, load_private_key, public_key_b64, write_private_key
-from edged.api.client import RequestClient
-from edged.config import load_config
+from edged.cli_options import GlobalOptions, add_command, bounded_float
 from edged.errors import BadArgument, EdgedError, ImageError
-from edged.mqtt.settings import MqttSettings, TlsSettings
+
+if TYPE_CHECKING:
+    from edged.mqtt.settings import MqttSettings
 
 ROLES = ("recognizer", "manager", "admin")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout must be a number of seconds, not {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"--timeout must be between 0 and 3600 seconds, not {text}")
-    return value
+@dataclass(frozen=True, slots=True)
+class Keygen:
+    out: Path
+    client: str | None
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: str
+    body: str | None
+    body_file: Path | None
+    image: Path | None
+    sign_key: Path | None
+    client: str | None
+    mqtt: str
+    protocol: str
+    device_id: str | None
+    timeout: float
+    username: str | None
+    password_file: Path | None
+    ca_file: Path | None
+    cert_file: Path | None
+    cert_key: Path | None
 
 
 def add_commands(sub: Any) -> None:
@@ -45,6 +59,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="private key file to create (never overwritten)")
     p.add_argument("--client", help="client ID for the config snippet (default: the file name's stem)")
     p.add_argument("--role", choices=ROLES, default="manager", help="role in the snippet (default manager)")
+    add_command(p, Keygen, cmd_client)
 
     p = sub.add_parser("request", help="send one request to a terminal over MQTT and print the reply")
     p.add_argument("op", help="operation, e.g. detect, identify, create_person_group (docs/mqtt-api.md)")
@@ -57,49 +72,65 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--mqtt", required=True, metavar="mqtt://HOST:PORT", help="broker (mqtts:// for TLS)")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
     p.add_argument("--device-id", help="terminal ID (default: the configuration's device_id)")
-    p.add_argument("--timeout", type=_timeout, default=10.0, help="seconds to wait for the reply")
+    p.add_argument(
+        "--timeout",
+        type=bounded_float("--timeout", "a number of seconds", 3600, " seconds"),
+        default=10.0,
+        help="seconds to wait for the reply",
+    )
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-file", type=Path, help="file holding the broker password")
     p.add_argument("--ca-file", type=Path, help="CA bundle for mqtts:// (default: the system's)")
     p.add_argument("--cert-file", type=Path, help="client certificate (PEM) for mqtts://, with --cert-key")
     p.add_argument("--cert-key", type=Path, help="the client certificate's private key (PEM)")
+    add_command(p, Request, cmd_request)
 
 
-def cmd_client(args: argparse.Namespace) -> int:
+def cmd_client(keygen: Keygen, options: GlobalOptions) -> int:
+    from edged.api.auth import generate_private_key, public_key_b64, write_private_key
+
     key = generate_private_key()
-    write_private_key(args.out, key)
+    write_private_key(keygen.out, key)
     public = public_key_b64(key)
-    client = args.client or args.out.stem
-    print(f"private key: {args.out} (mode 0600; keep it secret)")
+    client = keygen.client or keygen.out.stem
+    print(f"private key: {keygen.out} (mode 0600; keep it secret)")
     print(f"public key:  {public}")
     print("add to the terminal's configuration:")
     print(f"api:\n  clients:\n    {json.dumps(client)}:")
-    print(f"      role: {args.role}\n      public_key: {json.dumps(public)}")
+    print(f"      role: {keygen.role}\n      public_key: {json.dumps(public)}")
     return 0
 
 
-def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
-    parts = urlsplit(args.mqtt)
+def mqtt_settings(request: Request) -> MqttSettings:
+    from pydantic import ValidationError
+
+    from edged.mqtt.settings import MqttSettings, TlsSettings
+
+    parts = urlsplit(request.mqtt)
     try:
         port = parts.port or DEFAULT_PORTS.get(parts.scheme, 1883)
     except ValueError:
-        raise BadArgument(f"--mqtt {args.mqtt!r}: the port is not a number from 1 to 65535") from None
+        raise BadArgument(f"--mqtt {request.mqtt!r}: the port is not a number from 1 to 65535") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
-        raise BadArgument(f"--mqtt {args.mqtt!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    tls_options = {"--ca-file": args.ca_file, "--cert-file": args.cert_file, "--cert-key": args.cert_key}
+        raise BadArgument(f"--mqtt {request.mqtt!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    tls_options = {
+        "--ca-file": request.ca_file,
+        "--cert-file": request.cert_file,
+        "--cert-key": request.cert_key,
+    }
     given = [name for name, value in tls_options.items() if value is not None]
     if given and parts.scheme != "mqtts":
         raise BadArgument(f"{', '.join(given)} need(s) an mqtts:// broker URL")
-    if (args.cert_file is None) != (args.cert_key is None):
+    if (request.cert_file is None) != (request.cert_key is None):
         raise BadArgument("--cert-file and --cert-key go together")
     try:
         return MqttSettings(
             host=parts.hostname,
             port=port,
-            protocol=args.protocol,
-            username=args.username,
-            password_file=args.password_file,
-            tls=TlsSettings(ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.cert_key)
+            protocol=request.protocol,
+            username=request.username,
+            password_file=request.password_file,
+            tls=TlsSettings(ca_file=request.ca_file, cert_file=request.cert_file, key_file=request.cert_key)
             if parts.scheme == "mqtts"
             else None,
         )
@@ -108,44 +139,50 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings:
         raise BadArgument(f"--mqtt options: {first['msg']}") from None
 
 
-def request_body(args: argparse.Namespace) -> dict[str, Any]:
-    if args.body_file is not None:
+def request_body(request: Request) -> dict[str, Any]:
+    if request.body_file is not None:
         try:
-            text = args.body_file.read_text(encoding="utf-8")
+            text = request.body_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise BadArgument(
-                f"--body-file {args.body_file}: {getattr(exc, 'strerror', None) or exc}"
+                f"--body-file {request.body_file}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
-        source = f"--body-file {args.body_file}"
+        source = f"--body-file {request.body_file}"
     else:
-        text, source = args.body if args.body is not None else "{}", "--body"
+        text, source = request.body if request.body is not None else "{}", "--body"
     try:
         body = json.loads(text)
     except ValueError as exc:
         raise BadArgument(f"{source} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadArgument(f"{source} must be a JSON object, not {type(body).__name__}")
-    if args.image is not None:
+    if request.image is not None:
         if "image" in body:
             raise BadArgument("give the image either in the body or with --image, not both")
         try:
-            data = args.image.read_bytes()  # in memory only, never written anywhere
+            data = request.image.read_bytes()  # in memory only, never written anywhere
         except OSError as exc:
-            raise ImageError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+            raise ImageError(f"cannot read {request.image}: {exc.strerror or exc}") from None
         body["image"] = base64.b64encode(data).decode("ascii")
     return body
 
 
-def cmd_request(args: argparse.Namespace) -> int:
-    if (args.sign_key is None) != (args.client is None):
+def cmd_request(request: Request, options: GlobalOptions) -> int:
+    from edged.api.auth import load_private_key
+    from edged.api.client import RequestClient
+    from edged.config import load_config
+
+    if (request.sign_key is None) != (request.client is None):
         raise BadArgument("--sign-key and --client go together")
-    body = request_body(args)
-    settings = mqtt_settings(args)
-    sign_with = (args.client, load_private_key(args.sign_key)) if args.sign_key is not None else None
-    device_id = args.device_id or load_config(args.config).device_id
+    body = request_body(request)
+    settings = mqtt_settings(request)
+    sign_with = None
+    if request.sign_key is not None and request.client is not None:
+        sign_with = (request.client, load_private_key(request.sign_key))
+    device_id = request.device_id or load_config(options.config).device_id
     try:
         with RequestClient(settings, device_id) as client:
-            reply = client.request(args.op, body, timeout=args.timeout, sign_with=sign_with)
+            reply = client.request(request.op, body, timeout=request.timeout, sign_with=sign_with)
     except TimeoutError as exc:
         print(f"edged: Timeout: {exc}", file=sys.stderr)
         return 1
@@ -176,6 +213,3 @@ def _exit_codes() -> dict[str, int]:
         codes.setdefault(cls.code, cls.exit_code)
         stack.extend(cls.__subclasses__())
     return codes
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"client": cmd_client, "request": cmd_request}

@@ -1,5 +1,5 @@
 """The test broker, as a pytest plugin (registered once, in ``tests/conftest.py``): a real Mosquitto on
-a free loopback port for the MQTT tests (no mocks). Every broker is ``edged.bench.broker.Broker``, the
+a free loopback port for the MQTT tests (no mocks). Every broker is ``edged_bench.broker.Broker``, the
 launcher ``edged bench daemon`` uses too: it writes a minimal mosquitto.conf into its own directory,
 starts ``mosquitto -c``, waits (bounded) until the port accepts connections, and is stopped in teardown;
 ``stop()`` and ``start()`` restart it on the same port (broker outage tests). Without ``mosquitto``
@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edged.bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_port
+from edged_bench.broker import READY_TIMEOUT_S, Broker, find_mosquitto, free_port
 
 __all__ = [
     "READY_TIMEOUT_S",

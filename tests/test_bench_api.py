@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from edged.bench.api import KINDS, PROTOCOLS, ApiBenchResult, bench_api, table
-from edged.bench.broker import find_mosquitto
 from edged.config import Config
 from edged.pipeline.pipeline import FacePipeline
+from edged_bench.api import KINDS, PROTOCOLS, ApiBenchResult, bench_api, table
+from edged_bench.broker import find_mosquitto
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edged.bench.broker import find_mosquitto
-from edged.bench.daemon import bench_daemon, scene_frames
 from edged.config import Config
 from edged.pipeline.pipeline import FacePipeline
+from edged_bench.broker import find_mosquitto
+from edged_bench.daemon import bench_daemon, scene_frames
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
 

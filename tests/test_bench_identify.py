@@ -4,7 +4,6 @@ the cat (no face, not enrolled) and a "person" whose two images have no face (ca
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from edged.bench.identify import Entry, load_identities, run_identify, split
 from edged.errors import BadArgument
 from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
+from edged_bench.identify import Entry, load_identities, run_identify, split
+from edged_bench.settings import IdentifyOptions
 
 
 def write(path: Path, image: ImageRGB) -> str:
@@ -52,9 +52,9 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, csv_path
 
 
-def namespace(root: Path, identities: Path, record: Path | None = None) -> argparse.Namespace:
-    """The arguments ``edged bench identify`` parses into."""
-    return argparse.Namespace(root=root, identities=identities, far=1e-4, json=True, record=record)
+def identify_options(root: Path, identities: Path, record: Path | None = None) -> IdentifyOptions:
+    """The settings ``edged bench identify`` parses into."""
+    return IdentifyOptions(root=root, identities=identities, far=1e-4, record=record, json=True)
 
 
 def test_identify_report(
@@ -62,7 +62,7 @@ def test_identify_report(
 ) -> None:
     root, identities = tiny_set
     bench_file = tmp_path / "BENCHMARKS.md"
-    assert run_identify(namespace(root, identities, record=bench_file), pipeline, ImageLimits()) == 0
+    assert run_identify(identify_options(root, identities, record=bench_file), pipeline, ImageLimits()) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert set(report) >= {

@@ -76,7 +76,8 @@ def images(
 def test_version(run_edged: RunEdged) -> None:
     result = run_edged(["--version"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"edged {__version__}"
+    # the package first; then the models and the runtimes (tests/test_cli_entry.py)
+    assert result.stdout.splitlines()[0] == f"edged {__version__}"
 
 
 def test_detect_json_contract(run_edged: RunEdged, images: dict[str, Path], astronaut_box: Box) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.bench.accuracy import choose_face, edged_embedder
 from edged.pipeline import quality
 from edged.pipeline.align import chip_for
 from edged.pipeline.embed import distance
@@ -26,6 +25,7 @@ from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
 from edged.types import Box, FloatArray
+from edged_bench.accuracy import choose_face, edged_embedder
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "dev"
 EXPECTED_JSON = DEV_DIR / "face_recognition_expected.json"

@@ -13,13 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edged.bench.speed import make_frame
 from edged.errors import BadArgument, EdgedError, ModelError
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.pipeline.embed import EMBEDDING_SIZE, distance
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
 from edged.types import Box, Face, ImageRGB
+from edged_bench.speed import make_frame
 
 MIN_IOU = 0.7
 """Box IoU between the detection and the transformed ground-truth box (measured: 0.74 to 0.998)."""

@@ -4,7 +4,7 @@ concurrent use. Data: the synthetic templates of the index benchmark (clustered 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import itertools
 import json
 import threading
@@ -14,9 +14,10 @@ from collections.abc import Collection
 import numpy as np
 import pytest
 
-from edged.bench.index import run_index, synthetic_set
 from edged.errors import BadArgument
 from edged.matcher import BATCH_DICT, MERGE_MIN, SMALL, STORAGES, Match, Storage, TemplateIndex
+from edged_bench.index import run_index, synthetic_set
+from edged_bench.settings import IndexOptions
 
 # Worst-case distance error of each storage for templates of norm ≲ 1.6 (docs/matching.md):
 # float16 rounds each coordinate to 2^-12 relative; int8 to half a step of its per-template scale.
@@ -535,7 +536,7 @@ def test_synthetic_templates_look_like_real_ones() -> None:
 
 
 def test_index_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(
+    settings = IndexOptions(
         sizes="500,3k",
         queries=10,
         storages="float16,int8",
@@ -545,7 +546,7 @@ def test_index_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         record=None,
         json=True,
     )
-    assert run_index(args) == 0
+    assert run_index(settings) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["sizes"]) == {"500", "3000"}
     for size in report["sizes"].values():
@@ -553,6 +554,6 @@ def test_index_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
             assert size[name]["recall_at_1_mated"] == 1.0
             assert size[name]["index_mb"] > 0
     with pytest.raises(BadArgument, match="--sizes"):
-        run_index(argparse.Namespace(**{**vars(args), "sizes": "1k,lots"}))
+        run_index(dataclasses.replace(settings, sizes="1k,lots"))
     with pytest.raises(BadArgument, match="--storages"):
-        run_index(argparse.Namespace(**{**vars(args), "storages": "int4"}))
+        run_index(dataclasses.replace(settings, storages="int4"))

@@ -1,4 +1,4 @@
-"""Verification metrics (edged.bench.metrics), table-driven on hand-made (distance, same) pairs, and
+"""Verification metrics (edged_bench.metrics), table-driven on hand-made (distance, same) pairs, and
 the pairs file reader of ``edged bench accuracy``.
 
 An ``inf`` distance is a pair where an image had no detectable face: it is a non-match, never
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.bench.accuracy import Pair, load_pairs
-from edged.bench.metrics import accuracy_at, auc, best_threshold, eer, evaluate, far_frr, tar_at_far
 from edged.errors import BadArgument
+from edged_bench.accuracy import Pair, load_pairs
+from edged_bench.metrics import accuracy_at, auc, best_threshold, eer, evaluate, far_frr, tar_at_far
 
 INF = math.inf
 

@@ -24,11 +24,12 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parent / "bench"))  # edged_bench.accuracy
 
-from edged.bench.accuracy import choose_face
 from edged.inference.manifest import MANIFEST_NAME, default_model_dir
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import EMBEDDER_KEYS, FacePipeline, PipelineSettings
+from edged_bench.accuracy import choose_face
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 DEFAULT_FAR = 1e-3

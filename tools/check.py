@@ -1,4 +1,5 @@
-"""One command for every check: ruff format, ruff lint, mypy (strict on edged/), pytest.
+"""One command for every check: ruff format, ruff lint, mypy (strict on edged/ and the benchmarks in
+tools/bench/edged_bench), pytest.
 
     python3 tools/check.py [pytest arguments…]
 

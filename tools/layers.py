@@ -28,8 +28,9 @@ LAYERS: dict[str, str] = {
     "edged.__main__": "entry",
     "edged.cli": "entry",
     "edged.cli_directory": "entry",
+    "edged.cli_faces": "entry",
+    "edged.cli_options": "entry",
     "edged.cli_request": "entry",
-    "edged.bench": "entry",
     # composition: the only code that sees the whole configuration
     "edged.app": "composition",
     "edged.config": "composition",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +13,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from edged import environment
 from edged.errors import BadArgument, ModelError, ModelIntegrityError
+from edged.inference.catalog import MANIFEST_NAME, default_model_dir
 from edged.strict import DuplicateKey, load_yaml
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.yaml"
-
-
-def default_model_dir() -> Path:
-    """Where the models are: ``$EDGED_MODEL_DIR``, the source checkout's ``models/``, or the
-    ``share/edged/models`` that a wheel install puts under the interpreter prefix."""
-    env = environment.model_dir()
-    if env is not None:
-        return env
-    candidates = [
-        Path(__file__).resolve().parents[2] / "models",
-        Path(sys.prefix) / "share" / "edged" / "models",
-        Path("/usr/share/edged/models"),
-    ]
-    for candidate in candidates:
-        if (candidate / MANIFEST_NAME).is_file():
-            return candidate
-    return candidates[0]
+__all__ = ["MANIFEST_NAME", "Calibration", "FarThreshold", "Manifest", "ModelEntry", "default_model_dir"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ over MQTT v5 with TCP_NODELAY set on the callers' sockets by hand, in the same r
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -62,8 +61,6 @@ from edged.api.auth import Authenticator, public_key_b64, sign_request
 from edged.api.client import RequestClient
 from edged.api.server import ApiServer
 from edged.api.settings import ClientSettings
-from edged.bench.broker import Broker, find_mosquitto
-from edged.bench.record import markdown_table, record
 from edged.clock import SystemClock
 from edged.config import Config
 from edged.demo import DEMO_GROUP, astronaut, enrol_demo, shifted
@@ -77,6 +74,9 @@ from edged.pipeline.image import decode_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import ImageRGB
+from edged_bench.broker import Broker, find_mosquitto
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import ApiOptions
 
 __all__ = [
     "KINDS",
@@ -379,7 +379,7 @@ class LoadProcess:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from edged.bench.api import _load_main; _load_main()"],
+            [sys.executable, "-c", "from edged_bench.api import _load_main; _load_main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -449,7 +449,7 @@ def filesystem_of(path: Path) -> str:
 def detect_frame() -> bytes:
     """A 640×480 JPEG of the astronaut's head and shoulders on a grey wall (one face ≈ 140 px): the
     daemon benchmark's one-face frame, as a door camera would send it."""
-    from edged.bench.daemon import scene_frames
+    from edged_bench.daemon import scene_frames
 
     return _jpeg(scene_frames(1, count=1)[0], JPEG_QUALITY)
 
@@ -811,21 +811,21 @@ def note(result: ApiBenchResult) -> str:
     return text
 
 
-def run_api_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config) -> int:
-    seconds: float | None = args.seconds
-    requests: int | None = args.requests
+def run_api_bench(settings: ApiOptions, pipeline: FacePipeline, base: Config) -> int:
+    seconds: float | None = settings.seconds
+    requests: int | None = settings.requests
     if requests is not None and requests < 1:
         raise BadArgument("--requests must be ≥ 1")
     if seconds is not None and seconds <= 0:
         raise BadArgument("--seconds must be > 0")
     if requests is None and seconds is None:
         seconds = DEFAULT_SECONDS
-    if args.clients < 1:
+    if settings.clients < 1:
         raise BadArgument("--clients must be ≥ 1")
     started = time.monotonic()
-    result = bench_api(pipeline, base, seconds, requests, args.clients)
+    result = bench_api(pipeline, base, seconds, requests, settings.clients)
     text = table(result)
-    print(text, file=sys.stderr if args.json else sys.stdout)
+    print(text, file=sys.stderr if settings.json else sys.stdout)
     print(f"api bench: {time.monotonic() - started:.0f} s", file=sys.stderr)
     for c in result.failed:
         print(
@@ -833,10 +833,10 @@ def run_api_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config
             f"{c.clients} client(s)): {'; '.join(c.errors)}",
             file=sys.stderr,
         )
-    if args.record:
+    if settings.record:
         amount = f"--seconds {seconds:g}" if seconds is not None else f"--requests {requests}"
-        command = f"edged bench api {amount} --clients {args.clients}"
-        record(args.record, "api", text + "\n\n" + note(result), command)
-    if args.json:
+        command = f"edged bench api {amount} --clients {settings.clients}"
+        record(settings.record, "api", text + "\n\n" + note(result), command)
+    if settings.json:
         print(json.dumps(result.as_json()))
     return 1 if result.failed else 0

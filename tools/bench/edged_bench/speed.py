@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -12,13 +11,14 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edged.bench.record import markdown_table, record
 from edged.errors import NoFaceDetected
 from edged.pipeline.align import chip_for
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.quality import assess
 from edged.types import ImageRGB
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import SpeedOptions
 
 FRAME_SIZES = ((640, 480), (1280, 720))
 STAGES = ("detect", "mesh", "align+quality", "embed", "total")
@@ -75,8 +75,8 @@ def stats(values: list[float]) -> tuple[float, float]:
     return float(np.median(values)), float(np.percentile(values, 95))
 
 
-def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> int:
-    source = read_image(args.image) if args.image else None
+def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> int:
+    source = read_image(settings.image) if settings.image else None
     if source is None:
         from edged.demo import astronaut
 
@@ -91,7 +91,7 @@ def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> 
         frame = make_frame(source, width, height)
         for threads, pipeline in pipelines.items():
             time_pipeline(pipeline, frame, 10)  # warm-up
-            samples = time_pipeline(pipeline, frame, args.repeat)
+            samples = time_pipeline(pipeline, frame, settings.repeat)
             key = f"{width}x{height} threads={threads}"
             results[key] = {
                 stage: dict(zip(("median_ms", "p95_ms"), stats(samples[stage]), strict=True))
@@ -102,12 +102,12 @@ def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> 
                 + ["{:.2f} / {:.2f}".format(*stats(samples[stage])) for stage in STAGES]
                 + [""]
             )
-        if args.compare:
-            reference = time_face_recognition(frame, max(5, args.repeat // 20))
+        if settings.compare:
+            reference = time_face_recognition(frame, max(5, settings.repeat // 20))
             if reference is None:
                 print("edged: face_recognition is not installed; comparing skipped", file=sys.stderr)
             else:
-                ours = stats(time_pipeline(pipelines[1], frame, args.repeat)["total"])[0]
+                ours = stats(time_pipeline(pipelines[1], frame, settings.repeat)["total"])[0]
                 theirs = stats(reference)
                 ratio = theirs[0] / ours
                 results[f"{width}x{height} face_recognition"] = {
@@ -128,16 +128,18 @@ def run_speed(args: argparse.Namespace, load: Callable[[int], FacePipeline]) -> 
                 )
     header = ["pipeline (ms, median / p95)", *STAGES, "ratio"]
     table = markdown_table(header, rows)
-    print(table, file=sys.stderr if args.json else sys.stdout)
-    if args.record:
-        command = "edged bench speed" + (" --compare" if args.compare else "") + f" --repeat {args.repeat}"
+    print(table, file=sys.stderr if settings.json else sys.stdout)
+    if settings.record:
+        command = (
+            "edged bench speed" + (" --compare" if settings.compare else "") + f" --repeat {settings.repeat}"
+        )
         note = (
             "One face per frame: the astronaut's head and shoulders scaled to the frame height, the face "
             "≈ 30 % of it (a door camera at arm's length). `total` is detect + mesh + align + quality + "
             "embed for that face (flip averaging off, the default); face_recognition's is "
             "face_locations (HOG) + face_encodings on the same frame, in the same run."
         )
-        record(args.record, "speed", table + "\n\n" + note, command)
-    if args.json:
+        record(settings.record, "speed", table + "\n\n" + note, command)
+    if settings.json:
         print(json.dumps(results))
     return 0

@@ -6,9 +6,9 @@ import datetime as dt
 import os
 import platform
 import re
-from importlib import metadata
 from pathlib import Path
 
+from edged.inference.catalog import package_version
 from edged.inference.runtime import runtime_name
 
 HEADER = (
@@ -28,10 +28,7 @@ def cpu_model() -> str:
 
 
 def version_of(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
+    return package_version(package) or "absent"
 
 
 def machine_line() -> str:

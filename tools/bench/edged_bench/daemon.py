@@ -29,7 +29,6 @@ Two runs per layout, each a fresh ``App`` on the same directory:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,8 +46,6 @@ import cv2
 import numpy as np
 
 from edged.app import OUTBOX_FILE, App
-from edged.bench.broker import Broker, find_mosquitto
-from edged.bench.record import markdown_table, record
 from edged.capture.replay import ReplaySource
 from edged.capture.source import bgr_to_rgb
 from edged.config import Config
@@ -58,6 +55,9 @@ from edged.errors import BadArgument, ConfigError
 from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
+from edged_bench.broker import Broker, find_mosquitto
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import DaemonOptions
 
 __all__ = [
     "DaemonBench",
@@ -469,9 +469,14 @@ def _per_frame(run: RunResult, stage: str) -> str:
     return f"{n / max(1, run.frames):.1f}"
 
 
-def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Config) -> int:
-    faces = parse_faces(args.faces)
-    if args.duration <= 0 or args.latency_decisions < 1 or args.latency_fps <= 0 or args.source_fps < 0:
+def run_daemon_bench(settings: DaemonOptions, pipeline: FacePipeline, base: Config) -> int:
+    faces = parse_faces(settings.faces)
+    if (
+        settings.duration <= 0
+        or settings.latency_decisions < 1
+        or settings.latency_fps <= 0
+        or settings.source_fps < 0
+    ):
         raise BadArgument(
             "--duration and --latency-fps must be > 0, --latency-decisions ≥ 1, --source-fps ≥ 0"
         )
@@ -480,12 +485,12 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
         pipeline,
         base,
         faces,
-        duration_s=args.duration,
-        source_fps=args.source_fps,
-        latency_fps=args.latency_fps,
-        latency_decisions=args.latency_decisions,
+        duration_s=settings.duration,
+        source_fps=settings.source_fps,
+        latency_fps=settings.latency_fps,
+        latency_decisions=settings.latency_decisions,
     )
-    source = "unpaced" if args.source_fps == 0 else f"{args.source_fps:g} fps"
+    source = "unpaced" if settings.source_fps == 0 else f"{settings.source_fps:g} fps"
     rows = []
     missing = 0
     for r in results:
@@ -512,12 +517,12 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
         "frames processed / dropped",
         "detect+mesh+quality ms (p50 / p95)",
         "embed ms per face (p50 / p95; faces embedded per frame)",
-        f"frame → decision received, ms (median / p95 / max; source {args.latency_fps:g} fps)",
+        f"frame → decision received, ms (median / p95 / max; source {settings.latency_fps:g} fps)",
         "decisions timed (worker fps, dropped)",
         "frame → outbox ms (p50 / p95)",
     ]
     table = markdown_table(header, rows)
-    out = sys.stderr if args.json else sys.stdout
+    out = sys.stderr if settings.json else sys.stdout
     print(table, file=out)
     elapsed = time.monotonic() - started
     print(f"daemon bench: {elapsed:.0f} s", file=sys.stderr)
@@ -526,11 +531,11 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
             f"edged: warning: {missing} decision(s) without captured_at: no latency for them",
             file=sys.stderr,
         )
-    if args.record:
+    if settings.record:
         command = (
-            f"edged bench daemon --faces {args.faces} --duration {args.duration:g} "
-            f"--source-fps {args.source_fps:g} --latency-fps {args.latency_fps:g} "
-            f"--latency-decisions {args.latency_decisions}"
+            f"edged bench daemon --faces {settings.faces} --duration {settings.duration:g} "
+            f"--source-fps {settings.source_fps:g} --latency-fps {settings.latency_fps:g} "
+            f"--latency-decisions {settings.latency_decisions}"
         )
         note = (
             "The real daemon (`edged.app.App`: capture thread, one-slot buffer, worker, durable outbox, "
@@ -541,9 +546,9 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
             "and searched every frame). *Throughput*: doors set to embed and search every face in every "
             f"frame (trigger_frames {THROUGHPUT_TRIGGER_FRAMES}, refractory_s "
             f"{THROUGHPUT_REFRACTORY_S:g}: the worst case), the replay source unpaced, frames processed per "
-            f"second of wall time over {args.duration:g} s after a {WARMUP_S:g} s warm-up; dropped: "
+            f"second of wall time over {settings.duration:g} s after a {WARMUP_S:g} s warm-up; dropped: "
             "frames the one-slot buffer replaced while the worker was busy. *Latency*: the source "
-            f"paced at {args.latency_fps:g} fps, doors deciding often (trigger_frames "
+            f"paced at {settings.latency_fps:g} fps, doors deciding often (trigger_frames "
             f"{LATENCY_TRIGGER_FRAMES}, refractory_s {LATENCY_REFRACTORY_S:g}); a paho subscriber on "
             "loopback timestamps each decision: receipt wall time − the payload's `captured_at` "
             "(frame wait + pipeline + search + decide + outbox commit with synchronous=FULL + "
@@ -554,8 +559,8 @@ def run_daemon_bench(args: argparse.Namespace, pipeline: FacePipeline, base: Con
             "ACK, ≈ 40 ms (one face: 53 / 60 ms median / p95 then). Throughput varies with the load of "
             "this shared machine (one face: 65 to 170 fps across runs)."
         )
-        record(args.record, "daemon", table + "\n\n" + note, command)
-    if args.json:
+        record(settings.record, "daemon", table + "\n\n" + note, command)
+    if settings.json:
         print(
             json.dumps(
                 [

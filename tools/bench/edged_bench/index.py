@@ -3,7 +3,6 @@ latency on one thread, and recall@1 against an exact float32 brute-force search.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ctypes.util
 import gc
@@ -22,9 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edged import environment
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument
 from edged.matcher import STORAGES, Storage, TemplateIndex
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import IndexOptions
 
 F32 = npt.NDArray[np.float32]
 Ints = npt.NDArray[np.int64]
@@ -333,24 +333,26 @@ def calibrated_threshold(far: float = 1e-4) -> float:
     return calibration.threshold_for(far) if calibration else DEFAULT_THRESHOLD
 
 
-def run_index(args: argparse.Namespace) -> int:
-    sizes = parse_sizes(args.sizes)
-    storages = [s.strip() for s in args.storages.split(",") if s.strip()]
-    for storage in storages:
-        if storage not in STORAGES:
-            raise BadArgument(f"--storages: {storage!r} is not one of {', '.join(STORAGES)}")
-    if args.queries < 2:
-        raise BadArgument(f"--queries must be ≥ 2, not {args.queries}")
-    if args.faces_per_identity < 1:
-        raise BadArgument(f"--faces-per-identity must be ≥ 1, not {args.faces_per_identity}")
+def run_index(settings: IndexOptions) -> int:
+    sizes = parse_sizes(settings.sizes)
+    storages: list[Storage] = []
+    for name in (s.strip() for s in settings.storages.split(",") if s.strip()):
+        storage = next((s for s in STORAGES if s == name), None)
+        if storage is None:
+            raise BadArgument(f"--storages: {name!r} is not one of {', '.join(STORAGES)}")
+        storages.append(storage)
+    if settings.queries < 2:
+        raise BadArgument(f"--queries must be ≥ 2, not {settings.queries}")
+    if settings.faces_per_identity < 1:
+        raise BadArgument(f"--faces-per-identity must be ≥ 1, not {settings.faces_per_identity}")
     threshold = calibrated_threshold()
-    out = sys.stderr if args.json else sys.stdout
+    out = sys.stderr if settings.json else sys.stdout
     rows: list[list[str]] = []
     results: dict[str, dict[str, Any]] = {}
     with one_thread() as threads:
         for n in sizes:
             print(f"{n:,} templates: generating …", file=sys.stderr)
-            data = synthetic_set(n, args.queries, args.faces_per_identity, args.seed)
+            data = synthetic_set(n, settings.queries, settings.faces_per_identity, settings.seed)
             exact = Exact(data.templates)
             probes = np.concatenate([data.mated, data.non_mated])
             truth_ms = []
@@ -366,7 +368,7 @@ def run_index(args: argparse.Namespace) -> int:
             backends: list[tuple[str, Callable[[], tuple[Search, Callable[[], int]] | None]]] = [
                 (f"TemplateIndex {s}", partial(index_backend, s, data, ids, owners)) for s in storages
             ]
-            if not args.no_faiss:
+            if not settings.no_faiss:
                 backends.append(("faiss IVF-SQ8 (ANN)", partial(faiss_backend, data)))
             results[str(n)] = {"brute_force_float32_ms": {"median": _median(truth_ms), "p95": _p95(truth_ms)}}
             rows.append(
@@ -421,16 +423,17 @@ def run_index(args: argparse.Namespace) -> int:
     table = markdown_table(header, rows)
     print(table, file=out)
     print(f"threads: {threads}", file=sys.stderr)
-    if args.record:
+    if settings.record:
         command = (
-            f"edged bench index --sizes {args.sizes} --queries {args.queries} --storages {args.storages} "
-            f"--faces-per-identity {args.faces_per_identity} --seed {args.seed}"
-            + (" --no-faiss" if args.no_faiss else "")
+            f"edged bench index --sizes {settings.sizes} --queries {settings.queries} "
+            f"--storages {settings.storages} --faces-per-identity {settings.faces_per_identity} "
+            f"--seed {settings.seed}" + (" --no-faiss" if settings.no_faiss else "")
         )
         note = (
-            f"Synthetic templates (`edged/bench/index.py`: 128-d, a common mean of norm {MEAN_NORM} plus "
-            f"identity offsets and per-face noise with decaying spectra fitted to LFW's statistics), "
-            f"{args.faces_per_identity} faces per identity, UUID face and person IDs. {args.queries} "
+            "Synthetic templates (`tools/bench/edged_bench/index.py`: 128-d, a common mean of norm "
+            f"{MEAN_NORM} plus identity offsets and per-face noise with decaying spectra fitted to LFW's "
+            "statistics), "
+            f"{settings.faces_per_identity} faces per identity, UUID face and person IDs. {settings.queries} "
             "queries: half fresh faces of enrolled identities (mated), half new identities. Latency is "
             f"one query at a time on {threads}. *rank-1*: best owner, no threshold (the worst case "
             f"for pruning); *d ≤ t*: best owner within the FAR 1e-4 threshold (the identify path). "
@@ -440,7 +443,7 @@ def run_index(args: argparse.Namespace) -> int:
             "process's resident memory after the build minus before it, after `malloc_trim`. "
             "faiss is measured only when installed (an ANN comparison, not an edged backend)."
         )
-        record(args.record, "index", table + "\n\n" + note, command)
-    if args.json:
+        record(settings.record, "index", table + "\n\n" + note, command)
+    if settings.json:
         print(json.dumps({"threshold": threshold, "threads": threads, "sizes": results}))
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -13,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.bench.metrics import Report, evaluate
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument, EdgedError
 from edged.pipeline.image import ImageLimits, read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import Box, FloatArray, ImageRGB
+from edged_bench.metrics import Report, evaluate
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import AccuracyOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +131,14 @@ def distances_for(
     return distances, failures, per_image
 
 
-def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: ImageLimits) -> int:
-    pairs = load_pairs(args.pairs)
+def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: ImageLimits) -> int:
+    pairs = load_pairs(settings.pairs)
     same = np.array([p.same for p in pairs], np.int64)
     folds = np.array([p.fold for p in pairs], np.int64) if all(p.fold is not None for p in pairs) else None
     calibration = pipeline.calibration
     default = calibration.default_threshold if calibration else 0.6
-    systems: dict[str, Embedder] = {f"edged ({args.embedder})": edged_embedder(pipeline)}
-    if args.compare:
+    systems: dict[str, Embedder] = {f"edged ({settings.embedder})": edged_embedder(pipeline)}
+    if settings.compare:
         reference = face_recognition_embedder()
         if reference is None:
             print("edged: face_recognition is not installed; comparing skipped", file=sys.stderr)
@@ -146,8 +146,8 @@ def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
             systems["face_recognition 1.3 (dlib HOG + ResNet)"] = reference
     reports: dict[str, tuple[Report, float, list[str]]] = {}
     for name, embed in systems.items():
-        print(f"{name}: embedding images of {args.pairs} …", file=sys.stderr)
-        distances, failures, per_image = distances_for(pairs, args.root, embed, limits)
+        print(f"{name}: embedding images of {settings.pairs} …", file=sys.stderr)
+        distances, failures, per_image = distances_for(pairs, settings.root, embed, limits)
         failed_pairs = sum(1 for p in pairs if p.image_a in failures or p.image_b in failures)
         reports[name] = (evaluate(distances, same, folds, default, failed_pairs), per_image, failures)
     rows = []
@@ -180,20 +180,25 @@ def run_accuracy(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
     ]
     table = markdown_table(header, rows)
     first = next(iter(reports.values()))[0]
-    print(table, file=sys.stderr if args.json else sys.stdout)
+    print(table, file=sys.stderr if settings.json else sys.stdout)
     print(f"protocol: {first.protocol}", file=sys.stderr)
-    if args.record:
+    if settings.record:
         command = (
-            f"edged bench accuracy --pairs {args.pairs} --root {args.root} --embedder {args.embedder}"
-            + (" --compare" if args.compare else "")
+            f"edged bench accuracy --pairs {settings.pairs} --root {settings.root} "
+            f"--embedder {settings.embedder}" + (" --compare" if settings.compare else "")
         )
         note = (
             f"Protocol: {first.protocol}. Images with no detected face count as failures and their pairs "
             "as non-matches. TAR@FAR on these pairs only "
             "(FAR 1e-4 below 1/impostors means zero false accepts)."
         )
-        record(args.record, f"accuracy: {args.pairs.name} ({args.root.name})", table + "\n\n" + note, command)
-    if args.json:
+        record(
+            settings.record,
+            f"accuracy: {settings.pairs.name} ({settings.root.name})",
+            table + "\n\n" + note,
+            command,
+        )
+    if settings.json:
         main_report = reports[next(iter(reports))][0].as_json()
         if len(reports) > 1:
             main_report["reference"] = {k: v[0].as_json() for k, v in list(reports.items())[1:]}

@@ -17,7 +17,6 @@ a face cannot be enrolled: all their images count as missed mated probes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,14 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from edged.bench.accuracy import edged_embedder, embed_images, read_rows
-from edged.bench.index import one_thread
-from edged.bench.record import markdown_table, record
 from edged.errors import BadArgument
 from edged.matcher import STORAGES, TemplateIndex
 from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import FloatArray
+from edged_bench.accuracy import edged_embedder, embed_images, read_rows
+from edged_bench.index import one_thread
+from edged_bench.record import markdown_table, record
+from edged_bench.settings import IdentifyOptions
 
 HEADLINE_STORAGE = "float16"
 """The storage the headline numbers are for: the index's default."""
@@ -157,17 +157,17 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
-def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: ImageLimits) -> int:
-    entries = load_identities(args.identities)
+def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: ImageLimits) -> int:
+    entries = load_identities(settings.identities)
     calibration = pipeline.calibration
     if calibration is None:
         raise BadArgument(
             "the embedder has no calibration in the model manifest: no threshold to identify at"
         )
-    threshold = calibration.threshold_for(args.far)
+    threshold = calibration.threshold_for(settings.far)
     images = sorted(entry.image for entry in entries)
-    print(f"embedding {len(images)} images of {args.identities} …", file=sys.stderr)
-    templates, per_image = embed_all(images, args.root, pipeline, limits)
+    print(f"embedding {len(images)} images of {settings.identities} …", file=sys.stderr)
+    templates, per_image = embed_all(images, settings.root, pipeline, limits)
     has_face = {name: template is not None for name, template in templates.items()}
     protocol = split(entries, has_face)
     no_face_mated = sum(1 for e in protocol.mated if not has_face[e.image])
@@ -207,7 +207,7 @@ def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
             "mated": no_face_mated,
             "non_mated": no_face_non_mated,
         },
-        "far": args.far,
+        "far": settings.far,
         "threshold": round(threshold, 4),
         "storage": HEADLINE_STORAGE,
         "rank1_rate": headline["rank1_rate"],
@@ -233,7 +233,7 @@ def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
     header = [
         "index storage",
         "rank-1 (no threshold)",
-        f"rank-1 at FAR {args.far:g} (d ≤ {threshold:.4f})",
+        f"rank-1 at FAR {settings.far:g} (d ≤ {threshold:.4f})",
         "FNIR",
         "FPIR (false positives)",
         "wrong person within threshold",
@@ -259,11 +259,14 @@ def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
         f"non-mated: left out of FPIR); {report['unenrollable_identities']} people could not be enrolled. "
         f"Embedding {report['embed_ms_per_image']:.1f} ms per image (detect, mesh, align, embed)."
     )
-    out = sys.stderr if args.json else sys.stdout
+    out = sys.stderr if settings.json else sys.stdout
     print(table, file=out)
     print(f"\n{HEADLINE_STORAGE} index at each calibrated FAR:\n\n{far_table}\n\n{counts}", file=out)
-    if args.record:
-        command = f"edged bench identify --root {args.root} --identities {args.identities} --far {args.far:g}"
+    if settings.record:
+        command = (
+            f"edged bench identify --root {settings.root} --identities {settings.identities} "
+            f"--far {settings.far:g}"
+        )
         note = (
             "Protocol: each person with ≥ 2 images is enrolled with one image (the first in sorted order "
             "with a face); their other images are mated probes; people with one image are non-mated "
@@ -273,11 +276,11 @@ def run_identify(args: argparse.Namespace, pipeline: FacePipeline, limits: Image
             f"The {HEADLINE_STORAGE} index (the default) at each calibrated FAR:\n\n{far_table}"
         )
         record(
-            args.record,
-            f"identify: {args.identities.name} ({args.root.name})",
+            settings.record,
+            f"identify: {settings.identities.name} ({settings.root.name})",
             table + "\n\n" + note,
             command,
         )
-    if args.json:
+    if settings.json:
         print(json.dumps(report))
     return 0

@@ -1,1 +1,0 @@
-"""Benchmarks: accuracy on pair lists and per-stage speed, recorded in docs/BENCHMARKS.md."""

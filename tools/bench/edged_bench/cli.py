@@ -1,0 +1,153 @@
+"""``edged bench BENCH …``: the benchmarks' command line. ``edged`` hands over the arguments after
+``bench`` with its global options (``--config``, ``--model-dir``, ``--threads`` …); here they become
+each benchmark's frozen settings (``edged_bench.settings``). Argument parsing only at import: a
+benchmark's module (numpy, OpenCV, the runtime) is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from edged.cli_options import (
+    GlobalOptions,
+    add_command,
+    command_of,
+    effective_config,
+    load_pipeline,
+    parse_far,
+)
+from edged_bench.settings import (
+    AccuracyOptions,
+    ApiOptions,
+    DaemonOptions,
+    IdentifyOptions,
+    IndexOptions,
+    SpeedOptions,
+)
+
+RECORD_FILE = Path("docs/BENCHMARKS.md")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """``--record [FILE]`` and ``--json``, which every benchmark has."""
+    parser.add_argument("--record", type=Path, nargs="?", const=RECORD_FILE, help="write to this file")
+    parser.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edged bench", description="Benchmarks of edged; --record writes docs/BENCHMARKS.md sections."
+    )
+    bench = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    p = bench.add_parser("accuracy", help="verification accuracy on a pairs CSV")
+    p.add_argument("--pairs", type=Path, required=True, help="CSV: image_a,image_b,same_person[,fold]")
+    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
+    p.add_argument("--embedder", choices=("int8", "float32"), default="int8")
+    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
+    _output_options(p)
+    add_command(p, AccuracyOptions, accuracy)
+
+    p = bench.add_parser("identify", help="1:N identification accuracy on an identities CSV")
+    p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
+    p.add_argument("--identities", type=Path, required=True, help="CSV: image,identity")
+    p.add_argument(
+        "--far", type=parse_far, default=1e-4, help="per-comparison FAR for the threshold (default 1e-4)"
+    )
+    _output_options(p)
+    add_command(p, IdentifyOptions, identify)
+
+    p = bench.add_parser("index", help="matching index: latency and memory at 1k–1M synthetic templates")
+    p.add_argument(
+        "--sizes", default="1k,10k,100k,1M", help="comma-separated template counts (1k, 1M, 50000)"
+    )
+    p.add_argument("--queries", type=int, default=200, help="per size: half enrolled people, half strangers")
+    p.add_argument("--storages", default="float32,float16,int8")
+    p.add_argument("--faces-per-identity", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-faiss", action="store_true", help="skip the faiss comparison even when installed")
+    _output_options(p)
+    add_command(p, IndexOptions, index)
+
+    p = bench.add_parser(
+        "daemon", help="the door daemon end to end: fps, drops, frame-to-decision latency over MQTT"
+    )
+    p.add_argument("--faces", default="1,3", help="face layouts to run: 1, 3 or 1,3 (default)")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds of the throughput run (15)")
+    p.add_argument(
+        "--source-fps", type=float, default=0.0, help="throughput run's source rate (0: unpaced, default)"
+    )
+    p.add_argument("--latency-fps", type=float, default=15.0, help="latency run's camera rate (15)")
+    p.add_argument("--latency-decisions", type=int, default=50, help="decisions to time per layout (50)")
+    _output_options(p)
+    add_command(p, DaemonOptions, daemon)
+
+    p = bench.add_parser(
+        "api", help="the face operations over MQTT: requests/s and round trip, v5 and 3.1.1, vs in-process"
+    )
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--seconds", type=float, help="seconds per measurement (default 2.5)")
+    amount.add_argument("--requests", type=int, help="requests per measurement instead of a duration")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients of the multi-client runs (4)")
+    _output_options(p)
+    add_command(p, ApiOptions, api)
+
+    p = bench.add_parser("speed", help="per-stage latency on 640×480 and 1280×720 frames")
+    p.add_argument("--repeat", type=int, default=200)
+    p.add_argument(
+        "--image", type=Path, help="a one-face image to build the frames from (default: astronaut)"
+    )
+    p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
+    _output_options(p)
+    add_command(p, SpeedOptions, speed)
+    return parser
+
+
+def accuracy(settings: AccuracyOptions, options: GlobalOptions) -> int:
+    from edged_bench.accuracy import run_accuracy
+
+    config = effective_config(options, embedder=settings.embedder)
+    return run_accuracy(settings, load_pipeline(config), config.images)
+
+
+def identify(settings: IdentifyOptions, options: GlobalOptions) -> int:
+    from edged_bench.identify import run_identify
+
+    config = effective_config(options)
+    return run_identify(settings, load_pipeline(config), config.images)
+
+
+def index(settings: IndexOptions, options: GlobalOptions) -> int:
+    from edged_bench.index import run_index
+
+    effective_config(options)  # a bad configuration or override is reported, as for every benchmark
+    return run_index(settings)
+
+
+def daemon(settings: DaemonOptions, options: GlobalOptions) -> int:
+    from edged_bench.daemon import run_daemon_bench
+
+    config = effective_config(options)
+    return run_daemon_bench(settings, load_pipeline(config), config)
+
+
+def api(settings: ApiOptions, options: GlobalOptions) -> int:
+    from edged_bench.api import run_api_bench
+
+    config = effective_config(options)
+    return run_api_bench(settings, load_pipeline(config), config)
+
+
+def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
+    from edged_bench.speed import run_speed
+
+    config = effective_config(options)
+    return run_speed(settings, lambda threads: load_pipeline(config, threads))
+
+
+def main(argv: Sequence[str], options: GlobalOptions) -> int:
+    """Run ``edged bench`` with ``argv`` (the arguments after ``bench``) and ``edged``'s global options;
+    ``edged.cli.main`` reports an ``EdgedError`` as its one line."""
+    namespace = build_parser().parse_args(argv)
+    return command_of(namespace).run(namespace, options)

@@ -1,0 +1,77 @@
+"""Each benchmark's frozen settings: what ``edged bench BENCH …`` parsed (``edged_bench.cli``: the
+defaults are there), or what a test or a script passes. Standard library only, so that
+``edged bench --help`` loads no numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "AccuracyOptions",
+    "ApiOptions",
+    "DaemonOptions",
+    "IdentifyOptions",
+    "IndexOptions",
+    "SpeedOptions",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AccuracyOptions:
+    pairs: Path
+    root: Path
+    embedder: str
+    compare: bool
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifyOptions:
+    root: Path
+    identities: Path
+    far: float
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndexOptions:
+    sizes: str
+    queries: int
+    storages: str
+    faces_per_identity: int
+    seed: int
+    no_faiss: bool
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    faces: str
+    duration: float
+    source_fps: float
+    latency_fps: float
+    latency_decisions: int
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    seconds: float | None
+    requests: int | None
+    clients: int
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedOptions:
+    repeat: int
+    image: Path | None
+    compare: bool
+    record: Path | None
+    json: bool
