@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edged.api.wire import receipt_json
 from edged.config import Config
 from edged.directory.crypto import KEY_FILE_ENV, create_key_file, locate_key_file, read_kek
-from edged.directory.store import Person, Receipt, Store
+from edged.directory.persons import Person
+from edged.directory.receipts import Receipt
+from edged.directory.store import Store
 from edged.errors import BadArgument, EdgedError, NoFaceDetected, PersonNotFound
 from edged.inference.manifest import Manifest
 from edged.pipeline.image import read_image
@@ -192,10 +195,10 @@ def person_json(person: Person) -> dict[str, Any]:
 def resolve_person(store: Store, group: str, ref: str) -> Person:
     try:
         uuid.UUID(ref)
-        return store.get_person(group, ref)
+        return store.persons.get(group, ref)
     except ValueError:
         pass
-    matches = [p for p in store.list_persons(group, top=1_000_000) if p.name == ref]
+    matches = [p for p in store.persons.page(group, top=1_000_000) if p.name == ref]
     if not matches:
         raise PersonNotFound(f"no person named {ref!r} in person group {group!r}")
     if len(matches) > 1:
@@ -222,8 +225,8 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
         return 0
     store = open_store(args, config)
     new = read_kek(args.new_key_file) if args.new_key_file.exists() else create_key_file(args.new_key_file)
-    count = store.rotate_kek(new)
-    store.audit("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
+    count = store.keys.rotate(new)
+    store.audit.append("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
     emit(
         args,
         {"rewrapped": count, "keyId": new.key_id, "keyFile": str(args.new_key_file)},
@@ -234,7 +237,7 @@ def cmd_keys(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_groups(args: argparse.Namespace, config: Config) -> int:
     if args.groups == "list":
-        groups = open_store(args, config).list_groups()
+        groups = open_store(args, config).groups.page()
         emit(
             args,
             [
@@ -246,8 +249,8 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
         return 0
     if args.groups == "update":
         store = open_store(args, config)
-        g = store.update_group(args.group, args.name, args.user_data)
-        store.audit("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
+        g = store.groups.update(args.group, args.name, args.user_data)
+        store.audit.append("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
         emit(
             args,
             {"personGroupId": g.group_id, "name": g.name, "userData": g.user_data},
@@ -256,7 +259,7 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
         return 0
     if args.groups == "get":
         store = open_store(args, config)
-        g = store.get_group(args.group)
+        g = store.groups.get(args.group)
         data = {
             "personGroupId": g.group_id,
             "name": g.name,
@@ -264,7 +267,7 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
             "kind": g.kind,
             "recognitionModel": g.recognition_model,
             "trainStatus": g.train_status,
-            "persons": store.count_persons(g.group_id),
+            "persons": store.persons.count(g.group_id),
         }
         emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
         return 0
@@ -276,13 +279,13 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
         )
         return 0
     receipt = service.delete_group(args.group)
-    emit(args, receipt.as_json(), receipt_text(receipt))
+    emit(args, receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
 def cmd_persons(args: argparse.Namespace, config: Config) -> int:
     if args.persons == "list":
-        persons = open_store(args, config).list_persons(args.group, top=1_000_000)
+        persons = open_store(args, config).persons.page(args.group, top=1_000_000)
         emit(
             args,
             [person_json(p) for p in persons],
@@ -292,8 +295,8 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
     if args.persons == "update":
         store = open_store(args, config)
         person = resolve_person(store, args.group, args.person)
-        updated = store.update_person(args.group, person.person_id, args.name, args.user_data)
-        store.audit("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
+        updated = store.persons.update(args.group, person.person_id, args.name, args.user_data)
+        store.audit.append("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
         emit(args, person_json(updated), f"updated {updated.person_id}")
         return 0
     if args.persons in ("get", "export"):
@@ -309,10 +312,10 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
                     "created": f.created,
                     "quality": f.quality,
                 }
-                for f in (store.get_face(fid, person_id=person.person_id) for fid in person.face_ids)
+                for f in (store.persons.faces.get(fid, person.person_id) for fid in person.face_ids)
             ]
-            data["cards"] = store.count_cards(person.person_id)  # numbers are kept only as keyed hashes
-            store.audit("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
+            data["cards"] = store.cards.count(person.person_id)  # numbers are kept only as keyed hashes
+            store.audit.append("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
         emit(args, data, json.dumps(data, indent=1))
         return 0
     if args.persons in ("card-set", "card-delete"):
@@ -329,7 +332,7 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
     service = open_service(args, config)
     person = resolve_person(service.store, args.group, args.person)
     receipt = service.delete_person(args.group, person.person_id)
-    emit(args, receipt.as_json(), receipt_text(receipt))
+    emit(args, receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -349,7 +352,7 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
             raise BadArgument("edged enroll GROUP PERSON IMAGE… (or GROUP --from-dir DIR)")
         plan = [(args.person, list(args.images))]
     service = open_service(args, config)
-    service.store.get_group(args.group)
+    service.store.groups.get(args.group)
     results: list[dict[str, Any]] = []
     total = sum(len(images) for _, images in plan)
     done = 0
@@ -400,7 +403,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     service = open_service(args, config)
-    service.store.get_group(args.group)
+    service.store.groups.get(args.group)
     image = read_image(args.image, config.images)
     detected = service.detect(image, return_face_id=True, ttl_s=60)
     if not detected:
@@ -417,11 +420,13 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     for detection, (face_id, candidates) in zip(detected, results, strict=False):
         named = []
         for c in candidates:
-            named.append({**c.as_json(), "name": service.store.get_person(args.group, c.person_id).name})
+            named.append({**c.as_json(), "name": service.store.persons.get(args.group, c.person_id).name})
         out.append(
             {"faceId": face_id, "faceRectangle": detection.face.detection.box.as_list(), "candidates": named}
         )
-    service.store.audit("identify", "cli", "recognizer", {"personGroupId": args.group}, f"{len(out)} face(s)")
+    service.store.audit.append(
+        "identify", "cli", "recognizer", {"personGroupId": args.group}, f"{len(out)} face(s)"
+    )
     if args.json:
         print(json.dumps(out))
     else:
@@ -439,13 +444,13 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
 def cmd_facelists(args: argparse.Namespace, config: Config) -> int:
     if args.facelists in ("list", "get"):
         store = open_store(args, config)
-        lists = store.list_face_lists() if args.facelists == "list" else [store.get_face_list(args.list)]
+        lists = store.face_lists.all() if args.facelists == "list" else [store.face_lists.get(args.list)]
         data = [
             {
                 "faceListId": fl.list_id,
                 "name": fl.name,
                 "kind": fl.kind,
-                "persistedFaceIds": store.face_list_face_ids(fl.list_id),
+                "persistedFaceIds": store.face_lists.face_ids(fl.list_id),
             }
             for fl in lists
         ]
@@ -465,7 +470,7 @@ def cmd_facelists(args: argparse.Namespace, config: Config) -> int:
         emit(args, {"persistedFaceIds": added}, "\n".join(added))
         return 0
     receipt = service.delete_face_list(args.list)
-    emit(args, receipt.as_json(), receipt_text(receipt))
+    emit(args, receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -509,10 +514,11 @@ def cmd_group(args: argparse.Namespace, config: Config) -> int:
 def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     store = open_store(args, config)
     if args.audit == "show":
-        records = [r.as_json() for r in store.audit_records()]
+        records = [r.as_json() for r in store.audit.records()]
         emit(args, records, "\n".join(json.dumps(r) for r in records))
         return 0
-    ok, count, reason = store.verify_audit()
+    chain = store.audit.verify()
+    ok, count, reason = chain.intact, chain.records, chain.reason
     emit(
         args,
         {"ok": ok, "records": count, "reason": reason},

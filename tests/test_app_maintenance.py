@@ -109,13 +109,13 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
             assert face["expires"] == pytest.approx(clock.now() + config.directory.transient_ttl_s)
 
             other = Store.open(state_dir, kek)  # reads what is on disk, beside the daemon
-            assert other.count_transient() >= 1
+            assert other.transient.count() >= 1
             clock.advance(config.directory.transient_ttl_s + REAP_INTERVAL_S + 1)
             # no request touches the face ID: only the scheduled reaper can delete it
-            wait_until(lambda: other is not None and other.count_transient() == 0, "the reaper ran")
+            wait_until(lambda: other is not None and other.transient.count() == 0, "the reaper ran")
             assert app.reaper is not None and app.reaper.deleted["face_ids"] >= 1
             with pytest.raises(FaceNotFound):
-                other.get_transient(face_id)
+                other.transient.get(face_id)
             gone = client.request("verify", {"faceId1": face_id, "faceId2": face_id}, timeout=WAIT_S)
             assert not gone["ok"] and gone["error"]["code"] == "FaceNotFound", gone
     finally:
@@ -182,7 +182,7 @@ def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
     state_dir = tmp_path / "state"
     eileen = enrolled(state_dir, kek, cli_pipeline, astronaut, train=trained_before)
     killed = Store.open(state_dir, kek)
-    killed.set_training("staff", "running")  # what a train commits first; then the process died
+    killed.groups.set_training("staff", "running")  # what a train commits first; then the process died
     killed.close()
     config = Config.model_validate({"doors": {"front": {"group": "staff"}}})
     app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline)
@@ -198,7 +198,7 @@ def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
         app.stop()
     check = Store.open(state_dir, kek)
     try:
-        group = check.get_group("staff")
+        group = check.groups.get("staff")
     finally:
         check.close()
     if trained_before:

@@ -64,7 +64,7 @@ def test_audit_records_are_forwarded_once_in_order(
         app.service.create_group("staff", "Day staff", actor="test")  # written by the daemon
         other = Store.open(state, kek)  # written by another process, as the CLI does
         try:
-            other.audit("rotate_key", "cli", "admin", {"keyId": "k2"}, "ok")
+            other.audit.append("rotate_key", "cli", "admin", {"keyId": "k2"}, "ok")
         finally:
             other.close()
         first = records(watcher, 2)

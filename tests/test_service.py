@@ -16,6 +16,7 @@ from skimage import data
 
 from edged.clock import ManualClock
 from edged.config import DirectorySettings
+from edged.directory.audit import ChainCheck
 from edged.directory.crypto import create_key_file, read_kek, verify_signature
 from edged.directory.store import Store
 from edged.errors import (
@@ -92,16 +93,16 @@ def test_detect_gives_face_ids_that_expire(
     clock.advance(121)
     with pytest.raises(FaceNotFound, match="expired"):
         service.verify_faces(face_id, other)
-    assert service.store.count_transient() == 1  # the expired one was reaped on use; `other` lives 24 h
+    assert service.store.transient.count() == 1  # the expired one was reaped on use; `other` lives 24 h
     clock.advance(86_400)
     assert service.reap() == 1
-    assert service.store.count_transient() == 0
+    assert service.store.transient.count() == 0
 
 
 def test_detect_without_face_ids_stores_nothing(service: FaceService, astronaut: ImageRGB) -> None:
     detected = service.detect(astronaut, return_face_id=False)
     assert detected[0].face_id is None
-    assert service.store.count_transient() == 0
+    assert service.store.transient.count() == 0
 
 
 @pytest.mark.parametrize("ttl", [59, 86_401])
@@ -161,7 +162,7 @@ def test_a_deleted_person_is_never_returned(service: FaceService, astronaut: Ima
     assert receipt.deleted == {"persons": 1, "faces": 1}
     assert service.identify([probe], group_id="staff")[0][1] == []
     with pytest.raises(PersonNotFound):
-        service.store.get_person("staff", person)
+        service.store.persons.get("staff", person)
 
 
 def test_refresh_picks_up_what_another_connection_committed(
@@ -172,7 +173,7 @@ def test_refresh_picks_up_what_another_connection_committed(
     person = enrolled_group(service, astronaut)
     service.train("staff")
     probe = face_id_of(service, astronaut)
-    template = service.store.get_transient(probe)
+    template = service.store.transient.get(probe)
     service.create_face_list("visitors", "Visitors")
     listed = service.add_list_face("visitors", astronaut)
     assert service.find_similar(probe, face_list_id="visitors")  # the list's index is cached too
@@ -182,16 +183,16 @@ def test_refresh_picks_up_what_another_connection_committed(
     other = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"))
     try:
         assert service.refresh() == 0, "another connection that only reads changes nothing"
-        other.delete_person("staff", person)
-        newcomer = other.create_person("staff", "Eileen, again", None)
-        added = other.add_person_face("staff", newcomer, template, service.model_id, None, {})
-        other.delete_face(listed, list_id="visitors")
+        other.persons.delete("staff", person)
+        newcomer = other.persons.create("staff", "Eileen, again", None)
+        added = other.persons.add_face("staff", newcomer, template, service.model_id, None, {})
+        other.face_lists.faces.delete(listed, "visitors")
         assert service.refresh() == 2
         assert [m.owner_id for m in service.search_door("staff", template, 3, None)] == [newcomer]
         assert service.trained_index("staff").diff_faces([added]) == ([], [])
         assert service.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
         assert service.refresh() == 0
-        other.delete_group("staff")
+        other.groups.delete("staff")
         assert service.refresh() == 2  # the group's index dropped, the list's checked
         with pytest.raises(PersonGroupNotFound):
             service.search_door("staff", template, 3, None)
@@ -215,9 +216,9 @@ def test_identify_in_the_directory_and_dynamic_groups(service: FaceService, astr
     assert service.identify([probe])[0][1][0].person_id == person
     assert service.identify([probe], person_ids=["*"])[0][1][0].person_id == person
     assert service.identify([probe], person_ids=[other])[0][1] == []
-    service.store.create_dynamic_group("night-shift", "Night shift", None, [other])
+    service.store.dynamic_groups.create("night-shift", "Night shift", None, [other])
     assert service.identify([probe], dynamic_group_id="night-shift")[0][1] == []
-    service.store.update_dynamic_members("night-shift", add=[person])
+    service.store.dynamic_groups.update_members("night-shift", add=[person])
     assert service.identify([probe], dynamic_group_id="night-shift")[0][1][0].person_id == person
 
 
@@ -258,7 +259,7 @@ def test_duplicate_identity_is_refused_and_names_the_person(
     second = service.create_person("staff", "Impostor")
     with pytest.raises(DuplicateIdentity, match=first):
         service.add_person_face("staff", second, shifted(astronaut, 10, 10))
-    assert service.store.get_person("staff", second).face_ids == ()
+    assert service.store.persons.get("staff", second).face_ids == ()
 
 
 def test_duplicate_identity_can_warn_instead(
@@ -322,7 +323,7 @@ def test_group_exists_and_person_quota(
     with pytest.raises(QuotaExceeded, match="2 persons"):
         service.create_person("staff", "c")
     monkeypatch.setattr(faces_module, "MAX_FACES_PER_PERSON", 1)
-    person = service.store.list_persons("staff")[0].person_id
+    person = service.store.persons.page("staff")[0].person_id
     service.add_person_face("staff", person, astronaut)
     with pytest.raises(QuotaExceeded, match="1 faces"):
         service.add_person_face("staff", person, shifted(astronaut, 5, 5))
@@ -376,10 +377,10 @@ def test_every_change_is_audited_without_names(service: FaceService, astronaut: 
     person = enrolled_group(service, astronaut)
     service.train("staff")
     service.delete_person("staff", person)
-    operations = [r.operation for r in service.store.audit_records()]
+    operations = [r.operation for r in service.store.audit.records()]
     assert operations == ["create_person_group", "create_person", "add_person_face", "train", "delete_person"]
-    assert service.store.verify_audit() == (True, 5, "ok")
-    text = " ".join(str(r.as_json()) for r in service.store.audit_records())
+    assert service.store.audit.verify() == ChainCheck(True, 5, "ok")
+    text = " ".join(str(r.as_json()) for r in service.store.audit.records())
     assert "Eileen" not in text
 
 
@@ -413,8 +414,8 @@ def test_a_recognizer_can_match_but_never_enrol_or_delete(
     for attempt in refused:
         with pytest.raises(Forbidden, match="recognizer"):
             attempt()
-    assert service.store.get_person("staff", person).face_ids
-    assert service.store.face_list_face_ids("visitors") == [listed]
-    refusals = [r for r in service.store.audit_records() if r.result == "refused: role"]
+    assert service.store.persons.get("staff", person).face_ids
+    assert service.store.face_lists.face_ids("visitors") == [listed]
+    refusals = [r for r in service.store.audit.records() if r.result == "refused: role"]
     assert len(refusals) == len(refused)
-    assert service.store.verify_audit()[0]
+    assert service.store.audit.verify().intact

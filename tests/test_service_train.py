@@ -22,7 +22,9 @@ from skimage import data
 
 from edged.config import DirectorySettings
 from edged.directory.crypto import create_key_file, read_kek
-from edged.directory.store import DB_NAME, TEMPLATE_DIM, Store
+from edged.directory.scope import GroupScope
+from edged.directory.sealed import TEMPLATE_DIM
+from edged.directory.store import DB_NAME, Store
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.types import Face, ImageRGB
@@ -54,14 +56,14 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     state = root / "state"
     seeder = Store.open(state, create_key_file(key_file))
     try:
-        seeder._db.execute("PRAGMA synchronous = OFF")
-        seeder.create_group("big", "Big", None, "large", "dlib_resnet_v1_int8.tflite")
+        seeder.db.execute("PRAGMA synchronous = OFF")
+        seeder.groups.create("big", "Big", None, "large", "dlib_resnet_v1_int8.tflite")
         rng = np.random.default_rng(11)
         vectors = synthetic(rng, PERSONS * FACES_EACH)
         for i in range(PERSONS):
-            person = seeder.create_person("big", f"person {i}", None)
+            person = seeder.persons.create("big", f"person {i}", None)
             for j in range(FACES_EACH):
-                seeder.add_person_face(
+                seeder.persons.add_face(
                     "big", person, vectors[i * FACES_EACH + j], "dlib_resnet_v1_int8.tflite", None, {}
                 )
     finally:
@@ -182,7 +184,7 @@ def test_changes_during_the_train_are_in_the_new_index(big: Big, astronaut_face:
     (result,) = outcome
     assert not isinstance(result, BaseException), f"the train failed: {result!r}"
     index = service.trained_index("big")
-    stored = service.store.face_ids(group_id="big")
+    stored = service.store.faces.ids(GroupScope("big"))
     assert len(stored) == PERSONS * FACES_EACH + 1
     assert index.diff_faces(stored) == ([], []), "the index holds exactly the stored faces"
     assert big.eileen not in index.owners() and newcomer in index.owners()

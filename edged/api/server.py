@@ -34,10 +34,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from edged.api import schemas as s
+from edged.api import wire
 from edged.api.auth import CLIENT_RE, ROLE_RANK, Authenticator, Principal
 from edged.api.settings import ApiSettings, Role
 from edged.config import ImageLimits
-from edged.directory.store import FaceList, Person, PersonGroup
+from edged.directory.groups import PersonGroup
+from edged.directory.lists import FaceList
+from edged.directory.persons import Person
 from edged.errors import BadArgument, Busy, EdgedError, Forbidden, Unauthorized
 from edged.mqtt.client import Delivery, InboundMessage, encode
 from edged.mqtt.topics import Topics
@@ -224,12 +227,8 @@ def _update_person_group(c: Context, r: s.UpdatePersonGroupRequest) -> s.PersonG
     return _group(c.service.update_group(r.personGroupId, r.name, r.userData, c.actor, c.role))
 
 
-def _receipt(receipt: Any) -> s.ReceiptResult:
-    return s.ReceiptResult.model_validate(receipt.as_json())
-
-
-def _delete_person_group(c: Context, r: s.PersonGroupRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_group(r.personGroupId, c.actor, c.role))
+def _delete_person_group(c: Context, r: s.PersonGroupRef) -> BaseModel:
+    return wire.receipt(c.service.delete_group(r.personGroupId, c.actor, c.role))
 
 
 def _train(c: Context, r: s.PersonGroupRef) -> s.PersonGroupInfo:
@@ -249,8 +248,8 @@ def _list_persons(c: Context, r: s.ListPersonsRequest) -> s.PersonList:
     return s.PersonList(persons=[_person(p) for p in c.service.list_persons(r.personGroupId, r.start, r.top)])
 
 
-def _delete_person(c: Context, r: s.PersonRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_person(r.personGroupId, r.personId, c.actor, c.role))
+def _delete_person(c: Context, r: s.PersonRef) -> BaseModel:
+    return wire.receipt(c.service.delete_person(r.personGroupId, r.personId, c.actor, c.role))
 
 
 def _add_person_face(c: Context, r: s.AddPersonFaceRequest) -> s.Created:
@@ -271,8 +270,8 @@ def _add_person_face(c: Context, r: s.AddPersonFaceRequest) -> s.Created:
     )
 
 
-def _delete_person_face(c: Context, r: s.PersonFaceRef) -> s.ReceiptResult:
-    return _receipt(
+def _delete_person_face(c: Context, r: s.PersonFaceRef) -> BaseModel:
+    return wire.receipt(
         c.service.delete_person_face(r.personGroupId, r.personId, r.persistedFaceId, c.actor, c.role)
     )
 
@@ -303,12 +302,12 @@ def _add_face_list_face(c: Context, r: s.AddFaceListFaceRequest) -> s.Created:
     return s.Created(faceListId=r.faceListId, persistedFaceId=face_id)
 
 
-def _delete_face_list(c: Context, r: s.FaceListRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_face_list(r.faceListId, c.actor, c.role))
+def _delete_face_list(c: Context, r: s.FaceListRef) -> BaseModel:
+    return wire.receipt(c.service.delete_face_list(r.faceListId, c.actor, c.role))
 
 
-def _delete_face_list_face(c: Context, r: s.FaceListFaceRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_list_face(r.faceListId, r.persistedFaceId, c.actor, c.role))
+def _delete_face_list_face(c: Context, r: s.FaceListFaceRef) -> BaseModel:
+    return wire.receipt(c.service.delete_list_face(r.faceListId, r.persistedFaceId, c.actor, c.role))
 
 
 def _set_person_card(c: Context, r: s.SetPersonCardRequest) -> s.CardResult:
@@ -321,8 +320,10 @@ def _delete_person_card(c: Context, r: s.CardRef) -> s.CardResult:
 
 
 def _verify_audit(c: Context, r: s.EmptyRequest) -> s.AuditStatus:
-    intact, records, reason = c.service.verify_audit(c.actor, c.role)
-    return s.AuditStatus(intact=intact, records=records, reason="" if intact else reason)
+    chain = c.service.verify_audit(c.actor, c.role)
+    return s.AuditStatus(
+        intact=chain.intact, records=chain.records, reason="" if chain.intact else chain.reason
+    )
 
 
 def _op(

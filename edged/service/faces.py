@@ -17,16 +17,15 @@ from typing import Any, Literal
 import numpy as np
 
 from edged.config import DirectorySettings
-from edged.directory.audit import AuditRecord
-from edged.directory.store import (
-    FaceList,
-    Person,
-    PersonGroup,
-    Receipt,
-    Store,
-    Templates,
-    normalize_card,
-)
+from edged.directory.audit import AuditRecord, ChainCheck
+from edged.directory.cards import normalize_card
+from edged.directory.groups import PersonGroup
+from edged.directory.lists import FaceList
+from edged.directory.persons import Person
+from edged.directory.receipts import Receipt
+from edged.directory.scope import DirectoryScope, GroupScope, ListScope, Scope, person_scope
+from edged.directory.sealed import Templates
+from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
     DuplicateIdentity,
@@ -191,17 +190,17 @@ class FaceService:
         if key == DIRECTORY:
             return "int8"
         if key.startswith("list:"):
-            return "int8" if self.store.get_face_list(key[5:]).kind == "large" else "float32"
-        return "int8" if self.store.get_group(key).kind == "large" else "float32"
+            return "int8" if self.store.face_lists.get(key[5:]).kind == "large" else "float32"
+        return "int8" if self.store.groups.get(key).kind == "large" else "float32"
 
     @staticmethod
-    def _scope(key: str) -> dict[str, Any]:
-        """An index key as the store's scope arguments."""
+    def _scope(key: str) -> Scope:
+        """An index key as the store's scope."""
         if key == DIRECTORY:
-            return {"directory": True}
+            return DirectoryScope()
         if key.startswith("list:"):
-            return {"list_id": key[5:]}
-        return {"group_id": key}
+            return ListScope(key[5:])
+        return GroupScope(key)
 
     def _index(self, key: str) -> TemplateIndex:
         """The index of a person group, the directory (``DIRECTORY``) or a face list (``list:ID``),
@@ -213,7 +212,7 @@ class FaceService:
 
     def _load(self, key: str) -> TemplateIndex:
         """A new index of ``key``'s templates, all read at once (under the service lock)."""
-        templates = self.store.templates(**self._scope(key))
+        templates = self.store.faces.templates(self._scope(key))
         index = TemplateIndex(storage=self._storage(key))
         if templates.face_ids:
             index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
@@ -231,10 +230,10 @@ class FaceService:
         added. Under the service lock; returns (added, removed). ``PersonGroupNotFound`` /
         ``FaceListNotFound`` when the scope is gone."""
         scope = self._scope(key)
-        missing, extra = index.diff_faces(self.store.face_ids(**scope))
+        missing, extra = index.diff_faces(self.store.faces.ids(scope))
         removed = index.remove_faces(extra)
         if missing:
-            templates = self.store.templates(**scope, face_ids=missing)
+            templates = self.store.faces.templates(scope, face_ids=missing)
             index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
         return len(missing), removed
 
@@ -282,7 +281,7 @@ class FaceService:
         """The matching index of a trained person group (the door daemon's). Raises
         ``PersonGroupNotFound`` / ``PersonGroupNotTrained``."""
         with self._lock:
-            group = self.store.get_group(group_id)
+            group = self.store.groups.get(group_id)
             if group.train_status != "succeeded":
                 raise PersonGroupNotTrained(
                     f"person group {group_id!r} is not trained (status {group.train_status}): run train first"
@@ -332,7 +331,7 @@ class FaceService:
     def _audit(
         self, operation: str, actor: str, role: str, targets: dict[str, str], result: str = "ok"
     ) -> None:
-        self.store.audit(operation, actor, role, targets, result)
+        self.store.audit.append(operation, actor, role, targets, result)
 
     # -- detection ------------------------------------------------------------------------------
 
@@ -349,12 +348,12 @@ class FaceService:
         with self._lock:
             for face in embedded:
                 assert face.embedding is not None
-                face_id, expires = self.store.add_transient(face.embedding, self.model_id, ttl)
-                out.append(DetectedFace(face_id, expires, face))
+                added = self.store.transient.add(face.embedding, self.model_id, ttl)
+                out.append(DetectedFace(added.face_id, added.expires, face))
         return out
 
     def _transient(self, face_id: str) -> FloatArray:
-        return self.store.get_transient(face_id)
+        return self.store.transient.get(face_id)
 
     # -- verification ---------------------------------------------------------------------------
 
@@ -370,10 +369,8 @@ class FaceService:
         closest of the person's faces decides."""
         with self._lock:
             probe = self._transient(face_id)
-            self.store.get_person(group_id, person_id)  # PersonNotFound / PersonGroupNotFound
-            templates = self.store.templates(
-                group_id=group_id, directory=group_id is None, person_ids=[person_id]
-            )
+            self.store.persons.get(group_id, person_id)  # PersonNotFound / PersonGroupNotFound
+            templates = self.store.faces.templates(person_scope(group_id), person_ids=[person_id])
         if not templates.face_ids:
             raise BadArgument(f"person {person_id!r} has no faces to verify against")
         best = min(distance(probe, row) for row in templates.matrix)
@@ -406,7 +403,7 @@ class FaceService:
             probes = [self._transient(face_id) for face_id in face_ids]
             owners: set[str] | None = None
             if group_id is not None:
-                group = self.store.get_group(group_id)
+                group = self.store.groups.get(group_id)
                 if group.train_status != "succeeded":
                     raise PersonGroupNotTrained(
                         f"person group {group_id!r} is not trained (status {group.train_status}): "
@@ -416,10 +413,10 @@ class FaceService:
             else:
                 index = self._index(DIRECTORY)
                 if dynamic_group_id is not None:
-                    owners = set(self.store.dynamic_members(dynamic_group_id))
+                    owners = set(self.store.dynamic_groups.members(dynamic_group_id))
                 elif person_ids is not None and list(person_ids) != ["*"]:
                     for person_id in person_ids:
-                        self.store.get_person(None, person_id)
+                        self.store.persons.get(None, person_id)
                     owners = set(person_ids)
             results = []
             for face_id, probe in zip(face_ids, probes, strict=True):
@@ -504,7 +501,7 @@ class FaceService:
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
         with self._lock:
-            group = self.store.create_group(
+            group = self.store.groups.create(
                 group_id, name, user_data, "large" if large else "group", self.model_id
             )
             self._audit("create_person_group", actor, role, {"personGroupId": group_id})
@@ -513,7 +510,7 @@ class FaceService:
     def delete_group(self, group_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
         self._allow(role, actor, "delete_person_group")
         with self._lock:
-            receipt = self.store.delete_group(group_id)
+            receipt = self.store.groups.delete(group_id)
             self._drop(group_id)
             self._audit(
                 "delete_person_group",
@@ -537,17 +534,17 @@ class FaceService:
         self._allow(role, actor, "train")
         with self._lock:
             storage = self._storage(group_id)  # PersonGroupNotFound
-            self.store.set_training(group_id, "running")
+            self.store.groups.set_training(group_id, "running")
         try:
             index = self._build(group_id, storage)
             with self._lock:  # one hold: no enrolment can reach only the old index
                 self._resync(group_id, index)
-                self.store.set_training(group_id, "succeeded")
+                self.store.groups.set_training(group_id, "succeeded")
                 self._indexes[group_id] = index  # the swap: the door's next search uses it
         except Exception as exc:
             with self._lock:
                 try:
-                    self.store.set_training(group_id, "failed", str(exc)[:200])
+                    self.store.groups.set_training(group_id, "failed", str(exc)[:200])
                 except PersonGroupNotFound:
                     pass  # deleted while it was being trained
                 except Exception:  # keep the training's own error
@@ -555,7 +552,7 @@ class FaceService:
             raise
         with self._lock:
             self._audit("train", actor, role, {"personGroupId": group_id})
-            return self.store.get_group(group_id)
+            return self.store.groups.get(group_id)
 
     def _build(self, group_id: str, storage: Storage) -> TemplateIndex:
         """A new index of the group's templates, read page by page (the service lock is held for one
@@ -564,11 +561,12 @@ class FaceService:
         after: str | None = None
         while True:
             with self._lock:
-                page, after = self.store.group_templates_page(group_id, after, TRAIN_PAGE_PERSONS)
-            if after is None:
+                page = self.store.faces.train_page(GroupScope(group_id), after, TRAIN_PAGE_PERSONS)
+            if page.last is None:
                 break
-            if page.face_ids:
-                pages.append(page)
+            after = page.last
+            if page.templates.face_ids:
+                pages.append(page.templates)
         index = TemplateIndex(storage=storage)
         if pages:
             index.add_many(
@@ -583,7 +581,7 @@ class FaceService:
         ``succeeded`` when it had been trained before (a door on it starts: its index is built from
         the store at every start anyway), else to ``failed`` (``interrupted``). Logged and audited."""
         with self._lock:
-            groups = self.store.recover_interrupted_training()
+            groups = self.store.groups.recover_interrupted_training()
             for group in groups:
                 logger.warning(
                     "person group %r: a training was interrupted (the process stopped); status now %s",
@@ -614,12 +612,12 @@ class FaceService:
         check_text("userData", user_data, MAX_USER_DATA)
         with self._lock:
             if group_id is not None:
-                kind = self.store.get_group(group_id).kind
-                if self.store.count_persons(group_id) >= MAX_PERSONS[kind]:
+                kind = self.store.groups.get(group_id).kind
+                if self.store.persons.count(group_id) >= MAX_PERSONS[kind]:
                     raise QuotaExceeded(
                         f"person group {group_id!r} already holds {MAX_PERSONS[kind]:,} persons"
                     )
-            person_id = self.store.create_person(group_id, name, user_data)
+            person_id = self.store.persons.create(group_id, name, user_data)
             self._audit(
                 "create_person", actor, role, {"personId": person_id, "personGroupId": group_id or DIRECTORY}
             )
@@ -642,8 +640,8 @@ class FaceService:
         face, template = self._enrollable(image, target)
         warnings: list[str] = []
         with self._lock:
-            self.store.get_person(group_id, person_id)
-            if self.store.count_faces(person_id=person_id) >= MAX_FACES_PER_PERSON:
+            self.store.persons.get(group_id, person_id)
+            if self.store.persons.faces.count(person_id) >= MAX_FACES_PER_PERSON:
                 raise QuotaExceeded(f"person {person_id!r} already has {MAX_FACES_PER_PERSON} faces")
             if self.settings.duplicate_policy != "off":
                 clash = self._duplicate(group_id, person_id, template)
@@ -659,14 +657,14 @@ class FaceService:
                         raise DuplicateIdentity(message)
                     warnings.append(message)
             quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
-            face_id = self.store.add_person_face(
+            face_id = self.store.persons.add_face(
                 group_id, person_id, template, self.model_id, user_data, quality
             )
             key = group_id if group_id is not None else DIRECTORY
             if key in self._indexes:
                 self._indexes[key].add(face_id, person_id, template)
             if group_id is not None:
-                self.store.touch_group(group_id)
+                self.store.groups.touch(group_id)
             self._audit("add_person_face", actor, role, {"personId": person_id, "persistedFaceId": face_id})
         return Enrolment(face_id, person_id, face.quality.reasons, tuple(warnings))
 
@@ -683,7 +681,7 @@ class FaceService:
     ) -> Receipt:
         self._allow(role, actor, "delete_person")
         with self._lock:
-            receipt = self.store.delete_person(group_id, person_id)
+            receipt = self.store.persons.delete(group_id, person_id)
             key = group_id if group_id is not None else DIRECTORY
             if key in self._indexes:
                 self._indexes[key].remove_owner(person_id)
@@ -701,8 +699,8 @@ class FaceService:
     ) -> Receipt:
         self._allow(role, actor, "delete_person_face")
         with self._lock:
-            self.store.get_person(group_id, person_id)
-            receipt = self.store.delete_face(face_id, person_id=person_id)
+            self.store.persons.get(group_id, person_id)
+            receipt = self.store.persons.faces.delete(face_id, person_id)
             key = group_id if group_id is not None else DIRECTORY
             if key in self._indexes:
                 self._indexes[key].remove_face(face_id)
@@ -727,7 +725,9 @@ class FaceService:
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
         with self._lock:
-            self.store.create_face_list(list_id, name, user_data, "large" if large else "list", self.model_id)
+            self.store.face_lists.create(
+                list_id, name, user_data, "large" if large else "list", self.model_id
+            )
             self._audit("create_face_list", actor, role, {"faceListId": list_id})
 
     def add_list_face(
@@ -744,11 +744,11 @@ class FaceService:
         check_text("userData", user_data, MAX_USER_DATA)
         face, template = self._enrollable(image, target)
         with self._lock:
-            kind = self.store.get_face_list(list_id).kind
-            if self.store.count_faces(list_id=list_id) >= MAX_LIST_FACES[kind]:
+            kind = self.store.face_lists.get(list_id).kind
+            if self.store.face_lists.faces.count(list_id) >= MAX_LIST_FACES[kind]:
                 raise QuotaExceeded(f"face list {list_id!r} already holds {MAX_LIST_FACES[kind]:,} faces")
             quality = {"reasons": list(face.quality.reasons), **face.quality.measures}
-            face_id = self.store.add_list_face(list_id, template, self.model_id, user_data, quality)
+            face_id = self.store.face_lists.add_face(list_id, template, self.model_id, user_data, quality)
             key = f"list:{list_id}"
             if key in self._indexes:
                 self._indexes[key].add(face_id, face_id, template)
@@ -760,7 +760,7 @@ class FaceService:
     def delete_face_list(self, list_id: str, actor: str = "cli", role: str = "manager") -> Receipt:
         self._allow(role, actor, "delete_face_list")
         with self._lock:
-            receipt = self.store.delete_face_list(list_id)
+            receipt = self.store.face_lists.delete(list_id)
             self._drop(f"list:{list_id}")
             self._audit("delete_face_list", actor, role, {"faceListId": list_id})
         return receipt
@@ -770,7 +770,7 @@ class FaceService:
     ) -> Receipt:
         self._allow(role, actor, "delete_face_list_face")
         with self._lock:
-            receipt = self.store.delete_face(face_id, list_id=list_id)
+            receipt = self.store.face_lists.faces.delete(face_id, list_id)
             key = f"list:{list_id}"
             if key in self._indexes:
                 self._indexes[key].remove_face(face_id)
@@ -783,11 +783,11 @@ class FaceService:
 
     def get_group(self, group_id: str) -> PersonGroup:
         with self._lock:
-            return self.store.get_group(group_id)
+            return self.store.groups.get(group_id)
 
     def list_groups(self, start: str | None = None, top: int = 1000) -> list[PersonGroup]:
         with self._lock:
-            return self.store.list_groups(start, top)
+            return self.store.groups.page(start, top)
 
     def update_group(
         self,
@@ -801,41 +801,41 @@ class FaceService:
         check_text("name", name, MAX_NAME)
         check_text("userData", user_data, MAX_USER_DATA)
         with self._lock:
-            group = self.store.update_group(group_id, name, user_data)
+            group = self.store.groups.update(group_id, name, user_data)
             self._audit("update_person_group", actor, role, {"personGroupId": group_id})
         return group
 
     def get_person(self, group_id: str | None, person_id: str) -> Person:
         with self._lock:
-            return self.store.get_person(group_id, person_id)
+            return self.store.persons.get(group_id, person_id)
 
     def list_persons(self, group_id: str | None, start: str | None = None, top: int = 1000) -> list[Person]:
         with self._lock:
-            return self.store.list_persons(group_id, start, top)
+            return self.store.persons.page(group_id, start, top)
 
     def get_face_list(self, list_id: str) -> tuple[FaceList, list[str]]:
         with self._lock:
-            return self.store.get_face_list(list_id), self.store.face_list_face_ids(list_id)
+            return self.store.face_lists.get(list_id), self.store.face_lists.face_ids(list_id)
 
     def list_face_lists(self) -> list[FaceList]:
         with self._lock:
-            return self.store.list_face_lists()
+            return self.store.face_lists.all()
 
-    def verify_audit(self, actor: str = "cli", role: str = "admin") -> tuple[bool, int, str]:
+    def verify_audit(self, actor: str = "cli", role: str = "admin") -> ChainCheck:
         """The audit chain's state (admin only): intact, how many records, and why not."""
         if role != "admin":
             self.record("verify_audit", actor, role, {}, "refused: role")
             raise Forbidden(f"role {role!r} may not read the audit chain; it needs admin")
         with self._lock:
-            return self.store.verify_audit()
+            return self.store.audit.verify()
 
     def audit_after(self, seq: int | None, limit: int) -> tuple[int, list[AuditRecord]]:
         """Audit records after ``seq`` (None: start at the newest, forwarding nothing older) and the
         position after them."""
         with self._lock:
             if seq is None:
-                return self.store.audit_last_seq(), []
-            records = self.store.audit_after(seq, limit)
+                return self.store.audit.last_seq(), []
+            records = self.store.audit.after(seq, limit)
         return (records[-1].seq if records else seq), records
 
     def record(self, operation: str, actor: str, role: str, targets: dict[str, str], result: str) -> None:
@@ -848,7 +848,7 @@ class FaceService:
     def reap(self) -> int:
         """Delete expired transient faces (called at start-up and on a schedule)."""
         with self._lock:
-            count = self.store.reap_transient()
+            count = self.store.transient.reap()
         if count:
             logger.info("retention: deleted %d expired face IDs", count)
         return count
@@ -868,7 +868,7 @@ class FaceService:
         of that hash, also in the audit record)."""
         self._allow(role, actor, "set_card")
         with self._lock:
-            ref = self.store.set_card(card_id, group_id, person_id)
+            ref = self.store.cards.set(card_id, group_id, person_id)
             self._audit(
                 "set_card",
                 actor,
@@ -881,7 +881,7 @@ class FaceService:
         """Remove a card (``CardNotFound`` when no person has it); returns its reference."""
         self._allow(role, actor, "delete_card")
         with self._lock:
-            ref = self.store.delete_card(card_id)
+            ref = self.store.cards.delete(card_id)
             self._audit("delete_card", actor, role, {"card": ref})
         return ref
 
@@ -892,9 +892,9 @@ class FaceService:
         except BadArgument:
             return None
         with self._lock:
-            return self.store.person_for_card(card_id)
+            return self.store.cards.person_for(card_id)
 
     def has_person(self, group_id: str | None, person_id: str) -> bool:
         """Whether the person is in ``group_id`` (None: the person directory)."""
         with self._lock:
-            return self.store.has_person(group_id, person_id)
+            return self.store.persons.has(group_id, person_id)
