@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edged.api.wire import receipt_json
+from edged.api import wire
 from edged.config import Config
 from edged.directory.crypto import KEY_FILE_ENV, create_key_file, locate_key_file, read_kek
 from edged.directory.persons import Person
@@ -23,9 +23,12 @@ from edged.inference.manifest import Manifest
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 
 STATE_ENV = "EDGED_STATE_DIR"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MANAGER = Caller("cli", "manager")
+"""The operator at the CLI (who holds the key file) changes the directory as a manager."""
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -273,13 +276,15 @@ def cmd_groups(args: argparse.Namespace, config: Config) -> int:
         return 0
     service = open_service(args, config)
     if args.groups == "create":
-        g = service.create_group(args.group, args.name or args.group, args.user_data, args.large)
+        g = service.changes.create_group(
+            MANAGER, args.group, args.name or args.group, args.user_data, args.large
+        )
         emit(
             args, {"personGroupId": g.group_id, "kind": g.kind}, f"created {g.kind} person group {g.group_id}"
         )
         return 0
-    receipt = service.delete_group(args.group)
-    emit(args, receipt_json(receipt), receipt_text(receipt))
+    receipt = service.changes.delete_group(MANAGER, args.group)
+    emit(args, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -322,17 +327,17 @@ def cmd_persons(args: argparse.Namespace, config: Config) -> int:
         card = sys.stdin.readline().strip() if args.card == "-" else args.card
         service = open_service(args, config)
         if args.persons == "card-delete":
-            ref = service.delete_card(card)
+            ref = service.changes.delete_card(MANAGER, card)
             emit(args, {"card": ref, "deleted": True}, f"deleted card {ref}")
             return 0
         person = resolve_person(service.store, args.group, args.person)
-        ref = service.set_card(card, person.person_id, args.group)
+        ref = service.changes.set_card(MANAGER, card, person.person_id, args.group)
         emit(args, {"card": ref, "personId": person.person_id}, f"card {ref} → person {person.person_id}")
         return 0
     service = open_service(args, config)
     person = resolve_person(service.store, args.group, args.person)
-    receipt = service.delete_person(args.group, person.person_id)
-    emit(args, receipt_json(receipt), receipt_text(receipt))
+    receipt = service.changes.delete_person(MANAGER, args.group, person.person_id)
+    emit(args, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -361,7 +366,7 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
             person_id = resolve_person(service.store, args.group, person_ref).person_id
             created = False
         except PersonNotFound:
-            person_id = service.create_person(args.group, person_ref, args.user_data)
+            person_id = service.changes.create_person(MANAGER, args.group, person_ref, args.user_data)
             created = True
         for image_path in images:
             done += 1
@@ -373,8 +378,8 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
             }
             created = False
             try:
-                enrolment = service.add_person_face(
-                    args.group, person_id, read_image(image_path, config.images)
+                enrolment = service.changes.add_person_face(
+                    MANAGER, args.group, person_id, read_image(image_path, config.images)
                 )
                 entry.update(ok=True, persistedFaceId=enrolment.face_id, warnings=list(enrolment.warnings))
             except EdgedError as exc:
@@ -392,7 +397,7 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
-    group = open_service(args, config).train(args.group)
+    group = open_service(args, config).changes.train(MANAGER, args.group)
     emit(
         args,
         {"personGroupId": group.group_id, "status": group.train_status, "trainedAt": group.trained_at},
@@ -405,11 +410,11 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     service = open_service(args, config)
     service.store.groups.get(args.group)
     image = read_image(args.image, config.images)
-    detected = service.detect(image, return_face_id=True, ttl_s=60)
+    detected = service.recognition.detect(image, return_face_id=True, ttl_s=60)
     if not detected:
         raise NoFaceDetected(f"no face found in {args.image}")
     face_ids = [d.face_id for d in detected if d.face_id is not None][:10]
-    results = service.identify(
+    results = service.recognition.identify(
         face_ids,
         group_id=args.group,
         max_candidates=args.max_candidates,
@@ -420,7 +425,12 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     for detection, (face_id, candidates) in zip(detected, results, strict=False):
         named = []
         for c in candidates:
-            named.append({**c.as_json(), "name": service.store.persons.get(args.group, c.person_id).name})
+            named.append(
+                {
+                    **wire.candidate(c).model_dump(),
+                    "name": service.store.persons.get(args.group, c.person_id).name,
+                }
+            )
         out.append(
             {"faceId": face_id, "faceRectangle": detection.face.detection.box.as_list(), "candidates": named}
         )
@@ -462,29 +472,32 @@ def cmd_facelists(args: argparse.Namespace, config: Config) -> int:
         return 0
     service = open_service(args, config)
     if args.facelists == "create":
-        service.create_face_list(args.list, args.name or args.list, None, args.large)
+        service.changes.create_face_list(MANAGER, args.list, args.name or args.list, None, args.large)
         emit(args, {"faceListId": args.list}, f"created face list {args.list}")
         return 0
     if args.facelists == "add":
-        added = [service.add_list_face(args.list, read_image(path, config.images)) for path in args.images]
+        added = [
+            service.changes.add_list_face(MANAGER, args.list, read_image(path, config.images))
+            for path in args.images
+        ]
         emit(args, {"persistedFaceIds": added}, "\n".join(added))
         return 0
-    receipt = service.delete_face_list(args.list)
-    emit(args, receipt_json(receipt), receipt_text(receipt))
+    receipt = service.changes.delete_face_list(MANAGER, args.list)
+    emit(args, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
 def cmd_find_similar(args: argparse.Namespace, config: Config) -> int:
     service = open_service(args, config)
-    detected = service.detect(read_image(args.image, config.images), ttl_s=60)
+    detected = service.recognition.detect(read_image(args.image, config.images), ttl_s=60)
     if not detected or detected[0].face_id is None:
         raise NoFaceDetected(f"no face found in {args.image}")
-    similar = service.find_similar(
+    similar = service.recognition.find_similar(
         detected[0].face_id, face_list_id=args.face_list, max_candidates=args.max_candidates, mode=args.mode
     )
     emit(
         args,
-        [s.as_json() for s in similar],
+        [wire.similar(s).model_dump(exclude_none=True) for s in similar],
         "\n".join(f"{s.face_id}\tconfidence {s.confidence:.3f}" for s in similar) or "no similar face",
     )
     return 0
@@ -494,12 +507,12 @@ def cmd_group(args: argparse.Namespace, config: Config) -> int:
     service = open_service(args, config)
     origin: dict[str, str] = {}
     for path in args.images:
-        for detected in service.detect(read_image(path, config.images), ttl_s=60):
+        for detected in service.recognition.detect(read_image(path, config.images), ttl_s=60):
             assert detected.face_id is not None
             origin[detected.face_id] = f"{path}#{detected.face.detection.box.as_list()}"
     if len(origin) < 2:
         raise BadArgument(f"grouping needs at least 2 faces; found {len(origin)}")
-    groups, messy = service.group(list(origin))
+    groups, messy = service.recognition.group(list(origin))
     named = [[origin[f] for f in g] for g in groups]
     leftovers = [origin[f] for f in messy]
     text = "\n".join(f"group {i + 1}: " + ", ".join(g) for i, g in enumerate(named))

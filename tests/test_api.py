@@ -30,7 +30,8 @@ from skimage import data
 from edged.api import catalog
 from edged.api.auth import Authenticator, public_key_b64, sign_request
 from edged.api.client import RequestClient
-from edged.api.server import OPERATIONS, ApiServer
+from edged.api.operations import OPERATIONS
+from edged.api.server import ApiServer
 from edged.api.settings import ApiSettings, ClientSettings
 from edged.clock import SystemClock
 from edged.config import DirectorySettings
@@ -437,7 +438,8 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
                 time.sleep(0.01)
             assert condition()
 
-        env.service._infer.acquire()  # the worker blocks inside its first request's inference
+        # the worker blocks inside its first request's inference
+        env.service.recognition.finder._infer.acquire()
         try:
             threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
             threads[0].start()
@@ -446,7 +448,7 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
                 t.start()
             wait_until(lambda: len(replies) == 4)  # 1 running, 1 queued, 4 refused at once
         finally:
-            env.service._infer.release()
+            env.service.recognition.finder._infer.release()
         for t in threads:
             t.join(TIMEOUT)
         assert len(replies) == 6  # every request was answered

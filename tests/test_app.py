@@ -127,11 +127,14 @@ def test_a_door_needs_a_trained_group(
 ) -> None:
     from edged.directory.store import Store
     from edged.service.faces import FaceService
+    from edged.service.policy import Caller
+
+    MANAGER = Caller("cli", "manager")
 
     state = tmp_path / "state"
     if not trained:  # the group exists but was never trained
         store = Store.open(state, kek)
-        FaceService(pipeline, store, Config().directory, "m").create_group("staff", "Staff")
+        FaceService(pipeline, store, Config().directory, "m").changes.create_group(MANAGER, "staff", "Staff")
         store.close()
     group = "staff" if not trained else "nobody"
     config = Config.model_validate({"doors": {"front": {"group": group}}})

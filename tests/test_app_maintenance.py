@@ -29,7 +29,10 @@ from edged.errors import ConfigError, FaceNotFound
 from edged.mqtt.client import MqttSettings
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import Face, ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 DEVICE = "t1"
 WAIT_S = 30.0  # deadlines for things that must happen; the daemon checks every second
@@ -66,11 +69,11 @@ def enrolled(
     """The astronaut in the group ``staff`` (trained unless told not to); returns the person ID."""
     service = open_service(state_dir, kek, pipeline)
     try:
-        service.create_group("staff", "Staff")
-        person_id = service.create_person("staff", "Eileen Collins")
-        service.add_person_face("staff", person_id, astronaut)
+        service.changes.create_group(MANAGER, "staff", "Staff")
+        person_id = service.changes.create_person(MANAGER, "staff", "Eileen Collins")
+        service.changes.add_person_face(MANAGER, "staff", person_id, astronaut)
         if train:
-            service.train("staff")
+            service.changes.train(MANAGER, "staff")
     finally:
         service.store.close()
     return person_id
@@ -153,14 +156,14 @@ def test_a_person_deleted_by_another_process_stops_matching_without_a_restart(
 
         assert door_sees() == [eileen]
         cli = open_service(state_dir, kek, cli_pipeline)  # `edged persons delete staff ...`
-        receipt = cli.delete_person("staff", eileen)
+        receipt = cli.changes.delete_person(MANAGER, "staff", eileen)
         assert receipt.deleted["persons"] == 1
         wait_until(lambda: door_sees() == [], "the door stopped matching the deleted person")
         assert not service.has_person("staff", eileen)
 
         # an enrolment by the CLI (the group stays trained) becomes visible the same way
-        again = cli.create_person("staff", "Eileen, re-enrolled")
-        cli.add_person_face("staff", again, astronaut)
+        again = cli.changes.create_person(MANAGER, "staff", "Eileen, re-enrolled")
+        cli.changes.add_person_face(MANAGER, "staff", again, astronaut)
         wait_until(lambda: door_sees() == [again], "the door matched the person the CLI enrolled")
         assert app.error is None
     finally:

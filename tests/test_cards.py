@@ -34,7 +34,10 @@ from edged.errors import (
 )
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 CARD = "04A1B2C3D4E5F6"
 OTHER_CARD = "998877665544"
@@ -185,24 +188,24 @@ def service(tmp_path: Path, pipeline: FacePipeline, clock: ManualClock) -> Itera
 
 @pytest.fixture
 def eileen(service: FaceService, astronaut: ImageRGB) -> str:
-    service.create_group("staff", "Staff")
-    person_id = service.create_person("staff", "Eileen")
-    service.add_person_face("staff", person_id, astronaut)
-    service.train("staff")
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    person_id = service.changes.create_person(MANAGER, "staff", "Eileen")
+    service.changes.add_person_face(MANAGER, "staff", person_id, astronaut)
+    service.changes.train(MANAGER, "staff")
     return person_id
 
 
 def test_service_cards_are_role_checked_and_audited(service: FaceService, eileen: str) -> None:
     with pytest.raises(Forbidden):
-        service.set_card(CARD, eileen, "staff", actor="door-1", role="recognizer")
+        service.changes.set_card(Caller("door-1", "recognizer"), CARD, eileen, "staff")
     with pytest.raises(Forbidden):
-        service.delete_card(CARD, actor="door-1", role="recognizer")
+        service.changes.delete_card(Caller("door-1", "recognizer"), CARD)
     assert service.person_for_card(CARD) is None
-    ref = service.set_card(CARD, eileen, "staff", actor="ops", role="manager")
+    ref = service.changes.set_card(Caller("ops", "manager"), CARD, eileen, "staff")
     assert service.person_for_card(CARD.lower()) == eileen
     assert service.person_for_card("") is None, "a malformed number is simply nobody's"
     assert service.has_person("staff", eileen) and not service.has_person(None, eileen)
-    assert service.delete_card(CARD, actor="ops", role="admin") == ref
+    assert service.changes.delete_card(Caller("ops", "admin"), CARD) == ref
     records = list(service.store.audit.records())
     tail = [(r.operation, r.actor, r.result) for r in records[-4:]]
     assert tail == [
@@ -226,14 +229,16 @@ def test_search_door_follows_the_directory(service: FaceService, eileen: str, as
         "staff": {"persons": 1, "faces": 1},
         "nothing": {"persons": None, "faces": None},
     }
-    service.train("staff")  # a new index object: the door must search the new one, not a stale copy
-    service.delete_person("staff", eileen)
+    service.changes.train(
+        MANAGER, "staff"
+    )  # a new index object: the door must search the new one, not a stale copy
+    service.changes.delete_person(MANAGER, "staff", eileen)
     assert service.search_door("staff", probe, 3, 0.6) == []
     assert service.door_sizes(["staff"]) == {"staff": {"persons": 0, "faces": 0}}
-    service.delete_group("staff")
+    service.changes.delete_group(MANAGER, "staff")
     with pytest.raises(PersonGroupNotFound):
         service.search_door("staff", probe, 3, 0.6)
-    service.create_group("staff", "Staff again")
+    service.changes.create_group(MANAGER, "staff", "Staff again")
     with pytest.raises(PersonGroupNotTrained):
         service.search_door("staff", probe, 3, 0.6)
 
@@ -253,7 +258,7 @@ def test_search_door_waits_for_a_change_to_the_index_not_for_the_service_lock(
         results.append(len(service.search_door("staff", probe, 3, 0.6)))
         done.set()
 
-    with service._lock:
+    with service.access.lock:
         worker = threading.Thread(target=search)
         worker.start()
         assert done.wait(30.0), "the search waited for the service lock"

@@ -37,6 +37,9 @@ from edged.directory.store import Store
 from edged.mqtt.client import MqttSettings
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
+
+MANAGER = Caller("cli", "manager")
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "faces" / "dev" / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
@@ -244,14 +247,14 @@ def test_replaying_the_hamilton_clip_decides_unknown_then_grants_the_enrolled_pe
     store = Store.open(state, read_kek(key))
     try:  # enrolled at the door: one sharp frontal frame of the clip itself, decoded in memory
         service = FaceService(pipeline, store, Config().directory, pipeline.embedder.model.path.name)
-        performer = service.create_person("demo", "performer")
+        performer = service.changes.create_person(MANAGER, "demo", "performer")
         video = cv2.VideoCapture(str(CLIP))
         video.set(cv2.CAP_PROP_POS_FRAMES, ENROL_FRAME)
         ok, bgr = video.read()
         video.release()
         assert ok
-        service.add_person_face("demo", performer, np.ascontiguousarray(bgr[:, :, ::-1]))
-        service.train("demo")
+        service.changes.add_person_face(MANAGER, "demo", performer, np.ascontiguousarray(bgr[:, :, ::-1]))
+        service.changes.train(MANAGER, "demo")
     finally:
         store.close()
     config = write_config(tmp_path, state, broker.port, source=str(CLIP), api={"enabled": False})

@@ -27,7 +27,10 @@ from edged.directory.sealed import TEMPLATE_DIM
 from edged.directory.store import DB_NAME, Store
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import Face, ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 PERSONS = 10_000
 FACES_EACH = 4
@@ -85,9 +88,9 @@ def big(
     store = Store.open(state, read_kek(key_file))
     settings = DirectorySettings(enroll_requires_quality=False)  # the cameraman looks down
     service = FaceService(pipeline, store, settings, pipeline.embedder.model.path.name)
-    eileen = service.create_person("big", "Eileen Collins")
-    service.add_person_face("big", eileen, astronaut)
-    assert service.train("big").train_status == "succeeded"
+    eileen = service.changes.create_person(MANAGER, "big", "Eileen Collins")
+    service.changes.add_person_face(MANAGER, "big", eileen, astronaut)
+    assert service.changes.train(MANAGER, "big").train_status == "succeeded"
     try:
         yield Big(service, state, eileen)
     finally:
@@ -103,7 +106,7 @@ def start_train(service: FaceService) -> tuple[threading.Thread, list[object]]:
 
     def run() -> None:
         try:
-            outcome.append(service.train("big"))
+            outcome.append(service.changes.train(MANAGER, "big"))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -175,9 +178,9 @@ def test_changes_during_the_train_are_in_the_new_index(big: Big, astronaut_face:
     try:
         trainer, outcome = start_train(service)
         wait_running(other)
-        service.delete_person("big", big.eileen)  # between two pages, or after the swap
-        newcomer = service.create_person("big", "the cameraman")
-        service.add_person_face("big", newcomer, cameraman)
+        service.changes.delete_person(MANAGER, "big", big.eileen)  # between two pages, or after the swap
+        newcomer = service.changes.create_person(MANAGER, "big", "the cameraman")
+        service.changes.add_person_face(MANAGER, "big", newcomer, cameraman)
         trainer.join(WAIT_S)
     finally:
         other.close()

@@ -34,15 +34,16 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edged.api.settings import ApiSettings, ClientSettings, Role
+from edged.api.settings import ApiSettings, ClientSettings
 from edged.clock import Clock
 from edged.directory.crypto import canonical
 from edged.directory.nonces import Nonces
 from edged.errors import BadArgument, ConfigError, Forbidden, Unauthorized
+from edged.service import policy
+from edged.service.policy import Role
 
 __all__ = [
     "DOMAIN",
-    "ROLE_RANK",
     "Authenticator",
     "Principal",
     "generate_private_key",
@@ -57,9 +58,6 @@ __all__ = [
 
 DOMAIN = b"edged-request-v1"
 """The first line of every signed message (a version, and no other edged signature can collide)."""
-
-ROLE_RANK: dict[str, int] = {"recognizer": 0, "manager": 1, "admin": 2}
-"""Each role may do everything the roles below it may."""
 
 AUTH_FIELDS = frozenset({"client", "ts", "nonce", "sig"})
 NONCE_RE = re.compile(r"(?=[A-Za-z0-9_=-]{16,64}\Z)[A-Za-z0-9_-]+={0,2}")
@@ -80,7 +78,7 @@ class Principal:
 
     def may(self, role: Role) -> bool:
         """True when this principal's role includes ``role``."""
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+        return policy.includes(self.role, role)
 
     def require(self, role: Role, op: str) -> None:
         """Forbidden unless this principal's role includes ``role`` (the role ``op`` needs)."""

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from edged.config import ImageLimits
 from edged.directory.receipts import Receipt
 
-Role = Literal["recognizer", "manager", "admin"]
 MAX_IMAGE_BYTES = ImageLimits().max_bytes
 MAX_IMAGE_BASE64 = 4 * -(-MAX_IMAGE_BYTES // 3)
 """Characters of base64 that encode the largest image (6 MB → 8 MiB of text)."""

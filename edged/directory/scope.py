@@ -12,10 +12,16 @@ class GroupScope:
 
     group_id: str
 
+    def __str__(self) -> str:
+        return f"person group {self.group_id!r}"
+
 
 @dataclass(frozen=True, slots=True)
 class DirectoryScope:
     """The persons of the person directory (in no person group)."""
+
+    def __str__(self) -> str:
+        return "the person directory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,9 @@ class ListScope:
     """The faces of a (large) face list."""
 
     list_id: str
+
+    def __str__(self) -> str:
+        return f"face list {self.list_id!r}"
 
 
 Scope = GroupScope | DirectoryScope | ListScope
