@@ -23,11 +23,21 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
     from edged.config import Config
-    from edged.directory.store import Person, Receipt, Store
+    from edged.directory.persons import Person
+    from edged.directory.receipts import Receipt
+    from edged.directory.store import Store
     from edged.service.faces import FaceService
+    from edged.service.policy import Caller
     from edged.types import ImageRGB
 
 S = TypeVar("S", bound="DataclassInstance")
+
+
+def manager() -> Caller:
+    """The operator at the CLI (who holds the key file): the directory changes as a manager."""
+    from edged.service.policy import Caller
+
+    return Caller("cli", "manager")
 
 
 def state_dir(options: GlobalOptions, config: Config) -> Path:
@@ -121,10 +131,10 @@ def person_json(person: Person) -> dict[str, Any]:
 def resolve_person(store: Store, group: str, ref: str) -> Person:
     try:
         uuid.UUID(ref)
-        return store.get_person(group, ref)
+        return store.persons.get(group, ref)
     except ValueError:
         pass
-    matches = [p for p in store.list_persons(group, top=1_000_000) if p.name == ref]
+    matches = [p for p in store.persons.page(group, top=1_000_000) if p.name == ref]
     if not matches:
         raise PersonNotFound(f"no person named {ref!r} in person group {group!r}")
     if len(matches) > 1:
@@ -299,8 +309,8 @@ def keys_rotate(rotate: KeyRotate, site: Site) -> int:
         if rotate.new_key_file.exists()
         else create_key_file(rotate.new_key_file)
     )
-    count = store.rotate_kek(new)
-    store.audit("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
+    count = store.keys.rotate(new)
+    store.audit.append("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
     emit(
         rotate.json,
         {"rewrapped": count, "keyId": new.key_id, "keyFile": str(rotate.new_key_file)},
@@ -313,7 +323,7 @@ def keys_rotate(rotate: KeyRotate, site: Site) -> int:
 
 
 def groups_list(output: Output, site: Site) -> int:
-    groups = site.store().list_groups()
+    groups = site.store().groups.page()
     emit(
         output.json,
         [
@@ -327,8 +337,8 @@ def groups_list(output: Output, site: Site) -> int:
 
 def groups_update(update: GroupUpdate, site: Site) -> int:
     store = site.store()
-    g = store.update_group(update.group, update.name, update.user_data)
-    store.audit("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
+    g = store.groups.update(update.group, update.name, update.user_data)
+    store.audit.append("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
     emit(
         update.json,
         {"personGroupId": g.group_id, "name": g.name, "userData": g.user_data},
@@ -339,7 +349,7 @@ def groups_update(update: GroupUpdate, site: Site) -> int:
 
 def groups_get(ref: GroupRef, site: Site) -> int:
     store = site.store()
-    g = store.get_group(ref.group)
+    g = store.groups.get(ref.group)
     data = {
         "personGroupId": g.group_id,
         "name": g.name,
@@ -347,7 +357,7 @@ def groups_get(ref: GroupRef, site: Site) -> int:
         "kind": g.kind,
         "recognitionModel": g.recognition_model,
         "trainStatus": g.train_status,
-        "persons": store.count_persons(g.group_id),
+        "persons": store.persons.count(g.group_id),
     }
     emit(ref.json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
     return 0
@@ -355,7 +365,9 @@ def groups_get(ref: GroupRef, site: Site) -> int:
 
 def groups_create(create: GroupCreate, site: Site) -> int:
     service = site.service()
-    g = service.create_group(create.group, create.name or create.group, create.user_data, create.large)
+    g = service.changes.create_group(
+        manager(), create.group, create.name or create.group, create.user_data, create.large
+    )
     emit(
         create.json,
         {"personGroupId": g.group_id, "kind": g.kind},
@@ -365,9 +377,11 @@ def groups_create(create: GroupCreate, site: Site) -> int:
 
 
 def groups_delete(ref: GroupRef, site: Site) -> int:
+    from edged.api import wire
+
     service = site.service()
-    receipt = service.delete_group(ref.group)
-    emit(ref.json, receipt.as_json(), receipt_text(receipt))
+    receipt = service.changes.delete_group(manager(), ref.group)
+    emit(ref.json, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -375,13 +389,13 @@ def groups_delete(ref: GroupRef, site: Site) -> int:
 
 
 def _face_lists(store: Store, list_id: str | None) -> list[dict[str, Any]]:
-    lists = store.list_face_lists() if list_id is None else [store.get_face_list(list_id)]
+    lists = store.face_lists.all() if list_id is None else [store.face_lists.get(list_id)]
     return [
         {
             "faceListId": fl.list_id,
             "name": fl.name,
             "kind": fl.kind,
-            "persistedFaceIds": store.face_list_face_ids(fl.list_id),
+            "persistedFaceIds": store.face_lists.face_ids(fl.list_id),
         }
         for fl in lists
     ]
@@ -405,31 +419,39 @@ def facelists_get(ref: FaceListRef, site: Site) -> int:
 
 def facelists_create(create: FaceListCreate, site: Site) -> int:
     service = site.service()
-    service.create_face_list(create.list_id, create.name or create.list_id, None, create.large)
+    service.changes.create_face_list(
+        manager(), create.list_id, create.name or create.list_id, None, create.large
+    )
     emit(create.json, {"faceListId": create.list_id}, f"created face list {create.list_id}")
     return 0
 
 
 def facelists_add(add: FaceListAdd, site: Site) -> int:
     service = site.service()
-    added = [service.add_list_face(add.list_id, site.read_image(path)) for path in add.images]
+    added = [
+        service.changes.add_list_face(manager(), add.list_id, site.read_image(path)) for path in add.images
+    ]
     emit(add.json, {"persistedFaceIds": added}, "\n".join(added))
     return 0
 
 
 def facelists_delete(ref: FaceListRef, site: Site) -> int:
+    from edged.api import wire
+
     service = site.service()
-    receipt = service.delete_face_list(ref.list_id)
-    emit(ref.json, receipt.as_json(), receipt_text(receipt))
+    receipt = service.changes.delete_face_list(manager(), ref.list_id)
+    emit(ref.json, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
 def find_similar(request: FindSimilar, site: Site) -> int:
+    from edged.api import wire
+
     service = site.service()
-    detected = service.detect(site.read_image(request.image), ttl_s=60)
+    detected = service.recognition.detect(site.read_image(request.image), ttl_s=60)
     if not detected or detected[0].face_id is None:
         raise NoFaceDetected(f"no face found in {request.image}")
-    similar = service.find_similar(
+    similar = service.recognition.find_similar(
         detected[0].face_id,
         face_list_id=request.face_list,
         max_candidates=request.max_candidates,
@@ -437,7 +459,7 @@ def find_similar(request: FindSimilar, site: Site) -> int:
     )
     emit(
         request.json,
-        [s.as_json() for s in similar],
+        [wire.similar(s).model_dump(exclude_none=True) for s in similar],
         "\n".join(f"{s.face_id}\tconfidence {s.confidence:.3f}" for s in similar) or "no similar face",
     )
     return 0
@@ -447,13 +469,14 @@ def find_similar(request: FindSimilar, site: Site) -> int:
 
 
 def audit_show(output: Output, site: Site) -> int:
-    records = [r.as_json() for r in site.store().audit_records()]
+    records = [r.as_json() for r in site.store().audit.records()]
     emit(output.json, records, "\n".join(json.dumps(r) for r in records))
     return 0
 
 
 def audit_verify(output: Output, site: Site) -> int:
-    ok, count, reason = site.store().verify_audit()
+    chain = site.store().audit.verify()
+    ok, count, reason = chain.intact, chain.records, chain.reason
     emit(
         output.json,
         {"ok": ok, "records": count, "reason": reason},

@@ -15,6 +15,7 @@ from edged.cli_directory import (
     Site,
     add_directory_command,
     emit,
+    manager,
     person_json,
     receipt_text,
     resolve_person,
@@ -151,7 +152,7 @@ def add_commands(sub: Any) -> None:
 
 
 def persons_list(ref: GroupRef, site: Site) -> int:
-    persons = site.store().list_persons(ref.group, top=1_000_000)
+    persons = site.store().persons.page(ref.group, top=1_000_000)
     emit(
         ref.json,
         [person_json(p) for p in persons],
@@ -163,8 +164,8 @@ def persons_list(ref: GroupRef, site: Site) -> int:
 def persons_update(update: PersonUpdate, site: Site) -> int:
     store = site.store()
     person = resolve_person(store, update.group, update.person)
-    updated = store.update_person(update.group, person.person_id, update.name, update.user_data)
-    store.audit("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
+    updated = store.persons.update(update.group, person.person_id, update.name, update.user_data)
+    store.audit.append("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
     emit(update.json, person_json(updated), f"updated {updated.person_id}")
     return 0
 
@@ -183,19 +184,21 @@ def persons_export(ref: PersonRef, site: Site) -> int:
     data["personGroupId"] = ref.group
     data["faces"] = [
         {"persistedFaceId": f.face_id, "userData": f.user_data, "created": f.created, "quality": f.quality}
-        for f in (store.get_face(fid, person_id=person.person_id) for fid in person.face_ids)
+        for f in (store.persons.faces.get(fid, person.person_id) for fid in person.face_ids)
     ]
-    data["cards"] = store.count_cards(person.person_id)  # numbers are kept only as keyed hashes
-    store.audit("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
+    data["cards"] = store.cards.count(person.person_id)  # numbers are kept only as keyed hashes
+    store.audit.append("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
     emit(ref.json, data, json.dumps(data, indent=1))
     return 0
 
 
 def persons_delete(ref: PersonRef, site: Site) -> int:
+    from edged.api import wire
+
     service = site.service()
     person = resolve_person(service.store, ref.group, ref.person)
-    receipt = service.delete_person(ref.group, person.person_id)
-    emit(ref.json, receipt.as_json(), receipt_text(receipt))
+    receipt = service.changes.delete_person(manager(), ref.group, person.person_id)
+    emit(ref.json, wire.receipt_json(receipt), receipt_text(receipt))
     return 0
 
 
@@ -208,7 +211,7 @@ def card_set(request: CardSet, site: Site) -> int:
     card = _card_number(request.card)
     service = site.service()
     person = resolve_person(service.store, request.group, request.person)
-    ref = service.set_card(card, person.person_id, request.group)
+    ref = service.changes.set_card(manager(), card, person.person_id, request.group)
     emit(request.json, {"card": ref, "personId": person.person_id}, f"card {ref} → person {person.person_id}")
     return 0
 
@@ -216,7 +219,7 @@ def card_set(request: CardSet, site: Site) -> int:
 def card_delete(request: CardDelete, site: Site) -> int:
     card = _card_number(request.card)
     service = site.service()
-    ref = service.delete_card(card)
+    ref = service.changes.delete_card(manager(), card)
     emit(request.json, {"card": ref, "deleted": True}, f"deleted card {ref}")
     return 0
 
@@ -244,7 +247,7 @@ def _enrolment_plan(request: Enroll) -> list[tuple[str, list[Path]]]:
 def enroll(request: Enroll, site: Site) -> int:
     plan = _enrolment_plan(request)
     service = site.service()
-    service.store.get_group(request.group)
+    service.store.groups.get(request.group)
     results: list[dict[str, Any]] = []
     total = sum(len(images) for _, images in plan)
     done = 0
@@ -253,7 +256,7 @@ def enroll(request: Enroll, site: Site) -> int:
             person_id = resolve_person(service.store, request.group, person_ref).person_id
             created = False
         except PersonNotFound:
-            person_id = service.create_person(request.group, person_ref, request.user_data)
+            person_id = service.changes.create_person(manager(), request.group, person_ref, request.user_data)
             created = True
         for image_path in images:
             done += 1
@@ -265,7 +268,9 @@ def enroll(request: Enroll, site: Site) -> int:
             }
             created = False
             try:
-                enrolment = service.add_person_face(request.group, person_id, site.read_image(image_path))
+                enrolment = service.changes.add_person_face(
+                    manager(), request.group, person_id, site.read_image(image_path)
+                )
                 entry.update(ok=True, persistedFaceId=enrolment.face_id, warnings=list(enrolment.warnings))
             except EdgedError as exc:
                 entry.update(ok=False, error={"code": exc.code, "message": exc.message})
@@ -282,7 +287,7 @@ def enroll(request: Enroll, site: Site) -> int:
 
 
 def train(ref: GroupRef, site: Site) -> int:
-    group = site.service().train(ref.group)
+    group = site.service().changes.train(manager(), ref.group)
     emit(
         ref.json,
         {"personGroupId": group.group_id, "status": group.train_status, "trainedAt": group.trained_at},
@@ -295,14 +300,16 @@ def train(ref: GroupRef, site: Site) -> int:
 
 
 def identify(request: Identify, site: Site) -> int:
+    from edged.api import wire
+
     service = site.service()
-    service.store.get_group(request.group)
+    service.store.groups.get(request.group)
     image = site.read_image(request.image)
-    detected = service.detect(image, return_face_id=True, ttl_s=60)
+    detected = service.recognition.detect(image, return_face_id=True, ttl_s=60)
     if not detected:
         raise NoFaceDetected(f"no face found in {request.image}")
     face_ids = [d.face_id for d in detected if d.face_id is not None][:10]
-    results = service.identify(
+    results = service.recognition.identify(
         face_ids,
         group_id=request.group,
         max_candidates=request.max_candidates,
@@ -313,11 +320,16 @@ def identify(request: Identify, site: Site) -> int:
     for detection, (face_id, candidates) in zip(detected, results, strict=False):
         named = []
         for c in candidates:
-            named.append({**c.as_json(), "name": service.store.get_person(request.group, c.person_id).name})
+            named.append(
+                {
+                    **wire.candidate(c).model_dump(),
+                    "name": service.store.persons.get(request.group, c.person_id).name,
+                }
+            )
         out.append(
             {"faceId": face_id, "faceRectangle": detection.face.detection.box.as_list(), "candidates": named}
         )
-    service.store.audit(
+    service.store.audit.append(
         "identify", "cli", "recognizer", {"personGroupId": request.group}, f"{len(out)} face(s)"
     )
     if request.json:
@@ -338,12 +350,12 @@ def group(request: GroupFaces, site: Site) -> int:
     service = site.service()
     origin: dict[str, str] = {}
     for path in request.images:
-        for detected in service.detect(site.read_image(path), ttl_s=60):
+        for detected in service.recognition.detect(site.read_image(path), ttl_s=60):
             assert detected.face_id is not None
             origin[detected.face_id] = f"{path}#{detected.face.detection.box.as_list()}"
     if len(origin) < 2:
         raise BadArgument(f"grouping needs at least 2 faces; found {len(origin)}")
-    groups, messy = service.group(list(origin))
+    groups, messy = service.recognition.group(list(origin))
     named = [[origin[f] for f in g] for g in groups]
     leftovers = [origin[f] for f in messy]
     text = "\n".join(f"group {i + 1}: " + ", ".join(g) for i, g in enumerate(named))

@@ -29,6 +29,7 @@ from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.verify import verify
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import ImageRGB
 
 
@@ -84,6 +85,8 @@ DEMO_GROUP = "demo"
 DEMO_PERSON = "Eileen Collins"
 DEMO_DOOR = "front"
 DEMO_MAX_YAW_DEG = 90.0
+DEMO = Caller("demo", "manager")
+"""Who enrols the demo's person (the audit log's actor)."""
 """The demo's stranger stands in profile: with the default pose limit (40°) he is low_quality; at 90°
 his face is embedded and matched, and comes out unknown."""
 
@@ -104,10 +107,10 @@ def enrol_demo(pipeline: FacePipeline, state_dir: Path, kek: Kek, config: Config
     store = Store.open(state_dir, kek)
     try:
         service = FaceService(pipeline, store, config.directory, pipeline.embedder.model.path.name)
-        service.create_group(DEMO_GROUP, "Demo", actor="demo")
-        person_id = service.create_person(DEMO_GROUP, DEMO_PERSON, actor="demo")
-        service.add_person_face(DEMO_GROUP, person_id, astronaut(), actor="demo")
-        service.train(DEMO_GROUP, actor="demo")
+        service.changes.create_group(DEMO, DEMO_GROUP, "Demo")
+        person_id = service.changes.create_person(DEMO, DEMO_GROUP, DEMO_PERSON)
+        service.changes.add_person_face(DEMO, DEMO_GROUP, person_id, astronaut())
+        service.changes.train(DEMO, DEMO_GROUP)
         return person_id
     finally:
         store.close()

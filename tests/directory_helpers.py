@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edged.directory.store import DB_NAME, TEMPLATE_DIM
+from edged.directory.sealed import TEMPLATE_DIM
+from edged.directory.store import DB_NAME
 
 MODEL = "edged-mfn-int8-v1"
 NAME = "Zebulon Quixotic-Marchbanks"

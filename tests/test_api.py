@@ -30,7 +30,8 @@ from skimage import data
 from edged.api import catalog
 from edged.api.auth import Authenticator, public_key_b64, sign_request
 from edged.api.client import RequestClient
-from edged.api.server import OPERATIONS, ApiServer
+from edged.api.operations import OPERATIONS
+from edged.api.server import ApiServer
 from edged.api.settings import ApiSettings, ClientSettings
 from edged.clock import SystemClock
 from edged.directory.crypto import create_key_file
@@ -253,12 +254,12 @@ def test_changes_need_a_manager_signature_and_refusals_are_audited(env: Env) -> 
     assert env.error("get_person_group", {"personGroupId": "staff"}, "manager")["code"] == (
         "PersonGroupNotFound"
     )
-    refused = [r for r in env.store.audit_records() if r.result.startswith("refused")]
+    refused = [r for r in env.store.audit.records() if r.result.startswith("refused")]
     assert [(r.operation, r.actor) for r in refused] == [
         ("create_person_group", "mqtt:(unsigned)"),
         ("create_person_group", "mqtt:reception"),
     ]
-    assert env.store.verify_audit()[0]
+    assert env.store.audit.verify().intact
 
 
 def test_replayed_tampered_and_stale_requests_are_refused(env: Env) -> None:
@@ -435,7 +436,8 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
                 time.sleep(0.01)
             assert condition()
 
-        env.service._infer.acquire()  # the worker blocks inside its first request's inference
+        # the worker blocks inside its first request's inference
+        env.service.recognition.finder._infer.acquire()
         try:
             threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
             threads[0].start()
@@ -444,7 +446,7 @@ def test_a_full_queue_answers_busy_and_loses_nothing(
                 t.start()
             wait_until(lambda: len(replies) == 4)  # 1 running, 1 queued, 4 refused at once
         finally:
-            env.service._infer.release()
+            env.service.recognition.finder._infer.release()
         for t in threads:
             t.join(TIMEOUT)
         assert len(replies) == 6  # every request was answered
@@ -473,13 +475,13 @@ def test_refusals_are_audited_bounded_and_rate_limited(env5: Env) -> None:
         and "auth.client must be a client ID" in reply["error"]["message"]
     )
     assert len(json.dumps(reply)) < 1000
-    (record,) = [r for r in env5.store.audit_records() if r.result.startswith("refused")]
+    (record,) = [r for r in env5.store.audit.records() if r.result.startswith("refused")]
     assert record.actor == "mqtt:(unsigned or malformed)" and len(record.result) < 250
     for _ in range(70):
         assert (
             env5.error("create_person_group", {"personGroupId": "x", "name": "y"})["code"] == "Unauthorized"
         )
-    refused = [r for r in env5.store.audit_records() if r.result.startswith("refused")]
+    refused = [r for r in env5.store.audit.records() if r.result.startswith("refused")]
     assert len(refused) == 60  # the first minute's budget (the huge one included)
     assert env5.server.counters()["refusals_unaudited"] == 11
-    assert env5.store.verify_audit()[0]
+    assert env5.store.audit.verify().intact

@@ -30,7 +30,7 @@ from edged.api.auth import (
 )
 from edged.api.settings import ApiSettings
 from edged.clock import ManualClock
-from edged.directory.store import canonical
+from edged.directory.crypto import canonical
 from edged.errors import BadArgument, ConfigError, Forbidden, Unauthorized
 
 DEVICE = "front-door"

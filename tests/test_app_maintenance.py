@@ -30,7 +30,10 @@ from edged.mqtt.client import MqttSettings
 from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import Face, ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 DEVICE = "t1"
 WAIT_S = 30.0  # deadlines for things that must happen; the daemon checks every second
@@ -62,11 +65,11 @@ def enrolled(
     """The astronaut in the group ``staff`` (trained unless told not to); returns the person ID."""
     service = open_service(state_dir, kek, pipeline)
     try:
-        service.create_group("staff", "Staff")
-        person_id = service.create_person("staff", "Eileen Collins")
-        service.add_person_face("staff", person_id, astronaut)
+        service.changes.create_group(MANAGER, "staff", "Staff")
+        person_id = service.changes.create_person(MANAGER, "staff", "Eileen Collins")
+        service.changes.add_person_face(MANAGER, "staff", person_id, astronaut)
         if train:
-            service.train("staff")
+            service.changes.train(MANAGER, "staff")
     finally:
         service.store.close()
     return person_id
@@ -105,13 +108,13 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
             assert face["expires"] == pytest.approx(clock.now() + config.directory.transient_ttl_s)
 
             other = Store.open(state_dir, kek)  # reads what is on disk, beside the daemon
-            assert other.count_transient() >= 1
+            assert other.transient.count() >= 1
             clock.advance(config.directory.transient_ttl_s + REAP_INTERVAL_S + 1)
             # no request touches the face ID: only the scheduled reaper can delete it
-            wait_until(lambda: other is not None and other.count_transient() == 0, "the reaper ran")
+            wait_until(lambda: other is not None and other.transient.count() == 0, "the reaper ran")
             assert app.scheduler is not None and app.scheduler.done["expired face IDs"] >= 1
             with pytest.raises(FaceNotFound):
-                other.get_transient(face_id)
+                other.transient.get(face_id)
             gone = client.request("verify", {"faceId1": face_id, "faceId2": face_id}, timeout=WAIT_S)
             assert not gone["ok"] and gone["error"]["code"] == "FaceNotFound", gone
     finally:
@@ -149,14 +152,14 @@ def test_a_person_deleted_by_another_process_stops_matching_without_a_restart(
 
         assert door_sees() == [eileen]
         cli = open_service(state_dir, kek, cli_pipeline)  # `edged persons delete staff ...`
-        receipt = cli.delete_person("staff", eileen)
+        receipt = cli.changes.delete_person(MANAGER, "staff", eileen)
         assert receipt.deleted["persons"] == 1
         wait_until(lambda: door_sees() == [], "the door stopped matching the deleted person")
         assert not service.has_person("staff", eileen)
 
         # an enrolment by the CLI (the group stays trained) becomes visible the same way
-        again = cli.create_person("staff", "Eileen, re-enrolled")
-        cli.add_person_face("staff", again, astronaut)
+        again = cli.changes.create_person(MANAGER, "staff", "Eileen, re-enrolled")
+        cli.changes.add_person_face(MANAGER, "staff", again, astronaut)
         wait_until(lambda: door_sees() == [again], "the door matched the person the CLI enrolled")
         assert app.error is None
     finally:
@@ -178,7 +181,7 @@ def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
     state_dir = tmp_path / "state"
     eileen = enrolled(state_dir, kek, cli_pipeline, astronaut, train=trained_before)
     killed = Store.open(state_dir, kek)
-    killed.set_training("staff", "running")  # what a train commits first; then the process died
+    killed.groups.set_training("staff", "running")  # what a train commits first; then the process died
     killed.close()
     config = Config.model_validate({"doors": {"front": {"group": "staff"}}})
     app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline)
@@ -194,7 +197,7 @@ def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
         app.stop()
     check = Store.open(state_dir, kek)
     try:
-        group = check.get_group("staff")
+        group = check.groups.get("staff")
     finally:
         check.close()
     if trained_before:

@@ -15,7 +15,7 @@ from directory_helpers import MODEL, NAME
 
 from edged.clock import ManualClock
 from edged.directory import crypto
-from edged.directory.audit import GENESIS, AuditRecord, chain_hash, verify_chain
+from edged.directory.audit import GENESIS, AuditRecord, ChainCheck, chain_hash, verify_chain
 from edged.directory.store import Store
 
 
@@ -24,7 +24,7 @@ def write_records(store: Store, clock: ManualClock, count: int = 5) -> list[Audi
     for i in range(count):
         clock.advance(1.5)
         records.append(
-            store.audit(
+            store.audit.append(
                 ["identify", "enroll", "delete_person", "verify", "train"][i % 5],
                 f"door-{i % 2}",
                 "terminal" if i % 2 else "admin",
@@ -35,10 +35,10 @@ def write_records(store: Store, clock: ManualClock, count: int = 5) -> list[Audi
     return records
 
 
-def broken(store: Store) -> tuple[bool, int, str]:
-    ok, checked, reason = store.verify_audit()
-    assert not ok, "verification should fail"
-    return ok, checked, reason
+def broken(store: Store) -> ChainCheck:
+    chain = store.audit.verify()
+    assert not chain.intact, "verification should fail"
+    return chain
 
 
 def test_records_form_a_chain(store: Store, clock: ManualClock) -> None:
@@ -52,12 +52,12 @@ def test_records_form_a_chain(store: Store, clock: ManualClock) -> None:
         assert len(record.hash) == 64
     assert len({r.hash for r in records}) == 6
     assert records[-1].time == clock.now()
-    assert store.verify_audit() == (True, 6, "ok")
+    assert store.audit.verify() == ChainCheck(True, 6, "ok")
 
 
 def test_records_read_back_as_written(store: Store, clock: ManualClock) -> None:
     written = write_records(store, clock, 4)
-    assert list(store.audit_records()) == written
+    assert list(store.audit.records()) == written
     as_json = written[1].as_json()
     assert as_json["operation"] == "enroll"
     assert as_json["targets"] == {"personGroupId": "staff", "faceId": "00000001-0000-4000-8000-000000000000"}
@@ -65,7 +65,7 @@ def test_records_read_back_as_written(store: Store, clock: ManualClock) -> None:
 
 
 def test_an_empty_log_verifies(store: Store) -> None:
-    assert store.verify_audit() == (True, 0, "ok")
+    assert store.audit.verify() == ChainCheck(True, 0, "ok")
 
 
 def test_the_chain_survives_reopening(
@@ -75,9 +75,9 @@ def test_the_chain_survives_reopening(
     store.close()
     reopened = Store.open(tmp_path / "state", kek, clock)
     try:
-        record = reopened.audit("identify", "door-1", "terminal", {"personGroupId": "staff"}, "ok")
+        record = reopened.audit.append("identify", "door-1", "terminal", {"personGroupId": "staff"}, "ok")
         assert record.seq == 4
-        assert reopened.verify_audit() == (True, 4, "ok")
+        assert reopened.audit.verify() == ChainCheck(True, 4, "ok")
     finally:
         reopened.close()
 
@@ -100,76 +100,78 @@ def test_editing_one_record_breaks_verification(
     store: Store, clock: ManualClock, column: str, value: str
 ) -> None:
     records = write_records(store, clock, 6)
-    assert store.verify_audit() == (True, 6, "ok")
-    before = store._db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0]
-    store._db.execute(f"UPDATE audit SET {column} = {value} WHERE seq = 3")
-    assert store._db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0] != before
-    _, checked, reason = broken(store)
+    assert store.audit.verify() == ChainCheck(True, 6, "ok")
+    before = store.db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0]
+    store.db.execute(f"UPDATE audit SET {column} = {value} WHERE seq = 3")
+    assert store.db.execute(f"SELECT {column} FROM audit WHERE seq = 3").fetchone()[0] != before
+    broken_chain = broken(store)
+    checked, reason = broken_chain.records, broken_chain.reason
     assert checked == 3
     assert reason == "record 3 was changed after it was written"
-    assert records[2].hash == store._db.execute("SELECT hash FROM audit WHERE seq = 3").fetchone()[0]
+    assert records[2].hash == store.db.execute("SELECT hash FROM audit WHERE seq = 3").fetchone()[0]
 
 
 def test_editing_a_hash_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 4)
-    store._db.execute("UPDATE audit SET hash = ? WHERE seq = 2", ("f" * 64,))
-    _, _, reason = broken(store)
+    store.db.execute("UPDATE audit SET hash = ? WHERE seq = 2", ("f" * 64,))
+    reason = broken(store).reason
     assert "record 2" in reason
 
 
 def test_editing_a_prev_hash_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 4)
-    store._db.execute("UPDATE audit SET prev_hash = ? WHERE seq = 3", ("0" * 64,))
-    _, _, reason = broken(store)
+    store.db.execute("UPDATE audit SET prev_hash = ? WHERE seq = 3", ("0" * 64,))
+    reason = broken(store).reason
     assert reason == "record 3 does not follow record 2"
 
 
 @pytest.mark.parametrize("seq", [1, 3])
 def test_deleting_a_record_breaks_verification(store: Store, clock: ManualClock, seq: int) -> None:
     write_records(store, clock, 5)
-    store._db.execute("DELETE FROM audit WHERE seq = ?", (seq,))
-    _, _, reason = broken(store)
+    store.db.execute("DELETE FROM audit WHERE seq = ?", (seq,))
+    reason = broken(store).reason
     assert reason == f"record {seq} is missing (found {seq + 1} next)"
 
 
 def test_deleting_and_renumbering_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 5)
-    store._db.execute("DELETE FROM audit WHERE seq = 2")
-    store._db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 2")
-    assert [r.seq for r in store.audit_records()] == [1, 2, 3, 4]
-    _, checked, reason = broken(store)
+    store.db.execute("DELETE FROM audit WHERE seq = 2")
+    store.db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 2")
+    assert [r.seq for r in store.audit.records()] == [1, 2, 3, 4]
+    broken_chain = broken(store)
+    checked, reason = broken_chain.records, broken_chain.reason
     assert checked == 2
     assert reason == "record 2 does not follow record 1"
 
 
 def test_swapping_two_records_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 5)
-    db = store._db
+    db = store.db
     db.execute("UPDATE audit SET seq = -1 WHERE seq = 2")
     db.execute("UPDATE audit SET seq = 2 WHERE seq = 3")
     db.execute("UPDATE audit SET seq = 3 WHERE seq = -1")
-    _, _, reason = broken(store)
+    reason = broken(store).reason
     assert reason == "record 2 does not follow record 1"
 
 
 def test_renumbering_all_records_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 3)
-    store._db.execute("UPDATE audit SET seq = seq + 10")
-    _, _, reason = broken(store)
+    store.db.execute("UPDATE audit SET seq = seq + 10")
+    reason = broken(store).reason
     assert reason == "record 1 is missing (found 11 next)"
 
 
 def test_inserting_a_copied_record_breaks_verification(store: Store, clock: ManualClock) -> None:
     write_records(store, clock, 4)
-    db = store._db
+    db = store.db
     db.execute("UPDATE audit SET seq = -(seq + 1) WHERE seq >= 3")  # make room for a new record 3
     db.execute("UPDATE audit SET seq = -seq WHERE seq < 0")
     db.execute(
         "INSERT INTO audit SELECT 3, time, operation, actor, role, targets, result, prev_hash, hash"
         " FROM audit WHERE seq = 2"
     )
-    assert [r.seq for r in store.audit_records()] == [1, 2, 3, 4, 5]
-    _, _, reason = broken(store)
+    assert [r.seq for r in store.audit.records()] == [1, 2, 3, 4, 5]
+    reason = broken(store).reason
     assert reason == "record 3 does not follow record 2"
 
 
@@ -177,12 +179,12 @@ def test_removing_the_newest_record_is_detected(store: Store, clock: ManualClock
     """Cutting records off the end (hiding the latest actions) is a removal too: the chain alone
     cannot show it, so the log must be anchored (e.g. a head signed with the device key)."""
     write_records(store, clock, 5)
-    store._db.execute("DELETE FROM audit WHERE seq = 5")
-    ok, _, reason = store.verify_audit()
-    assert not ok, "removing the newest record went unnoticed"
-    assert "5" in reason
-    store._db.execute("DELETE FROM audit")
-    assert not store.verify_audit()[0], "removing every record went unnoticed"
+    store.db.execute("DELETE FROM audit WHERE seq = 5")
+    chain = store.audit.verify()
+    assert not chain.intact, "removing the newest record went unnoticed"
+    assert "5" in chain.reason
+    store.db.execute("DELETE FROM audit")
+    assert not store.audit.verify().intact, "removing every record went unnoticed"
 
 
 def test_a_rewritten_chain_is_detected(store: Store, clock: ManualClock) -> None:
@@ -190,7 +192,7 @@ def test_a_rewritten_chain_is_detected(store: Store, clock: ManualClock) -> None
     with write access to the file can do it. Verification must still notice (a keyed chain or
     a signed head)."""
     write_records(store, clock, 5)
-    records = list(store.audit_records())
+    records = list(store.audit.records())
     forged: list[AuditRecord] = records[:2]
     for record in records[2:]:
         changed = AuditRecord(
@@ -206,13 +208,12 @@ def test_a_rewritten_chain_is_detected(store: Store, clock: ManualClock) -> None
         )
         forged.append(changed.with_hash(chain_hash(changed)))
     assert (records[2].result, forged[2].result) == ("ok", "denied")
-    assert verify_chain(forged) == (True, 5, "ok")  # the forgery is a well-formed chain
-    store._db.execute("DELETE FROM audit WHERE seq >= 3")
-    store._db.executemany(
+    assert verify_chain(forged) == ChainCheck(True, 5, "ok")  # the forgery is a well-formed chain
+    store.db.execute("DELETE FROM audit WHERE seq >= 3")
+    store.db.executemany(
         "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [r.row() for r in forged[2:]]
     )
-    ok, _, _ = store.verify_audit()
-    assert not ok, "a record edited with a recomputed chain went unnoticed"
+    assert not store.audit.verify().intact, "a record edited with a recomputed chain went unnoticed"
 
 
 def test_verify_chain_directly() -> None:
@@ -220,27 +221,33 @@ def test_verify_chain_directly() -> None:
     first = first.with_hash(chain_hash(first))
     second = AuditRecord(2, 11.0, "identify", "door", "terminal", {}, "ok", first.hash, "")
     second = second.with_hash(chain_hash(second))
-    assert verify_chain([first, second]) == (True, 2, "ok")
-    assert verify_chain([second, first])[0] is False
-    assert verify_chain([second])[2] == "record 1 is missing (found 2 next)"
-    assert verify_chain([first, AuditRecord.from_row(second.row())]) == (True, 2, "ok")
+    assert verify_chain([first, second]) == ChainCheck(True, 2, "ok")
+    assert verify_chain([second, first]).intact is False
+    assert verify_chain([second]).reason == "record 1 is missing (found 2 next)"
+    assert verify_chain([first, AuditRecord.from_row(second.row())]) == ChainCheck(True, 2, "ok")
 
 
 def test_records_hold_no_names(store: Store, clock: ManualClock, tmp_path: Path) -> None:
     """Enrol a named person and audit what happened to it by ID: the name appears nowhere in the
     audit table (read through a separate connection, as a reader of the file would)."""
-    store.create_group("staff", "Staff", None, "group", MODEL)
-    person_id = store.create_person("staff", NAME, '{"badge": "ZQM-774312"}')
-    face_id = store.add_person_face(
+    store.groups.create("staff", "Staff", None, "group", MODEL)
+    person_id = store.persons.create("staff", NAME, '{"badge": "ZQM-774312"}')
+    face_id = store.persons.add_face(
         "staff", person_id, np.random.default_rng(3).standard_normal(128).astype(np.float32), MODEL, None, {}
     )
-    store.audit("create_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok")
-    store.audit(
+    store.audit.append(
+        "create_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok"
+    )
+    store.audit.append(
         "add_face", "cli", "admin", {"personGroupId": "staff", "personId": person_id, "faceId": face_id}, "ok"
     )
-    store.audit("identify", "door-1", "terminal", {"personGroupId": "staff", "candidate": person_id}, "match")
-    store.audit("delete_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok")
-    store.delete_person("staff", person_id)
+    store.audit.append(
+        "identify", "door-1", "terminal", {"personGroupId": "staff", "candidate": person_id}, "match"
+    )
+    store.audit.append(
+        "delete_person", "cli", "admin", {"personGroupId": "staff", "personId": person_id}, "ok"
+    )
+    store.persons.delete("staff", person_id)
 
     reader = sqlite3.connect(tmp_path / "state" / "directory.sqlite3")
     try:
@@ -253,4 +260,4 @@ def test_records_hold_no_names(store: Store, clock: ManualClock, tmp_path: Path)
     for fragment in (NAME, "Zebulon", "Quixotic", "Marchbanks", "ZQM-774312"):
         assert fragment not in text
         assert fragment.lower() not in text.lower()
-    assert store.verify_audit() == (True, 4, "ok")
+    assert store.audit.verify() == ChainCheck(True, 4, "ok")

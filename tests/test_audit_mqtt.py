@@ -19,6 +19,7 @@ from edged.directory import crypto
 from edged.directory.store import Store
 from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
+from edged.service.policy import Caller
 
 DEVICE = "audit-1"
 TOPIC = f"edged/{DEVICE}/audit"
@@ -56,10 +57,12 @@ def test_audit_records_are_forwarded_once_in_order(
         assert app.outbox is not None and app.service is not None
         outbox = app.outbox
         wait_until(lambda: outbox.cursor("audit_seq") is not None)  # the first pass starts at the newest
-        app.service.create_group("staff", "Day staff", actor="test")  # written by the daemon
+        app.service.changes.create_group(
+            Caller("test", "manager"), "staff", "Day staff"
+        )  # written by the daemon
         other = Store.open(state, kek)  # written by another process, as the CLI does
         try:
-            other.audit("rotate_key", "cli", "admin", {"keyId": "k2"}, "ok")
+            other.audit.append("rotate_key", "cli", "admin", {"keyId": "k2"}, "ok")
         finally:
             other.close()
         first = records(watcher, 2)
@@ -77,7 +80,7 @@ def test_audit_records_are_forwarded_once_in_order(
     try:
         restarted.start()
         assert restarted.service is not None
-        restarted.service.create_group("night", "Night staff", actor="test")
+        restarted.service.changes.create_group(Caller("test", "manager"), "night", "Night staff")
         later = records(watcher, 3)
         time.sleep(1.5)  # a duplicate would be forwarded within a tick or two
         later = records(watcher, 3)

@@ -57,8 +57,8 @@ def test_card_set_and_delete(tmp_path: Path, astronaut: ImageRGB) -> None:
 
     store = Store.open(state, read_kek(key))
     try:
-        assert store.person_for_card(CARD) == answer["personId"] == exported["personId"]
-        assert store.person_for_card(SECOND) == answer["personId"]
+        assert store.cards.person_for(CARD) == answer["personId"] == exported["personId"]
+        assert store.cards.person_for(SECOND) == answer["personId"]
     finally:
         store.close()
 

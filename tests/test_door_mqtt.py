@@ -24,7 +24,10 @@ from edged.directory.store import Store
 from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 DEVICE = "t1"
 CARD = "04A1B2C3D4E5F6"
@@ -41,11 +44,11 @@ def state(tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline, astronaut: Im
     store = Store.open(state_dir, kek)
     try:
         service = FaceService(pipeline, store, Config().directory, pipeline.embedder.model.path.name)
-        service.create_group("staff", "Staff")
-        person_id = service.create_person("staff", "Eileen Collins")
-        service.add_person_face("staff", person_id, astronaut)
-        service.train("staff")
-        service.set_card(CARD, person_id, "staff")
+        service.changes.create_group(MANAGER, "staff", "Staff")
+        person_id = service.changes.create_person(MANAGER, "staff", "Eileen Collins")
+        service.changes.add_person_face(MANAGER, "staff", person_id, astronaut)
+        service.changes.train(MANAGER, "staff")
+        service.changes.set_card(MANAGER, CARD, person_id, "staff")
     finally:
         store.close()
     return state_dir, person_id

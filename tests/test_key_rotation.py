@@ -19,6 +19,7 @@ import pytest
 from directory_helpers import MODEL, disk_files, template
 
 from edged.directory import crypto
+from edged.directory.scope import DirectoryScope, GroupScope, ListScope
 from edged.directory.store import DB_NAME, Store
 from edged.errors import WrongKey
 
@@ -41,31 +42,31 @@ class Contents:
 
 def fill(store: Store, rng: np.random.Generator) -> Contents:
     """3 persons in a group, 2 in the directory, a face list and a transient face: 7 data keys."""
-    store.create_group("staff", "Staff", None, "group", MODEL)
+    store.groups.create("staff", "Staff", None, "group", MODEL)
     group_names, directory_names = {}, {}
     group_templates, directory_templates, list_templates, transient = {}, {}, {}, {}
     for i in range(3):
-        person_id = store.create_person("staff", f"Staff member {i}", f"desk {i}")
+        person_id = store.persons.create("staff", f"Staff member {i}", f"desk {i}")
         group_names[person_id] = f"Staff member {i}"
         for _ in range(2):
             vector = template(rng)
-            group_templates[store.add_person_face("staff", person_id, vector, MODEL, None, {})] = (
+            group_templates[store.persons.add_face("staff", person_id, vector, MODEL, None, {})] = (
                 vector.tobytes()
             )
     for i in range(2):
-        person_id = store.create_person(None, f"Visitor {i}", None)
+        person_id = store.persons.create(None, f"Visitor {i}", None)
         directory_names[person_id] = f"Visitor {i}"
         vector = template(rng)
-        directory_templates[store.add_person_face(None, person_id, vector, MODEL, "badge", {})] = (
+        directory_templates[store.persons.add_face(None, person_id, vector, MODEL, "badge", {})] = (
             vector.tobytes()
         )
-    store.create_face_list("lobby", "Lobby", None, "list", MODEL)
+    store.face_lists.create("lobby", "Lobby", None, "list", MODEL)
     for _ in range(2):
         vector = template(rng)
-        list_templates[store.add_list_face("lobby", vector, MODEL, None, {})] = vector.tobytes()
+        list_templates[store.face_lists.add_face("lobby", vector, MODEL, None, {})] = vector.tobytes()
     vector = template(rng)
-    transient[store.add_transient(vector, MODEL, 86_400)[0]] = vector.tobytes()
-    data_keys = int(store._db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0])
+    transient[store.transient.add(vector, MODEL, 86_400).face_id] = vector.tobytes()
+    data_keys = int(store.db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0])
     assert data_keys == 7
     return Contents(
         group_names,
@@ -84,23 +85,23 @@ def as_dict(face_ids: tuple[str, ...], matrix: np.ndarray) -> dict[str, bytes]:
 
 
 def assert_everything_decrypts(store: Store, contents: Contents) -> None:
-    assert {p.person_id: p.name for p in store.list_persons("staff")} == contents.group_names
-    assert {p.person_id: p.name for p in store.list_persons(None)} == contents.directory_names
+    assert {p.person_id: p.name for p in store.persons.page("staff")} == contents.group_names
+    assert {p.person_id: p.name for p in store.persons.page(None)} == contents.directory_names
     for person_id in contents.group_names:
-        assert store.get_person("staff", person_id).user_data is not None
+        assert store.persons.get("staff", person_id).user_data is not None
     for person_id in contents.directory_names:
-        for face_id in store.get_person(None, person_id).face_ids:
-            assert store.get_face(face_id, person_id=person_id).user_data == "badge"
-    group = store.templates(group_id="staff")
+        for face_id in store.persons.get(None, person_id).face_ids:
+            assert store.persons.faces.get(face_id, person_id).user_data == "badge"
+    group = store.faces.templates(GroupScope("staff"))
     assert as_dict(group.face_ids, group.matrix) == contents.group_templates
-    directory = store.templates(directory=True)
+    directory = store.faces.templates(DirectoryScope())
     assert as_dict(directory.face_ids, directory.matrix) == contents.directory_templates
-    lobby = store.templates(list_id="lobby")
+    lobby = store.faces.templates(ListScope("lobby"))
     assert as_dict(lobby.face_ids, lobby.matrix) == contents.list_templates
     for face_id, vector in contents.transient.items():
-        assert store.get_transient(face_id).tobytes() == vector
+        assert store.transient.get(face_id).tobytes() == vector
     assert store.device_public_key == contents.device_public_key
-    assert store._db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0] == contents.data_keys
+    assert store.db.execute("SELECT COUNT(*) FROM data_keys").fetchone()[0] == contents.data_keys
 
 
 def assert_refused(state_dir: Path, kek: crypto.Kek) -> None:
@@ -115,13 +116,13 @@ def reopen_and_check(state_dir: Path, kek: crypto.Kek, contents: Contents) -> No
     store = Store.open(state_dir, kek)
     try:
         assert_everything_decrypts(store, contents)
-        assert store._db.execute("SELECT value FROM meta WHERE key = 'kek_id'").fetchone()[0] == kek.key_id
+        assert store.db.execute("SELECT value FROM meta WHERE key = 'kek_id'").fetchone()[0] == kek.key_id
     finally:
         store.close()
 
 
 def blobs(store: Store) -> dict[str, dict[str, bytes]]:
-    db = store._db
+    db = store.db
     return {
         "wrapped": {k: bytes(w) for k, w in db.execute("SELECT key_id, wrapped FROM data_keys")},
         "templates": {f: bytes(t) for f, t in db.execute("SELECT face_id, template FROM faces")},
@@ -167,7 +168,7 @@ def test_rotation_rewraps_every_data_key(
 ) -> None:
     before = blobs(store)
     steps: list[int] = []
-    count = store.rotate_kek(new_kek, on_step=steps.append)
+    count = store.keys.rotate(new_kek, on_step=steps.append)
     assert count == contents.data_keys
     assert steps == list(range(1, contents.data_keys + 1))
     after = blobs(store)
@@ -180,7 +181,7 @@ def test_rotation_rewraps_every_data_key(
         assert after[kind] == before[kind], kind
     # the open store goes on working with the new key
     assert_everything_decrypts(store, contents)
-    person_id = store.create_person("staff", "After rotation", "desk 9")
+    person_id = store.persons.create("staff", "After rotation", "desk 9")
     contents.group_names[person_id] = "After rotation"
     contents.data_keys += 1
     store.close()
@@ -197,7 +198,7 @@ def test_the_old_wrapped_keys_are_gone_from_the_files(
     old = blobs(store)
     old_wrapped = {**old["wrapped"], **{f"meta {k}": v for k, v in old["meta"].items()}}
     assert all(blob in disk(state_dir) for blob in old_wrapped.values())
-    store.rotate_kek(new_kek)
+    store.keys.rotate(new_kek)
     on_disk = disk(state_dir)
     assert [k for k, blob in old_wrapped.items() if blob in on_disk] == []
     store.close()
@@ -214,8 +215,8 @@ def test_rotating_twice(
     new_kek: crypto.Kek,
 ) -> None:
     third = crypto.create_key_file(tmp_path / "third.kek")
-    assert store.rotate_kek(new_kek) == contents.data_keys
-    assert store.rotate_kek(third) == contents.data_keys
+    assert store.keys.rotate(new_kek) == contents.data_keys
+    assert store.keys.rotate(third) == contents.data_keys
     store.close()
     reopen_and_check(state_dir, third, contents)
     assert_refused(state_dir, old_kek)
@@ -234,7 +235,7 @@ def test_a_failed_rotation_changes_nothing(
             raise RuntimeError("disk unplugged")
 
     with pytest.raises(RuntimeError, match="disk unplugged"):
-        store.rotate_kek(new_kek, on_step=fail_at_three)
+        store.keys.rotate(new_kek, on_step=fail_at_three)
     assert blobs(store) == before
     assert_everything_decrypts(store, contents)
     store.close()
@@ -258,7 +259,7 @@ def on_step(step):
     if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-count = store.rotate_kek(crypto.read_kek(new), on_step=on_step)
+count = store.keys.rotate(crypto.read_kek(new), on_step=on_step)
 print("rotated", count, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # die without closing: the commit is all there is
 """
@@ -293,7 +294,7 @@ def test_rotation_killed_midway_opens_with_the_old_key_only(
     if where == "middle":  # and the rotation can simply be run again
         again = Store.open(state_dir, old_kek)
         try:
-            assert again.rotate_kek(new_kek) == contents.data_keys
+            assert again.keys.rotate(new_kek) == contents.data_keys
         finally:
             again.close()
         reopen_and_check(state_dir, new_kek, contents)

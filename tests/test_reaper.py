@@ -20,14 +20,14 @@ def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: 
     clock = ManualClock()
     store = Store.open(tmp_path, create_key_file(tmp_path / "k"), clock)
     template = np.ones(128, np.float32)
-    store.add_transient(template, "m", 60)
+    store.transient.add(template, "m", 60)
     clock.advance(61)
     stop = threading.Event()
     swept = threading.Event()
     calls = {"n": 0}
 
     def sweep() -> int:
-        count = store.reap_transient()
+        count = store.transient.reap()
         calls["n"] += 1
         if calls["n"] >= 3:
             swept.set()
@@ -36,13 +36,13 @@ def test_the_reaper_deletes_expired_face_ids_at_start_and_on_schedule(tmp_path: 
     reaper = Scheduler([Job("face_ids", sweep, interval_s=0.01, at_start=True)], stop, tick_s=0.01)
     reaper.start()
     assert reaper.done["face_ids"] == 1, "the start-up pass runs before start() returns"
-    assert store.count_transient() == 0
-    store.add_transient(template, "m", 60)
+    assert store.transient.count() == 0
+    store.transient.add(template, "m", 60)
     clock.advance(61)
     assert swept.wait(10), "the scheduled passes did not run"
     stop.set()
     reaper.join(10)
-    assert store.count_transient() == 0
+    assert store.transient.count() == 0
     assert reaper.done["face_ids"] == 2
     assert reaper.runs["face_ids"] >= 3
 

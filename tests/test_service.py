@@ -15,7 +15,9 @@ import pytest
 from skimage import data
 
 from edged.clock import ManualClock
+from edged.directory.audit import ChainCheck
 from edged.directory.crypto import create_key_file, read_kek, verify_signature
+from edged.directory.scope import DirectoryScope, GroupScope, ListScope
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -32,10 +34,14 @@ from edged.errors import (
     QuotaExceeded,
 )
 from edged.pipeline.pipeline import FacePipeline
-from edged.service import faces as faces_module
+from edged.service import changes as changes_module
+from edged.service import limits
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.service.settings import DirectorySettings
 from edged.types import Box, ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 
 def shifted(image: ImageRGB, dx: int, dy: int) -> ImageRGB:
@@ -63,16 +69,16 @@ def service(tmp_path: Path, pipeline: FacePipeline, clock: ManualClock) -> Itera
 
 
 def face_id_of(service: FaceService, image: ImageRGB) -> str:
-    detected = service.detect(image)
+    detected = service.recognition.detect(image)
     assert len(detected) == 1
     assert detected[0].face_id is not None
     return detected[0].face_id
 
 
 def enrolled_group(service: FaceService, astronaut: ImageRGB) -> str:
-    service.create_group("staff", "Staff")
-    person = service.create_person("staff", "Eileen")
-    service.add_person_face("staff", person, astronaut)
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    person = service.changes.create_person(MANAGER, "staff", "Eileen")
+    service.changes.add_person_face(MANAGER, "staff", person, astronaut)
     return person
 
 
@@ -82,36 +88,36 @@ def enrolled_group(service: FaceService, astronaut: ImageRGB) -> str:
 def test_detect_gives_face_ids_that_expire(
     service: FaceService, astronaut: ImageRGB, clock: ManualClock
 ) -> None:
-    detected = service.detect(astronaut, ttl_s=120)
+    detected = service.recognition.detect(astronaut, ttl_s=120)
     assert len(detected) == 1
     face_id = detected[0].face_id
     assert face_id is not None
     assert detected[0].expires == pytest.approx(clock.now() + 120)
     other = face_id_of(service, shifted(astronaut, 20, 10))
-    assert service.verify_faces(face_id, other).is_identical
+    assert service.recognition.verify_faces(face_id, other).is_identical
     clock.advance(121)
     with pytest.raises(FaceNotFound, match="expired"):
-        service.verify_faces(face_id, other)
-    assert service.store.count_transient() == 1  # the expired one was reaped on use; `other` lives 24 h
+        service.recognition.verify_faces(face_id, other)
+    assert service.store.transient.count() == 1  # the expired one was reaped on use; `other` lives 24 h
     clock.advance(86_400)
     assert service.reap() == 1
-    assert service.store.count_transient() == 0
+    assert service.store.transient.count() == 0
 
 
 def test_detect_without_face_ids_stores_nothing(service: FaceService, astronaut: ImageRGB) -> None:
-    detected = service.detect(astronaut, return_face_id=False)
+    detected = service.recognition.detect(astronaut, return_face_id=False)
     assert detected[0].face_id is None
-    assert service.store.count_transient() == 0
+    assert service.store.transient.count() == 0
 
 
 @pytest.mark.parametrize("ttl", [59, 86_401])
 def test_face_id_lifetime_is_bounded(service: FaceService, astronaut: ImageRGB, ttl: int) -> None:
     with pytest.raises(BadArgument, match="faceIdTimeToLive"):
-        service.detect(astronaut, ttl_s=ttl)
+        service.recognition.detect(astronaut, ttl_s=ttl)
 
 
 def test_verify_different_people(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
-    result = service.verify_faces(face_id_of(service, astronaut), face_id_of(service, cameraman))
+    result = service.recognition.verify_faces(face_id_of(service, astronaut), face_id_of(service, cameraman))
     assert not result.is_identical
     assert result.confidence < 0.5
     assert result.distance > result.threshold
@@ -119,12 +125,14 @@ def test_verify_different_people(service: FaceService, astronaut: ImageRGB, came
 
 def test_verify_face_against_person(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
     person = enrolled_group(service, astronaut)
-    assert service.verify_person(
+    assert service.recognition.verify_person(
         face_id_of(service, shifted(astronaut, -15, 5)), person, "staff"
     ).is_identical
-    assert not service.verify_person(face_id_of(service, cameraman), person, "staff").is_identical
+    assert not service.recognition.verify_person(face_id_of(service, cameraman), person, "staff").is_identical
     with pytest.raises(PersonNotFound):
-        service.verify_person(face_id_of(service, astronaut), "00000000-0000-0000-0000-000000000000", "staff")
+        service.recognition.verify_person(
+            face_id_of(service, astronaut), "00000000-0000-0000-0000-000000000000", "staff"
+        )
 
 
 # -- identify ---------------------------------------------------------------------------------------
@@ -134,18 +142,18 @@ def test_identify_needs_training(service: FaceService, astronaut: ImageRGB) -> N
     enrolled_group(service, astronaut)
     probe = face_id_of(service, astronaut)
     with pytest.raises(PersonGroupNotTrained, match="staff"):
-        service.identify([probe], group_id="staff")
+        service.recognition.identify([probe], group_id="staff")
     with pytest.raises(PersonGroupNotFound):
-        service.identify([probe], group_id="nobody")
+        service.recognition.identify([probe], group_id="nobody")
 
 
 def test_identify_finds_the_person_and_never_guesses(
     service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
 ) -> None:
     person = enrolled_group(service, astronaut)
-    assert service.train("staff").train_status == "succeeded"
+    assert service.changes.train(MANAGER, "staff").train_status == "succeeded"
     known, stranger = face_id_of(service, shifted(astronaut, 25, -10)), face_id_of(service, cameraman)
-    results = dict(service.identify([known, stranger], group_id="staff"))
+    results = dict(service.recognition.identify([known, stranger], group_id="staff"))
     assert [c.person_id for c in results[known]] == [person]
     assert results[known][0].confidence > 0.5
     assert results[stranger] == [], "a stranger gets no candidate, never a best guess"
@@ -153,15 +161,15 @@ def test_identify_finds_the_person_and_never_guesses(
 
 def test_a_deleted_person_is_never_returned(service: FaceService, astronaut: ImageRGB) -> None:
     person = enrolled_group(service, astronaut)
-    service.train("staff")
+    service.changes.train(MANAGER, "staff")
     probe = face_id_of(service, astronaut)
-    assert service.identify([probe], group_id="staff")[0][1]
-    receipt = service.delete_person("staff", person)
+    assert service.recognition.identify([probe], group_id="staff")[0][1]
+    receipt = service.changes.delete_person(MANAGER, "staff", person)
     assert verify_signature(receipt.device_public_key, receipt.payload(), receipt.signature)
     assert receipt.deleted == {"persons": 1, "faces": 1}
-    assert service.identify([probe], group_id="staff")[0][1] == []
+    assert service.recognition.identify([probe], group_id="staff")[0][1] == []
     with pytest.raises(PersonNotFound):
-        service.store.get_person("staff", person)
+        service.store.persons.get("staff", person)
 
 
 def test_refresh_picks_up_what_another_connection_committed(
@@ -170,28 +178,28 @@ def test_refresh_picks_up_what_another_connection_committed(
     """The CLI beside the daemon: its deletions and enrolments reach the cached indexes on the next
     ``refresh`` (the daemon calls it every second); its own changes and reads cost nothing."""
     person = enrolled_group(service, astronaut)
-    service.train("staff")
+    service.changes.train(MANAGER, "staff")
     probe = face_id_of(service, astronaut)
-    template = service.store.get_transient(probe)
-    service.create_face_list("visitors", "Visitors")
-    listed = service.add_list_face("visitors", astronaut)
-    assert service.find_similar(probe, face_list_id="visitors")  # the list's index is cached too
+    template = service.store.transient.get(probe)
+    service.changes.create_face_list(MANAGER, "visitors", "Visitors")
+    listed = service.changes.add_list_face(MANAGER, "visitors", astronaut)
+    assert service.recognition.find_similar(probe, face_list_id="visitors")  # the list's index is cached too
     assert service.refresh() == 0, "the service's own commits are not changes from elsewhere"
     assert [m.owner_id for m in service.search_door("staff", template, 3, None)] == [person]
 
     other = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"))
     try:
         assert service.refresh() == 0, "another connection that only reads changes nothing"
-        other.delete_person("staff", person)
-        newcomer = other.create_person("staff", "Eileen, again", None)
-        added = other.add_person_face("staff", newcomer, template, service.model_id, None, {})
-        other.delete_face(listed, list_id="visitors")
+        other.persons.delete("staff", person)
+        newcomer = other.persons.create("staff", "Eileen, again", None)
+        added = other.persons.add_face("staff", newcomer, template, service.model_id, None, {})
+        other.face_lists.faces.delete(listed, "visitors")
         assert service.refresh() == 2
         assert [m.owner_id for m in service.search_door("staff", template, 3, None)] == [newcomer]
         assert service.trained_index("staff").diff_faces([added]) == ([], [])
-        assert service.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
+        assert service.recognition.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
         assert service.refresh() == 0
-        other.delete_group("staff")
+        other.groups.delete("staff")
         assert service.refresh() == 2  # the group's index dropped, the list's checked
         with pytest.raises(PersonGroupNotFound):
             service.search_door("staff", template, 3, None)
@@ -200,25 +208,28 @@ def test_refresh_picks_up_what_another_connection_committed(
 
 
 def test_faces_added_after_training_are_matched(service: FaceService, astronaut: ImageRGB) -> None:
-    service.create_group("late", "Late")
-    service.train("late")
-    person = service.create_person("late", "Eileen")
-    service.add_person_face("late", person, astronaut)
-    assert service.identify([face_id_of(service, astronaut)], group_id="late")[0][1][0].person_id == person
+    service.changes.create_group(MANAGER, "late", "Late")
+    service.changes.train(MANAGER, "late")
+    person = service.changes.create_person(MANAGER, "late", "Eileen")
+    service.changes.add_person_face(MANAGER, "late", person, astronaut)
+    assert (
+        service.recognition.identify([face_id_of(service, astronaut)], group_id="late")[0][1][0].person_id
+        == person
+    )
 
 
 def test_identify_in_the_directory_and_dynamic_groups(service: FaceService, astronaut: ImageRGB) -> None:
-    person = service.create_person(None, "Eileen")
-    service.add_person_face(None, person, astronaut)
-    other = service.create_person(None, "Nobody yet")
+    person = service.changes.create_person(MANAGER, None, "Eileen")
+    service.changes.add_person_face(MANAGER, None, person, astronaut)
+    other = service.changes.create_person(MANAGER, None, "Nobody yet")
     probe = face_id_of(service, astronaut)
-    assert service.identify([probe])[0][1][0].person_id == person
-    assert service.identify([probe], person_ids=["*"])[0][1][0].person_id == person
-    assert service.identify([probe], person_ids=[other])[0][1] == []
-    service.store.create_dynamic_group("night-shift", "Night shift", None, [other])
-    assert service.identify([probe], dynamic_group_id="night-shift")[0][1] == []
-    service.store.update_dynamic_members("night-shift", add=[person])
-    assert service.identify([probe], dynamic_group_id="night-shift")[0][1][0].person_id == person
+    assert service.recognition.identify([probe])[0][1][0].person_id == person
+    assert service.recognition.identify([probe], person_ids=["*"])[0][1][0].person_id == person
+    assert service.recognition.identify([probe], person_ids=[other])[0][1] == []
+    service.store.dynamic_groups.create("night-shift", "Night shift", None, [other])
+    assert service.recognition.identify([probe], dynamic_group_id="night-shift")[0][1] == []
+    service.store.dynamic_groups.update_members("night-shift", add=[person])
+    assert service.recognition.identify([probe], dynamic_group_id="night-shift")[0][1][0].person_id == person
 
 
 @pytest.mark.parametrize(
@@ -233,19 +244,19 @@ def test_identify_arguments_are_checked(
     service: FaceService, astronaut: ImageRGB, kwargs: dict[str, float], message: str
 ) -> None:
     enrolled_group(service, astronaut)
-    service.train("staff")
+    service.changes.train(MANAGER, "staff")
     with pytest.raises(BadArgument, match=message):
-        service.identify([face_id_of(service, astronaut)], group_id="staff", **kwargs)  # type: ignore[arg-type]
+        service.recognition.identify([face_id_of(service, astronaut)], group_id="staff", **kwargs)  # type: ignore[arg-type]
 
 
 def test_identify_takes_one_to_ten_faces(service: FaceService, astronaut: ImageRGB) -> None:
     enrolled_group(service, astronaut)
-    service.train("staff")
+    service.changes.train(MANAGER, "staff")
     with pytest.raises(BadArgument, match="faceIds count"):
-        service.identify([], group_id="staff")
+        service.recognition.identify([], group_id="staff")
     probe = face_id_of(service, astronaut)
     with pytest.raises(BadArgument, match="faceIds count"):
-        service.identify([probe] * 11, group_id="staff")
+        service.recognition.identify([probe] * 11, group_id="staff")
 
 
 # -- enrolment rules --------------------------------------------------------------------------------
@@ -255,10 +266,10 @@ def test_duplicate_identity_is_refused_and_names_the_person(
     service: FaceService, astronaut: ImageRGB
 ) -> None:
     first = enrolled_group(service, astronaut)
-    second = service.create_person("staff", "Impostor")
+    second = service.changes.create_person(MANAGER, "staff", "Impostor")
     with pytest.raises(DuplicateIdentity, match=first):
-        service.add_person_face("staff", second, shifted(astronaut, 10, 10))
-    assert service.store.get_person("staff", second).face_ids == ()
+        service.changes.add_person_face(MANAGER, "staff", second, shifted(astronaut, 10, 10))
+    assert service.store.persons.get("staff", second).face_ids == ()
 
 
 def test_duplicate_identity_can_warn_instead(
@@ -267,31 +278,31 @@ def test_duplicate_identity_can_warn_instead(
     store = Store.open(tmp_path / "warn", create_key_file(tmp_path / "k"), clock)
     service = FaceService(pipeline, store, DirectorySettings(duplicate_policy="warn"), "m")
     first = enrolled_group(service, astronaut)
-    second = service.create_person("staff", "Twin")
-    enrolment = service.add_person_face("staff", second, astronaut)
+    second = service.changes.create_person(MANAGER, "staff", "Twin")
+    enrolment = service.changes.add_person_face(MANAGER, "staff", second, astronaut)
     assert any(first in warning for warning in enrolment.warnings)
 
 
 def test_the_quality_gate_guards_enrolment(service: FaceService, cameraman: ImageRGB) -> None:
-    service.create_group("staff", "Staff")
-    person = service.create_person("staff", "Cameraman")
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    person = service.changes.create_person(MANAGER, "staff", "Cameraman")
     with pytest.raises(QualityTooLow, match="extreme_pose"):
-        service.add_person_face("staff", person, cameraman)
+        service.changes.add_person_face(MANAGER, "staff", person, cameraman)
 
 
 def test_enrolment_needs_exactly_one_face_or_a_target(service: FaceService, astronaut: ImageRGB) -> None:
-    service.create_group("staff", "Staff")
-    person = service.create_person("staff", "Eileen")
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    person = service.changes.create_person(MANAGER, "staff", "Eileen")
     head = astronaut[0:300, 75:375]  # the face is (103, 81)-(197, 175) in this crop
     two = np.ascontiguousarray(np.concatenate([head, head], axis=1))
     with pytest.raises(BadArgument, match="2 faces"):
-        service.add_person_face("staff", person, two)
+        service.changes.add_person_face(MANAGER, "staff", person, two)
     right = Box(300 + 103, 81, 300 + 197, 175)
-    assert service.add_person_face("staff", person, two, target=right).face_id
+    assert service.changes.add_person_face(MANAGER, "staff", person, two, target=right).face_id
     with pytest.raises(BadArgument, match="targetFace"):
-        service.add_person_face("staff", person, two, target=Box(0, 400, 40, 440))
+        service.changes.add_person_face(MANAGER, "staff", person, two, target=Box(0, 400, 40, 440))
     with pytest.raises(NoFaceDetected):
-        service.add_person_face("staff", person, np.full((200, 200, 3), 128, np.uint8))
+        service.changes.add_person_face(MANAGER, "staff", person, np.full((200, 200, 3), 128, np.uint8))
 
 
 @pytest.mark.parametrize(
@@ -299,63 +310,65 @@ def test_enrolment_needs_exactly_one_face_or_a_target(service: FaceService, astr
     [("x" * 129, None, "name"), ("ok", "x" * (16 * 1024 + 1), "userData")],
 )
 def test_text_limits(service: FaceService, name: str, user_data: str | None, message: str) -> None:
-    service.create_group("staff", "Staff")
+    service.changes.create_group(MANAGER, "staff", "Staff")
     with pytest.raises(BadArgument, match=message):
-        service.create_person("staff", name, user_data)
+        service.changes.create_person(MANAGER, "staff", name, user_data)
 
 
 @pytest.mark.parametrize("group_id", ["Staff", "a b", "x" * 65, ""])
 def test_group_ids_are_checked(service: FaceService, group_id: str) -> None:
     with pytest.raises(BadArgument, match="personGroupId"):
-        service.create_group(group_id, "name")
+        service.changes.create_group(MANAGER, group_id, "name")
 
 
 def test_group_exists_and_person_quota(
     service: FaceService, astronaut: ImageRGB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service.create_group("staff", "Staff")
+    service.changes.create_group(MANAGER, "staff", "Staff")
     with pytest.raises(PersonGroupExists):
-        service.create_group("staff", "again")
-    monkeypatch.setitem(faces_module.MAX_PERSONS, "group", 2)
-    service.create_person("staff", "a")
-    service.create_person("staff", "b")
+        service.changes.create_group(MANAGER, "staff", "again")
+    monkeypatch.setitem(limits.MAX_PERSONS, "group", 2)
+    service.changes.create_person(MANAGER, "staff", "a")
+    service.changes.create_person(MANAGER, "staff", "b")
     with pytest.raises(QuotaExceeded, match="2 persons"):
-        service.create_person("staff", "c")
-    monkeypatch.setattr(faces_module, "MAX_FACES_PER_PERSON", 1)
-    person = service.store.list_persons("staff")[0].person_id
-    service.add_person_face("staff", person, astronaut)
+        service.changes.create_person(MANAGER, "staff", "c")
+    monkeypatch.setattr(changes_module, "MAX_FACES_PER_PERSON", 1)
+    person = service.store.persons.page("staff")[0].person_id
+    service.changes.add_person_face(MANAGER, "staff", person, astronaut)
     with pytest.raises(QuotaExceeded, match="1 faces"):
-        service.add_person_face("staff", person, shifted(astronaut, 5, 5))
+        service.changes.add_person_face(MANAGER, "staff", person, shifted(astronaut, 5, 5))
 
 
 # -- find similar, group, face lists ----------------------------------------------------------------
 
 
 def test_find_similar_in_a_face_list(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
-    service.create_face_list("visitors", "Visitors")
-    first = service.add_list_face("visitors", astronaut)
-    service.create_face_list("others", "Others")
+    service.changes.create_face_list(MANAGER, "visitors", "Visitors")
+    first = service.changes.add_list_face(MANAGER, "visitors", astronaut)
+    service.changes.create_face_list(MANAGER, "others", "Others")
     probe = face_id_of(service, shifted(astronaut, 30, 0))
-    similar = service.find_similar(probe, face_list_id="visitors")
+    similar = service.recognition.find_similar(probe, face_list_id="visitors")
     assert [s.face_id for s in similar] == [first]
     assert similar[0].persisted
-    assert service.find_similar(face_id_of(service, cameraman), face_list_id="visitors") == []
-    ranked = service.find_similar(face_id_of(service, cameraman), face_list_id="visitors", mode="matchFace")
+    assert service.recognition.find_similar(face_id_of(service, cameraman), face_list_id="visitors") == []
+    ranked = service.recognition.find_similar(
+        face_id_of(service, cameraman), face_list_id="visitors", mode="matchFace"
+    )
     assert [s.face_id for s in ranked] == [first], "matchFace ranks regardless of the threshold"
     with pytest.raises(FaceListNotFound):
-        service.find_similar(probe, face_list_id="nope")
-    service.delete_list_face("visitors", first)
-    assert service.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
+        service.recognition.find_similar(probe, face_list_id="nope")
+    service.changes.delete_list_face(MANAGER, "visitors", first)
+    assert service.recognition.find_similar(probe, face_list_id="visitors", mode="matchFace") == []
 
 
 def test_find_similar_among_face_ids(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:
     probe = face_id_of(service, astronaut)
     same, other = face_id_of(service, shifted(astronaut, -20, 0)), face_id_of(service, cameraman)
-    similar = service.find_similar(probe, face_ids=[other, same])
+    similar = service.recognition.find_similar(probe, face_ids=[other, same])
     assert [s.face_id for s in similar] == [same]
     assert not similar[0].persisted
     with pytest.raises(BadArgument, match="exactly one"):
-        service.find_similar(probe)
+        service.recognition.find_similar(probe)
 
 
 def test_group_splits_people_and_keeps_a_messy_group(
@@ -365,21 +378,21 @@ def test_group_splits_people_and_keeps_a_messy_group(
         face_id_of(service, img) for img in (astronaut, shifted(astronaut, 15, 5), astronaut[:, ::-1].copy())
     ]
     stranger = face_id_of(service, cameraman)
-    groups, messy = service.group([*ids, stranger])
+    groups, messy = service.recognition.group([*ids, stranger])
     assert [sorted(g) for g in groups] == [sorted(ids)]
     assert messy == [stranger]
     with pytest.raises(BadArgument, match="faceIds count"):
-        service.group(ids[:1])
+        service.recognition.group(ids[:1])
 
 
 def test_every_change_is_audited_without_names(service: FaceService, astronaut: ImageRGB) -> None:
     person = enrolled_group(service, astronaut)
-    service.train("staff")
-    service.delete_person("staff", person)
-    operations = [r.operation for r in service.store.audit_records()]
+    service.changes.train(MANAGER, "staff")
+    service.changes.delete_person(MANAGER, "staff", person)
+    operations = [r.operation for r in service.store.audit.records()]
     assert operations == ["create_person_group", "create_person", "add_person_face", "train", "delete_person"]
-    assert service.store.verify_audit() == (True, 5, "ok")
-    text = " ".join(str(r.as_json()) for r in service.store.audit_records())
+    assert service.store.audit.verify() == ChainCheck(True, 5, "ok")
+    text = " ".join(str(r.as_json()) for r in service.store.audit.records())
     assert "Eileen" not in text
 
 
@@ -387,34 +400,103 @@ def test_a_recognizer_can_match_but_never_enrol_or_delete(
     service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
 ) -> None:
     person = enrolled_group(service, astronaut)
-    service.create_face_list("visitors", "Visitors")
-    listed = service.add_list_face("visitors", astronaut)
-    service.train("staff")
+    service.changes.create_face_list(MANAGER, "visitors", "Visitors")
+    listed = service.changes.add_list_face(MANAGER, "visitors", astronaut)
+    service.changes.train(MANAGER, "staff")
     probe = face_id_of(service, astronaut)
     # everything a recognizer may do (these take no role: they change nothing)
-    assert service.identify([probe], group_id="staff")[0][1][0].person_id == person
-    assert service.verify_faces(probe, face_id_of(service, shifted(astronaut, 5, 5))).is_identical
-    assert service.find_similar(probe, face_list_id="visitors")
-    assert service.group([probe, face_id_of(service, cameraman)])[1]
+    assert service.recognition.identify([probe], group_id="staff")[0][1][0].person_id == person
+    assert service.recognition.verify_faces(probe, face_id_of(service, shifted(astronaut, 5, 5))).is_identical
+    assert service.recognition.find_similar(probe, face_list_id="visitors")
+    assert service.recognition.group([probe, face_id_of(service, cameraman)])[1]
     # and everything it may not
     refused = [
-        lambda: service.create_group("other", "Other", role="recognizer"),
-        lambda: service.create_person("staff", "Mallory", role="recognizer"),
-        lambda: service.add_person_face("staff", person, astronaut, role="recognizer"),
-        lambda: service.delete_person_face("staff", person, "x", role="recognizer"),
-        lambda: service.delete_person("staff", person, role="recognizer"),
-        lambda: service.train("staff", role="recognizer"),
-        lambda: service.delete_group("staff", role="recognizer"),
-        lambda: service.create_face_list("more", "More", role="recognizer"),
-        lambda: service.add_list_face("visitors", astronaut, role="recognizer"),
-        lambda: service.delete_list_face("visitors", listed, role="recognizer"),
-        lambda: service.delete_face_list("visitors", role="recognizer"),
+        lambda: service.changes.create_group(Caller("cli", "recognizer"), "other", "Other"),
+        lambda: service.changes.create_person(Caller("cli", "recognizer"), "staff", "Mallory"),
+        lambda: service.changes.add_person_face(Caller("cli", "recognizer"), "staff", person, astronaut),
+        lambda: service.changes.delete_person_face(Caller("cli", "recognizer"), "staff", person, "x"),
+        lambda: service.changes.delete_person(Caller("cli", "recognizer"), "staff", person),
+        lambda: service.changes.train(Caller("cli", "recognizer"), "staff"),
+        lambda: service.changes.delete_group(Caller("cli", "recognizer"), "staff"),
+        lambda: service.changes.create_face_list(Caller("cli", "recognizer"), "more", "More"),
+        lambda: service.changes.add_list_face(Caller("cli", "recognizer"), "visitors", astronaut),
+        lambda: service.changes.delete_list_face(Caller("cli", "recognizer"), "visitors", listed),
+        lambda: service.changes.delete_face_list(Caller("cli", "recognizer"), "visitors"),
     ]
     for attempt in refused:
         with pytest.raises(Forbidden, match="recognizer"):
             attempt()
-    assert service.store.get_person("staff", person).face_ids
-    assert service.store.face_list_face_ids("visitors") == [listed]
-    refusals = [r for r in service.store.audit_records() if r.result == "refused: role"]
+    assert service.store.persons.get("staff", person).face_ids
+    assert service.store.face_lists.face_ids("visitors") == [listed]
+    refusals = [r for r in service.store.audit.records() if r.result == "refused: role"]
     assert len(refusals) == len(refused)
-    assert service.store.verify_audit()[0]
+    assert service.store.audit.verify().intact
+
+
+# -- the directory version, typed scopes, the audit chain's role -------------------------------------
+
+
+def test_the_directory_version_follows_changes_not_reads(
+    service: FaceService, astronaut: ImageRGB, tmp_path: Path
+) -> None:
+    """``directory_version`` is what the door puts on each decision: it moves with every change
+    this service makes, is left alone by recognition and reads, and catches up with another
+    process's change at ``refresh``. Reading it costs no SQL and no lock."""
+    start = service.directory_version()
+    assert start == service.store.version()
+    person = enrolled_group(service, astronaut)
+    after_enrolment = service.directory_version()
+    assert after_enrolment > start
+    assert after_enrolment == service.store.version()
+
+    service.changes.train(MANAGER, "staff")
+    trained = service.directory_version()
+    assert trained > after_enrolment
+    probe = face_id_of(service, astronaut)  # a face ID is no directory change
+    service.recognition.identify([probe], group_id="staff")
+    service.get_person("staff", person)
+    service.list_groups()
+    assert service.directory_version() == trained == service.store.version()
+
+    with pytest.raises(Forbidden):  # refused: nothing changed
+        service.changes.delete_person(Caller("door-1", "recognizer"), "staff", person)
+    assert service.directory_version() == trained
+
+    other = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"))  # the CLI, beside the daemon
+    try:
+        other.persons.delete("staff", person)
+    finally:
+        other.close()
+    assert service.directory_version() == trained, "not noticed before refresh"
+    assert service.refresh() == 1
+    assert service.directory_version() == service.store.version() > trained
+
+
+def test_indexes_are_cached_by_typed_scope(service: FaceService, astronaut: ImageRGB) -> None:
+    person = enrolled_group(service, astronaut)
+    service.changes.train(MANAGER, "staff")
+    service.changes.create_face_list(MANAGER, "visitors", "Visitors")
+    listed = service.changes.add_list_face(MANAGER, "visitors", astronaut)
+    probe = face_id_of(service, astronaut)
+    service.recognition.find_similar(probe, face_list_id="visitors")
+    service.recognition.identify([probe])  # the person directory (empty)
+    indexes = service.access.indexes
+    group_index = indexes.cached(GroupScope("staff"))
+    assert group_index is not None and group_index.owners() == {person}
+    list_index = indexes.cached(ListScope("visitors"))
+    assert list_index is not None and list_index.owners() == {listed}
+    directory_index = indexes.cached(DirectoryScope())
+    assert directory_index is not None and len(directory_index) == 0
+    assert indexes.cached(GroupScope("visitors")) is None, "a group and a list of one name are two scopes"
+    service.changes.delete_face_list(MANAGER, "visitors")
+    assert indexes.cached(ListScope("visitors")) is None
+
+
+def test_the_audit_chain_needs_an_admin(service: FaceService, astronaut: ImageRGB) -> None:
+    enrolled_group(service, astronaut)
+    with pytest.raises(Forbidden, match="role 'manager' may not read the audit chain; it needs admin"):
+        service.verify_audit(Caller("ops", "manager"))
+    chain = service.verify_audit(Caller("root", "admin"))
+    assert chain.intact
+    (refusal,) = [r for r in service.store.audit.records() if r.result == "refused: role"]
+    assert (refusal.operation, refusal.actor, refusal.role) == ("verify_audit", "ops", "manager")

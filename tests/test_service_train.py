@@ -21,11 +21,16 @@ import pytest
 from skimage import data
 
 from edged.directory.crypto import create_key_file, read_kek
-from edged.directory.store import DB_NAME, TEMPLATE_DIM, Store
+from edged.directory.scope import GroupScope
+from edged.directory.sealed import TEMPLATE_DIM
+from edged.directory.store import DB_NAME, Store
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.service.settings import DirectorySettings
 from edged.types import Face, ImageRGB
+
+MANAGER = Caller("cli", "manager")
 
 PERSONS = 10_000
 FACES_EACH = 4
@@ -54,14 +59,14 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     state = root / "state"
     seeder = Store.open(state, create_key_file(key_file))
     try:
-        seeder._db.execute("PRAGMA synchronous = OFF")
-        seeder.create_group("big", "Big", None, "large", "dlib_resnet_v1_int8.tflite")
+        seeder.db.execute("PRAGMA synchronous = OFF")
+        seeder.groups.create("big", "Big", None, "large", "dlib_resnet_v1_int8.tflite")
         rng = np.random.default_rng(11)
         vectors = synthetic(rng, PERSONS * FACES_EACH)
         for i in range(PERSONS):
-            person = seeder.create_person("big", f"person {i}", None)
+            person = seeder.persons.create("big", f"person {i}", None)
             for j in range(FACES_EACH):
-                seeder.add_person_face(
+                seeder.persons.add_face(
                     "big", person, vectors[i * FACES_EACH + j], "dlib_resnet_v1_int8.tflite", None, {}
                 )
     finally:
@@ -83,9 +88,9 @@ def big(
     store = Store.open(state, read_kek(key_file))
     settings = DirectorySettings(enroll_requires_quality=False)  # the cameraman looks down
     service = FaceService(pipeline, store, settings, pipeline.embedder.model.path.name)
-    eileen = service.create_person("big", "Eileen Collins")
-    service.add_person_face("big", eileen, astronaut)
-    assert service.train("big").train_status == "succeeded"
+    eileen = service.changes.create_person(MANAGER, "big", "Eileen Collins")
+    service.changes.add_person_face(MANAGER, "big", eileen, astronaut)
+    assert service.changes.train(MANAGER, "big").train_status == "succeeded"
     try:
         yield Big(service, state, eileen)
     finally:
@@ -101,7 +106,7 @@ def start_train(service: FaceService) -> tuple[threading.Thread, list[object]]:
 
     def run() -> None:
         try:
-            outcome.append(service.train("big"))
+            outcome.append(service.changes.train(MANAGER, "big"))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -173,16 +178,16 @@ def test_changes_during_the_train_are_in_the_new_index(big: Big, astronaut_face:
     try:
         trainer, outcome = start_train(service)
         wait_running(other)
-        service.delete_person("big", big.eileen)  # between two pages, or after the swap
-        newcomer = service.create_person("big", "the cameraman")
-        service.add_person_face("big", newcomer, cameraman)
+        service.changes.delete_person(MANAGER, "big", big.eileen)  # between two pages, or after the swap
+        newcomer = service.changes.create_person(MANAGER, "big", "the cameraman")
+        service.changes.add_person_face(MANAGER, "big", newcomer, cameraman)
         trainer.join(WAIT_S)
     finally:
         other.close()
     (result,) = outcome
     assert not isinstance(result, BaseException), f"the train failed: {result!r}"
     index = service.trained_index("big")
-    stored = service.store.face_ids(group_id="big")
+    stored = service.store.faces.ids(GroupScope("big"))
     assert len(stored) == PERSONS * FACES_EACH + 1
     assert index.diff_faces(stored) == ([], []), "the index holds exactly the stored faces"
     assert big.eileen not in index.owners() and newcomer in index.owners()

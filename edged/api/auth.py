@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import heapq
 import math
 import re
 import secrets
-import sqlite3
 import stat
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +33,17 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edged.api.settings import ApiSettings, ClientSettings, Role
+from edged.api.settings import ApiSettings, ClientSettings
 from edged.clock import Clock
-from edged.directory.store import canonical
+from edged.directory.crypto import canonical
+from edged.directory.nonces import Nonces
 from edged.errors import BadArgument, ConfigError, Forbidden, Unauthorized
 from edged.secretfile import write_secret
+from edged.service import policy
+from edged.service.policy import Role
 
 __all__ = [
     "DOMAIN",
-    "ROLE_RANK",
     "Authenticator",
     "Principal",
     "generate_private_key",
@@ -59,9 +58,6 @@ __all__ = [
 
 DOMAIN = b"edged-request-v1"
 """The first line of every signed message (a version, and no other edged signature can collide)."""
-
-ROLE_RANK: dict[str, int] = {"recognizer": 0, "manager": 1, "admin": 2}
-"""Each role may do everything the roles below it may."""
 
 AUTH_FIELDS = frozenset({"client", "ts", "nonce", "sig"})
 NONCE_RE = re.compile(r"(?=[A-Za-z0-9_=-]{16,64}\Z)[A-Za-z0-9_-]+={0,2}")
@@ -82,7 +78,7 @@ class Principal:
 
     def may(self, role: Role) -> bool:
         """True when this principal's role includes ``role``."""
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+        return policy.includes(self.role, role)
 
     def require(self, role: Role, op: str) -> None:
         """Forbidden unless this principal's role includes ``role`` (the role ``op`` needs)."""
@@ -213,95 +209,6 @@ def load_public_key(client: str, settings: ClientSettings) -> Ed25519PublicKey:
     return key
 
 
-# -- nonces -------------------------------------------------------------------------------------
-
-
-class _NonceStore:
-    """(client, nonce) pairs seen within the window. SQLite file (durable) or memory. Thread-safe.
-
-    Pruning forgets nonces; the *watermark* remembers how far: the latest ``forget_before`` ever
-    applied (persisted). A request whose timestamp is at or before it might be a replay of a
-    forgotten one and is refused — also after the clock stepped back or the window was widened."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        self._memory: dict[tuple[str, str], float] = {}
-        self._expiry: list[tuple[float, str, str]] = []  # a heap of (seen, client, nonce)
-        self._db: sqlite3.Connection | None = None
-        self._closed = False
-        self.watermark = -math.inf
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the nonce file {path}: {exc}") from exc
-        try:
-            db.execute("PRAGMA busy_timeout = 5000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")  # a used nonce must survive a power cut
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS nonces (client TEXT NOT NULL, nonce TEXT NOT NULL, "
-                "seen REAL NOT NULL, PRIMARY KEY (client, nonce)) WITHOUT ROWID"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS nonces_seen ON nonces (seen)")
-            db.execute("CREATE TABLE IF NOT EXISTS watermark (id INTEGER PRIMARY KEY CHECK (id = 1), t REAL)")
-            row = db.execute("SELECT t FROM watermark WHERE id = 1").fetchone()
-            if row is not None:
-                self.watermark = float(row[0])
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"cannot use the nonce file {path}: {exc}") from exc
-        self._db = db
-
-    def add(self, client: str, nonce: str, ts: float, seen: float, forget_before: float) -> bool:
-        """Record the pair; False when it is already there or ``ts`` is at or before the watermark
-        (it could be a forgotten one). Entries older than ``forget_before`` are pruned first."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the nonce store is closed")
-            if ts <= self.watermark:
-                return False
-            forget_before = max(forget_before, self.watermark)
-            if self._db is None:
-                self.watermark = forget_before
-                while self._expiry and self._expiry[0][0] < forget_before:
-                    _, old_client, old_nonce = heapq.heappop(self._expiry)
-                    self._memory.pop((old_client, old_nonce), None)
-                if (client, nonce) in self._memory:
-                    return False
-                self._memory[(client, nonce)] = seen
-                heapq.heappush(self._expiry, (seen, client, nonce))
-                return True
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                if forget_before > self.watermark:
-                    self._db.execute("DELETE FROM nonces WHERE seen < ?", (forget_before,))
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO watermark (id, t) VALUES (1, ?)", (forget_before,)
-                    )
-                    self.watermark = forget_before
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO nonces (client, nonce, seen) VALUES (?, ?, ?)",
-                    (client, nonce, seen),
-                )
-                return cursor.rowcount == 1
-
-    def __len__(self) -> int:
-        with self._lock:
-            if self._db is None:
-                return len(self._memory)
-            return int(self._db.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-
 # -- the authenticator --------------------------------------------------------------------------
 
 
@@ -320,7 +227,7 @@ class Authenticator:
         self.clock = clock
         self._keys = {client: load_public_key(client, cs) for client, cs in settings.clients.items()}
         self._roles: dict[str, Role] = {client: cs.role for client, cs in settings.clients.items()}
-        self._nonces = _NonceStore(nonce_path)
+        self._nonces = Nonces.open(nonce_path)
 
     def close(self) -> None:
         self._nonces.close()

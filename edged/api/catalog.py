@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edged.api import schemas as s
-from edged.api.server import OPERATIONS, Operation
+from edged.api.operations import OPERATIONS, Operation
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 FOLDER = "jsonschema"

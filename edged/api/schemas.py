@@ -12,13 +12,14 @@ Images travel base64-encoded in ``image`` and are decoded in memory only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import dataclasses
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from edged.directory.receipts import Receipt
 from edged.pipeline.image import ImageLimits
 
-Role = Literal["recognizer", "manager", "admin"]
 MAX_IMAGE_BYTES = ImageLimits().max_bytes
 MAX_IMAGE_BASE64 = 4 * -(-MAX_IMAGE_BYTES // 3)
 """Characters of base64 that encode the largest image (6 MB → 8 MiB of text)."""
@@ -343,16 +344,21 @@ class FaceListList(Closed):
     faceLists: list[FaceListInfo]
 
 
-class ReceiptResult(Closed):
-    """A deletion: what was deleted, signed with the device key (docs/directory.md)."""
+def _receipt_model() -> type[Closed]:
+    """The wire form of a receipt is the directory's signed ``Receipt``, field for field (a client
+    verifies the signature over those fields), so it is made from it: one definition of a receipt."""
+    hints = get_type_hints(Receipt)
+    fields: dict[str, Any] = {f.name: (hints[f.name], ...) for f in dataclasses.fields(Receipt)}
+    return create_model(
+        "ReceiptResult",
+        __base__=Closed,
+        __doc__="A deletion: what was deleted, signed with the device key (docs/directory.md).",
+        __module__=__name__,
+        **fields,
+    )
 
-    operation: str
-    targets: dict[str, str]
-    deleted: dict[str, int]
-    shredded_keys_sha256: str
-    time: float
-    device_public_key: str
-    signature: str
+
+ReceiptResult = _receipt_model()
 
 
 class AuditStatus(Closed):

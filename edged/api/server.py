@@ -13,13 +13,12 @@ publish on its own decision, status or sync topics; every other request is answe
 
 Every failure is a reply with an error code (the directory's codes, plus ``Unauthorized`` and
 ``Busy``); a refused directory-changing request is also an audit record. Nothing is written to disk
-but what the operation itself stores (templates, never images).
+but what the operation itself stores (templates, never images). The operations themselves (schemas
+and handlers) are ``edged.api.operations``; the role each needs, ``edged.service.policy``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import math
@@ -27,24 +26,23 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from edged.api import schemas as s
-from edged.api.auth import CLIENT_RE, ROLE_RANK, Authenticator, Principal
-from edged.api.settings import ApiSettings, Role
-from edged.directory.store import FaceList, Person, PersonGroup
+from edged.api.auth import CLIENT_RE, Authenticator, Principal
+from edged.api.operations import OPERATIONS, Context, Operation
+from edged.api.settings import ApiSettings
 from edged.errors import BadArgument, Busy, EdgedError, Forbidden, Unauthorized
 from edged.mqtt.client import Delivery, InboundMessage, encode
 from edged.mqtt.topics import Topics
-from edged.pipeline.image import ImageLimits, decode_image
+from edged.pipeline.image import ImageLimits
+from edged.service import policy
 from edged.service.faces import FaceService
-from edged.types import Box, ImageRGB
 
-__all__ = ["OPERATIONS", "ApiServer", "Operation", "Publisher", "max_request_bytes"]
+__all__ = ["ApiServer", "Publisher", "max_request_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,402 +64,6 @@ class Publisher(Protocol):
     def publish_bytes(
         self, topic: str, payload: bytes, *, qos: int, correlation_data: bytes | None
     ) -> Delivery: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    service: FaceService
-    principal: Principal
-    limits: ImageLimits
-
-    @property
-    def actor(self) -> str:
-        return f"mqtt:{self.principal.client or '(unsigned)'}"
-
-    @property
-    def role(self) -> str:
-        return self.principal.role
-
-    def image(self, text: str) -> ImageRGB:
-        """base64 → bytes → RGB, in memory only; errors name the field."""
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadArgument("image is not valid base64") from None
-        return decode_image(data, self.limits, name="image")
-
-
-Handler = Callable[[Context, Any], BaseModel]
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    name: str
-    role: Role
-    request: type[s.Request]
-    result: type[BaseModel]
-    handler: Handler
-    changes: bool
-    """Changes the directory (audited; refused without a manager/admin signature)."""
-    summary: str
-
-
-# -- handlers -------------------------------------------------------------------------------------
-
-
-def _box(values: list[float] | None) -> Box | None:
-    if values is None:
-        return None
-    x1, y1, x2, y2 = values
-    if not (x2 > x1 and y2 > y1):
-        raise BadArgument(f"targetFace {values} is not [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
-    return Box(x1, y1, x2, y2)
-
-
-def _group(g: PersonGroup) -> s.PersonGroupInfo:
-    return s.PersonGroupInfo(
-        personGroupId=g.group_id,
-        name=g.name,
-        userData=g.user_data,
-        kind=g.kind,  # type: ignore[arg-type]
-        recognitionModel=g.recognition_model,
-        trainStatus=g.train_status,
-        trainMessage=g.train_message,
-        trainedAt=g.trained_at,
-    )
-
-
-def _person(p: Person) -> s.PersonInfo:
-    return s.PersonInfo(
-        personId=p.person_id,
-        personGroupId=p.group_id,
-        name=p.name,
-        userData=p.user_data,
-        persistedFaceIds=list(p.face_ids),
-    )
-
-
-def _face_list(f: FaceList, face_ids: list[str] | None = None) -> s.FaceListInfo:
-    return s.FaceListInfo(
-        faceListId=f.list_id,
-        name=f.name,
-        userData=f.user_data,
-        kind=f.kind,  # type: ignore[arg-type]
-        recognitionModel=f.recognition_model,
-        persistedFaceIds=face_ids,
-    )
-
-
-def _detect(c: Context, r: s.DetectRequest) -> s.DetectResult:
-    faces = c.service.detect(c.image(r.image), r.returnFaceId, r.faceIdTimeToLive)
-    return s.DetectResult(faces=[s.DetectedFace.model_validate(f.as_json()) for f in faces])
-
-
-def _verify(c: Context, r: s.VerifyRequest) -> s.VerifyResult:
-    if r.faceId1 is not None and r.faceId2 is not None:
-        result = c.service.verify_faces(r.faceId1, r.faceId2, r.far)
-    else:
-        assert r.faceId is not None and r.personId is not None
-        result = c.service.verify_person(r.faceId, r.personId, r.personGroupId, r.far)
-    return s.VerifyResult.model_validate(result.as_json())
-
-
-def _identify(c: Context, r: s.IdentifyRequest) -> s.IdentifyResult:
-    results = c.service.identify(
-        r.faceIds,
-        group_id=r.personGroupId,
-        dynamic_group_id=r.dynamicPersonGroupId,
-        person_ids=r.personIds,
-        max_candidates=r.maxNumOfCandidatesReturned,
-        confidence_threshold=r.confidenceThreshold,
-        far=r.far,
-    )
-    return s.IdentifyResult(
-        results=[
-            s.IdentifyItem(faceId=face_id, candidates=[s.Candidate(**c.as_json()) for c in candidates])
-            for face_id, candidates in results
-        ]
-    )
-
-
-def _find_similar(c: Context, r: s.FindSimilarRequest) -> s.FindSimilarResult:
-    similar = c.service.find_similar(
-        r.faceId,
-        face_ids=r.faceIds,
-        face_list_id=r.faceListId,
-        max_candidates=r.maxNumOfCandidatesReturned,
-        mode=r.mode,
-    )
-    return s.FindSimilarResult(faces=[s.SimilarFace(**f.as_json()) for f in similar])
-
-
-def _group_faces(c: Context, r: s.GroupRequest) -> s.GroupResult:
-    groups, messy = c.service.group(r.faceIds)
-    return s.GroupResult(groups=groups, messyGroup=messy)
-
-
-def _create_person_group(c: Context, r: s.CreatePersonGroupRequest) -> s.PersonGroupInfo:
-    group = c.service.create_group(r.personGroupId, r.name, r.userData, r.large, c.actor, c.role)
-    return _group(group)
-
-
-def _get_person_group(c: Context, r: s.PersonGroupRef) -> s.PersonGroupInfo:
-    return _group(c.service.get_group(r.personGroupId))
-
-
-def _list_person_groups(c: Context, r: s.ListRequest) -> s.PersonGroupList:
-    return s.PersonGroupList(personGroups=[_group(g) for g in c.service.list_groups(r.start, r.top)])
-
-
-def _update_person_group(c: Context, r: s.UpdatePersonGroupRequest) -> s.PersonGroupInfo:
-    if r.name is None and r.userData is None:
-        raise BadArgument("give name and/or userData to update")
-    return _group(c.service.update_group(r.personGroupId, r.name, r.userData, c.actor, c.role))
-
-
-def _receipt(receipt: Any) -> s.ReceiptResult:
-    return s.ReceiptResult.model_validate(receipt.as_json())
-
-
-def _delete_person_group(c: Context, r: s.PersonGroupRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_group(r.personGroupId, c.actor, c.role))
-
-
-def _train(c: Context, r: s.PersonGroupRef) -> s.PersonGroupInfo:
-    return _group(c.service.train(r.personGroupId, c.actor, c.role))
-
-
-def _create_person(c: Context, r: s.CreatePersonRequest) -> s.Created:
-    person_id = c.service.create_person(r.personGroupId, r.name, r.userData, c.actor, c.role)
-    return s.Created(personId=person_id)
-
-
-def _get_person(c: Context, r: s.PersonRef) -> s.PersonInfo:
-    return _person(c.service.get_person(r.personGroupId, r.personId))
-
-
-def _list_persons(c: Context, r: s.ListPersonsRequest) -> s.PersonList:
-    return s.PersonList(persons=[_person(p) for p in c.service.list_persons(r.personGroupId, r.start, r.top)])
-
-
-def _delete_person(c: Context, r: s.PersonRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_person(r.personGroupId, r.personId, c.actor, c.role))
-
-
-def _add_person_face(c: Context, r: s.AddPersonFaceRequest) -> s.Created:
-    enrolment = c.service.add_person_face(
-        r.personGroupId,
-        r.personId,
-        c.image(r.image),
-        target=_box(r.targetFace),
-        user_data=r.userData,
-        actor=c.actor,
-        role=c.role,
-    )
-    return s.Created(
-        personId=enrolment.person_id,
-        persistedFaceId=enrolment.face_id,
-        quality=list(enrolment.quality),
-        warnings=list(enrolment.warnings),
-    )
-
-
-def _delete_person_face(c: Context, r: s.PersonFaceRef) -> s.ReceiptResult:
-    return _receipt(
-        c.service.delete_person_face(r.personGroupId, r.personId, r.persistedFaceId, c.actor, c.role)
-    )
-
-
-def _create_face_list(c: Context, r: s.CreateFaceListRequest) -> s.Created:
-    c.service.create_face_list(r.faceListId, r.name, r.userData, r.large, c.actor, c.role)
-    return s.Created(faceListId=r.faceListId)
-
-
-def _get_face_list(c: Context, r: s.FaceListRef) -> s.FaceListInfo:
-    face_list, face_ids = c.service.get_face_list(r.faceListId)
-    return _face_list(face_list, face_ids)
-
-
-def _list_face_lists(c: Context, r: s.EmptyRequest) -> s.FaceListList:
-    return s.FaceListList(faceLists=[_face_list(f) for f in c.service.list_face_lists()])
-
-
-def _add_face_list_face(c: Context, r: s.AddFaceListFaceRequest) -> s.Created:
-    face_id = c.service.add_list_face(
-        r.faceListId,
-        c.image(r.image),
-        target=_box(r.targetFace),
-        user_data=r.userData,
-        actor=c.actor,
-        role=c.role,
-    )
-    return s.Created(faceListId=r.faceListId, persistedFaceId=face_id)
-
-
-def _delete_face_list(c: Context, r: s.FaceListRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_face_list(r.faceListId, c.actor, c.role))
-
-
-def _delete_face_list_face(c: Context, r: s.FaceListFaceRef) -> s.ReceiptResult:
-    return _receipt(c.service.delete_list_face(r.faceListId, r.persistedFaceId, c.actor, c.role))
-
-
-def _set_person_card(c: Context, r: s.SetPersonCardRequest) -> s.CardResult:
-    ref = c.service.set_card(r.cardId, r.personId, r.personGroupId, actor=c.actor, role=c.role)
-    return s.CardResult(card=ref, personId=r.personId)
-
-
-def _delete_person_card(c: Context, r: s.CardRef) -> s.CardResult:
-    return s.CardResult(card=c.service.delete_card(r.cardId, actor=c.actor, role=c.role))
-
-
-def _verify_audit(c: Context, r: s.EmptyRequest) -> s.AuditStatus:
-    intact, records, reason = c.service.verify_audit(c.actor, c.role)
-    return s.AuditStatus(intact=intact, records=records, reason="" if intact else reason)
-
-
-def _op(
-    name: str,
-    role: Role,
-    request: type[s.Request],
-    result: type[BaseModel],
-    handler: Callable[[Context, Any], BaseModel],
-    summary: str,
-    changes: bool = False,
-) -> Operation:
-    return Operation(name, role, request, result, handler, changes, summary)
-
-
-R: Role = "recognizer"
-M: Role = "manager"
-A: Role = "admin"
-OPERATIONS: dict[str, Operation] = {
-    op.name: op
-    for op in [
-        _op("detect", R, s.DetectRequest, s.DetectResult, _detect, "faces in an image, with face IDs"),
-        _op("verify", R, s.VerifyRequest, s.VerifyResult, _verify, "face ↔ face or face ↔ person (1:1)"),
-        _op("identify", R, s.IdentifyRequest, s.IdentifyResult, _identify, "face IDs against persons (1:N)"),
-        _op("find_similar", R, s.FindSimilarRequest, s.FindSimilarResult, _find_similar, "similar faces"),
-        _op("group", R, s.GroupRequest, s.GroupResult, _group_faces, "face IDs grouped by person"),
-        _op(
-            "create_person_group",
-            M,
-            s.CreatePersonGroupRequest,
-            s.PersonGroupInfo,
-            _create_person_group,
-            "a new (large) person group",
-            True,
-        ),
-        _op("get_person_group", M, s.PersonGroupRef, s.PersonGroupInfo, _get_person_group, "one group"),
-        _op("list_person_groups", M, s.ListRequest, s.PersonGroupList, _list_person_groups, "all groups"),
-        _op(
-            "update_person_group",
-            M,
-            s.UpdatePersonGroupRequest,
-            s.PersonGroupInfo,
-            _update_person_group,
-            "rename / new userData",
-            True,
-        ),
-        _op(
-            "delete_person_group",
-            M,
-            s.PersonGroupRef,
-            s.ReceiptResult,
-            _delete_person_group,
-            "the group, its persons and their templates",
-            True,
-        ),
-        _op("train", M, s.PersonGroupRef, s.PersonGroupInfo, _train, "(re)build a group's index", True),
-        _op("create_person", M, s.CreatePersonRequest, s.Created, _create_person, "a new person", True),
-        _op("get_person", M, s.PersonRef, s.PersonInfo, _get_person, "one person"),
-        _op("list_persons", M, s.ListPersonsRequest, s.PersonList, _list_persons, "persons of a group"),
-        _op(
-            "delete_person",
-            M,
-            s.PersonRef,
-            s.ReceiptResult,
-            _delete_person,
-            "the person and its templates, for real",
-            True,
-        ),
-        _op(
-            "add_person_face",
-            M,
-            s.AddPersonFaceRequest,
-            s.Created,
-            _add_person_face,
-            "enrol a face (quality gate, duplicate check)",
-            True,
-        ),
-        _op(
-            "delete_person_face",
-            M,
-            s.PersonFaceRef,
-            s.ReceiptResult,
-            _delete_person_face,
-            "one persisted face",
-            True,
-        ),
-        _op(
-            "set_person_card",
-            M,
-            s.SetPersonCardRequest,
-            s.CardResult,
-            _set_person_card,
-            "map a card/badge number to a person (verify doors)",
-            True,
-        ),
-        _op(
-            "delete_person_card",
-            M,
-            s.CardRef,
-            s.CardResult,
-            _delete_person_card,
-            "remove a card mapping",
-            True,
-        ),
-        _op(
-            "create_face_list",
-            M,
-            s.CreateFaceListRequest,
-            s.Created,
-            _create_face_list,
-            "a new (large) face list",
-            True,
-        ),
-        _op("get_face_list", M, s.FaceListRef, s.FaceListInfo, _get_face_list, "one face list"),
-        _op("list_face_lists", M, s.EmptyRequest, s.FaceListList, _list_face_lists, "all face lists"),
-        _op(
-            "add_face_list_face",
-            M,
-            s.AddFaceListFaceRequest,
-            s.Created,
-            _add_face_list_face,
-            "a face into a list",
-            True,
-        ),
-        _op(
-            "delete_face_list",
-            M,
-            s.FaceListRef,
-            s.ReceiptResult,
-            _delete_face_list,
-            "the list and its templates",
-            True,
-        ),
-        _op(
-            "delete_face_list_face",
-            M,
-            s.FaceListFaceRef,
-            s.ReceiptResult,
-            _delete_face_list_face,
-            "one face of a list",
-            True,
-        ),
-        _op("verify_audit", A, s.EmptyRequest, s.AuditStatus, _verify_audit, "check the audit chain"),
-    ]
-}
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -660,7 +262,7 @@ class ApiServer:
         try:
             principal = self.auth.check(operation.name, body)
         except (Unauthorized, BadArgument) as exc:
-            if ROLE_RANK[operation.role] > ROLE_RANK["recognizer"]:
+            if operation.role != policy.LOWEST:
                 auth = body.get("auth")
                 client = auth.get("client") if isinstance(auth, dict) else None
                 actor = f"mqtt:{client}" if isinstance(client, str) and CLIENT_RE.fullmatch(client) else None
@@ -674,7 +276,7 @@ class ApiServer:
                 if not principal.signed
                 else f"client {principal.client!r} has role {principal.role}"
             )
-            if ROLE_RANK[operation.role] > ROLE_RANK["recognizer"] or principal.signed:
+            if operation.role != policy.LOWEST or principal.signed:
                 actor = f"mqtt:{principal.client or '(unsigned)'}"
                 self._audit_refusal(operation.name, actor, principal.role, None)
             error_type = Forbidden if principal.signed else Unauthorized

@@ -1,6 +1,7 @@
 """Settings of the request/response API and of the clients allowed to use it (pydantic, strict).
 
-Only pydantic is imported here, so ``edged.config`` can nest ``ApiSettings`` without a cycle.
+Only pydantic and the roles (``edged.service.policy``) are imported here, so ``edged.config`` can
+nest ``ApiSettings`` without a cycle.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edged.service.policy import Role
 from edged.strict import Strict
 
-Role = Literal["recognizer", "manager", "admin"]
+__all__ = ["ApiSettings", "ClientSettings", "Role"]
 
 
 class ClientSettings(Strict):

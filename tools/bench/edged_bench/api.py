@@ -508,10 +508,10 @@ class Bench:
             return service.get_group(DEMO_GROUP)
 
         return {
-            "verify_faces": lambda: service.verify_faces(a, b),
-            "verify_person": lambda: service.verify_person(b, self.person_id, DEMO_GROUP),
+            "verify_faces": lambda: service.recognition.verify_faces(a, b),
+            "verify_person": lambda: service.recognition.verify_person(b, self.person_id, DEMO_GROUP),
             "signed_get_group": signed_get_group,
-            "detect": lambda: service.detect(decode_image(self.jpeg, name="image")),
+            "detect": lambda: service.recognition.detect(decode_image(self.jpeg, name="image")),
         }
 
     def reference(self, kind: str, seconds: float | None, requests: int | None) -> Reference:
