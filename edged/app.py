@@ -340,6 +340,7 @@ class App:
             tracker=tracker,
             clock=self.clock,
             stats=self.stats,
+            directory_version=self.service.directory_version,
         )
         buffer = self.buffer
         thread = threading.Thread(

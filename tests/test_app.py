@@ -63,6 +63,9 @@ def check_decisions(decisions: list[dict[str, Any]]) -> None:
     assert unknown, f"the stranger was not decided unknown: {decisions}"
     assert all(d["person_id"] is None for d in unknown), unknown
     assert len({d["event_id"] for d in decisions}) == len(decisions), "event IDs are unique"
+    # the directory the matches came from: the demo enrolled one person in a trained group
+    assert {type(d["directory_version"]) for d in decisions} == {int}, decisions
+    assert min(d["directory_version"] for d in decisions) > 0
 
 
 def test_demo_prints_granted_and_unknown_decisions() -> None:
@@ -161,11 +164,14 @@ def test_a_door_needs_a_trained_group(
 ) -> None:
     from edged.directory.store import Store
     from edged.service.faces import FaceService
+    from edged.service.policy import Caller
+
+    MANAGER = Caller("cli", "manager")
 
     state = tmp_path / "state"
     if not trained:  # the group exists but was never trained
         store = Store.open(state, kek)
-        FaceService(pipeline, store, Config().directory, "m").create_group("staff", "Staff")
+        FaceService(pipeline, store, Config().directory, "m").changes.create_group(MANAGER, "staff", "Staff")
         store.close()
     group = "staff" if not trained else "nobody"
     config = Config.model_validate({"doors": {"front": {"group": group}}})

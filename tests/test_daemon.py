@@ -37,6 +37,9 @@ from edged.directory.store import Store
 from edged.mqtt.client import MqttSettings
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
+
+MANAGER = Caller("cli", "manager")
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "faces" / "dev" / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
@@ -167,6 +170,11 @@ def test_the_daemon_decides_publishes_serves_and_stops_cleanly(
     printed = daemon.decisions()
     granted = [d for d in printed if d["outcome"] == "granted"]
     assert granted and {d["reasons"][0] for d in granted} == {"match"}
+    store = Store.open(state, read_kek(key))
+    try:  # detect's face IDs and the refused delete changed nothing: one directory version throughout
+        assert {d["directory_version"] for d in printed} == {store.version()}
+    finally:
+        store.close()
     assert {d["person_id"] for d in granted} == {granted[0]["person_id"]}  # one enrolled person
     assert all(d["person_id"] is None for d in printed if d["outcome"] == "unknown")
     # MQTT 3.1.1 has no message expiry: the payload carries it (mqtt.decision_expiry_s = 600 here)
@@ -238,14 +246,14 @@ def test_replaying_the_hamilton_clip_decides_unknown_then_grants_the_enrolled_pe
     store = Store.open(state, read_kek(key))
     try:  # enrolled at the door: one sharp frontal frame of the clip itself, decoded in memory
         service = FaceService(pipeline, store, Config().directory, pipeline.embedder.model.path.name)
-        performer = service.create_person("demo", "performer")
+        performer = service.changes.create_person(MANAGER, "demo", "performer")
         video = cv2.VideoCapture(str(CLIP))
         video.set(cv2.CAP_PROP_POS_FRAMES, ENROL_FRAME)
         ok, bgr = video.read()
         video.release()
         assert ok
-        service.add_person_face("demo", performer, np.ascontiguousarray(bgr[:, :, ::-1]))
-        service.train("demo")
+        service.changes.add_person_face(MANAGER, "demo", performer, np.ascontiguousarray(bgr[:, :, ::-1]))
+        service.changes.train(MANAGER, "demo")
     finally:
         store.close()
     config = write_config(tmp_path, state, broker.port, source=str(CLIP), api={"enabled": False})
