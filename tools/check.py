@@ -1,5 +1,6 @@
 """One command for every check: ruff format, ruff lint, mypy (strict on edged/ and the benchmarks in
-tools/bench/edged_bench), pytest.
+tools/bench/edged_bench), the layer contract (tools/layers.py: no upward import, no module over 500
+lines, no class over 25 public methods), pytest.
 
     python3 tools/check.py [pytest arguments…]
 
@@ -22,11 +23,14 @@ def main() -> int:
         ("ruff format", [py, "-m", "ruff", "format", "--check", "edged", "tests", "tools"]),
         ("ruff lint", [py, "-m", "ruff", "check", "edged", "tests", "tools"]),
         ("mypy", [py, "-m", "mypy"]),
+        ("layers", [py, "tools/layers.py"]),
         ("pytest", [py, "-m", "pytest", *sys.argv[1:]]),
     ]
     failed = []
     for name, command in steps:
-        print(f"== {name}: {' '.join(command[2:])}", flush=True)
+        print(
+            f"== {name}: {' '.join(command[1:] if command[1].endswith('.py') else command[2:])}", flush=True
+        )
         if subprocess.run(command, cwd=ROOT, check=False).returncode != 0:
             failed.append(name)
     if failed:
