@@ -7,7 +7,8 @@ advances time instead of waiting for it; a job without one runs at every tick. `
 once in ``start()``, before the thread starts (and before anything is served).
 
 A failing job is logged and retried at its next turn: upkeep must not stop because one run hit a
-locked database. A job that keeps failing is logged once, until it works again.
+locked database. A job with an interval logs every failed run; a job that runs every tick logs its
+first failure only, until it works again (a line a second would drown the journal).
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ class Scheduler:
             count = job.run() or 0
         except Exception:
             self.failures[job.name] += 1
-            if job.name not in self._failing:
-                self._failing.add(job.name)
-                every = self.tick_s if job.interval_s is None else job.interval_s
-                logger.exception("maintenance: %s failed; retrying every %g s", job.name, every)
+            if job.interval_s is not None:  # a pass a minute or so: each failure is worth a line
+                logger.exception("maintenance: %s failed; retrying in %g s", job.name, job.interval_s)
+            elif job.name not in self._failing:  # every tick: once, until it works again
+                logger.exception("maintenance: %s failed; retrying every %g s", job.name, self.tick_s)
+            self._failing.add(job.name)
             return 0
         if job.name in self._failing:
             self._failing.discard(job.name)

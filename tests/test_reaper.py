@@ -104,6 +104,21 @@ def test_a_failing_check_is_logged_once_and_retried(caplog: pytest.LogCaptureFix
     assert any("works again" in r.getMessage() for r in caplog.records)
 
 
+def test_every_failed_run_of_an_interval_job_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The reaper runs once a minute: a reaper stuck on a locked database says so every time, while
+    expired face IDs wait (a job of every tick logs once: the test above)."""
+    caplog.set_level(logging.INFO, logger="edged.scheduler")
+
+    def locked() -> int:
+        raise RuntimeError("database is locked")
+
+    reaper = Scheduler([Job("expired face IDs", locked, interval_s=60)], threading.Event())
+    for _ in range(3):
+        assert reaper.run("expired face IDs") == 0
+    failures = [r for r in caplog.records if "expired face IDs failed; retrying in 60 s" in r.getMessage()]
+    assert len(failures) == 3 and reaper.failures == {"expired face IDs": 3}
+
+
 def test_a_failing_sweep_is_retried_not_fatal() -> None:
     results = iter([RuntimeError("database is locked"), 4])
 
