@@ -157,6 +157,8 @@ def test_decisions_carry_the_directory_version_of_their_frame(
         clock.advance(DT)
         per_frame += [(i, d) for _, e in sink.events[before:] for d in e.decisions]
     assert asked == [41, 42, 43, 44, 45, 46], "asked once per frame"
+    worker.finish()  # what is decided as the daemon stops names the directory too
+    assert asked[-1] == 47
     assert len(per_frame) >= 2, per_frame
     assert all(d.directory_version == asked[i] for i, d in per_frame)
     assert per_frame[0][1].to_payload()["directory_version"] == asked[per_frame[0][0]]
@@ -174,7 +176,15 @@ def test_claims_reach_a_verify_door_through_the_inbox(
     clock = ManualClock()
     sink = Recorder()
     inbox = ClaimInbox()
-    worker = make_worker(pipeline, service, {"front": {"mode": "verify"}}, sink, clock, claims=inbox)
+    worker = make_worker(
+        pipeline,
+        service,
+        {"front": {"mode": "verify"}},
+        sink,
+        clock,
+        claims=inbox,
+        directory_version=service.directory_version,
+    )
     play(worker, clock, frames(astronaut, 4))
     assert sink.decisions() == [], "no claim, no decision"
 
@@ -187,6 +197,9 @@ def test_claims_reach_a_verify_door_through_the_inbox(
         ("denied", ("unknown_card",), None, None),
         ("denied", ("unknown_person",), None, None),
     ]
+    # the directory the card and the membership were looked up in (the fixture enrolled: > 0)
+    version = service.directory_version()
+    assert version > 0 and [d.directory_version for d in sink.decisions()] == [version, version]
     inbox.submit("front", Claim(eileen, event_id="e2"))
     worker.take_claims()
     play(worker, clock, frames(astronaut, 4))

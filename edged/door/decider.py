@@ -137,15 +137,18 @@ class Decider:
             track.reset()
             track.quiet_until = 0.0
 
-    def refuse_claim(self, reason: str, captured_at: float | None = None) -> Decision:
+    def refuse_claim(
+        self, reason: str, captured_at: float | None = None, directory_version: int | None = None
+    ) -> Decision:
         """A claim that cannot be checked — an unknown card, a person not in the door's group — is
         denied at once (``reason``, no person), so the door controller gets an answer instead of
-        waiting for a window that was never opened. An open claim is left as it is."""
+        waiting for a window that was never opened. An open claim is left as it is.
+        ``directory_version`` names the directory the card or membership was looked up in."""
         if self.settings.mode == "identify":
             raise BadArgument(f"door {self.door!r} is in identify mode: it takes no claims")
         if reason not in UNKNOWN_CLAIM:
             raise BadArgument(f"a refused claim's reason is one of {UNKNOWN_CLAIM}, not {reason!r}")
-        make = _DecisionFactory(self, self.clock.monotonic(), None, captured_at)
+        make = _DecisionFactory(self, self.clock.monotonic(), directory_version, captured_at)
         return make(Verdict("denied", (reason,), None, None), None, 0)
 
     def update(

@@ -173,8 +173,9 @@ class DoorWorker:
     def finish(self) -> None:
         """End every track: each door closes its sessions."""
         ended = [t.track_id for t in self.tracker.end_all()]
+        version = self.directory_version()
         for door in self.doors:
-            self._emit(door.name, door.decider.update([], ended=ended))
+            self._emit(door.name, door.decider.update([], ended=ended, directory_version=version))
 
     def process(self, frame: Frame) -> None:
         """One frame (module doc)."""
@@ -258,6 +259,11 @@ class DoorWorker:
             except EdgedError as exc:  # e.g. the directory refused a lookup: one claim lost, logged
                 self.claims.reject(pending.door, "error", exc.message, pending.claim.event_id)
 
+    def _refuse(self, door: Door, reason: str) -> None:
+        """Deny a claim that cannot be checked at once (``Decider.refuse_claim``)."""
+        refusal = door.decider.refuse_claim(reason, directory_version=self.directory_version())
+        self._emit(door.name, Events(decisions=(refusal,)))
+
     def _apply(self, pending: PendingClaim) -> None:
         claim = pending.claim
         door = self._by_name.get(pending.door)
@@ -268,7 +274,7 @@ class DoorWorker:
             person_id = self.directory.person_for_card(claim.card_id)
             if person_id is None:
                 self.claims.reject(door.name, UNKNOWN_CARD, "no person has this card", claim.event_id)
-                self._emit(door.name, Events(decisions=(door.decider.refuse_claim(UNKNOWN_CARD),)))
+                self._refuse(door, UNKNOWN_CARD)
                 return
             how = "card"
         else:
@@ -281,7 +287,7 @@ class DoorWorker:
                 f"person {person_id!r} (by {how}) is not in the door's group {door.group!r}",
                 claim.event_id,
             )
-            self._emit(door.name, Events(decisions=(door.decider.refuse_claim(UNKNOWN_PERSON),)))
+            self._refuse(door, UNKNOWN_PERSON)
             return
         door.decider.claim(person_id)
         self.claims.accepted(door.name, person_id, how, claim.event_id)
