@@ -251,6 +251,7 @@ def largest_face(pipeline: FacePipeline, path: Path, limits: ImageLimits, warnin
 
 
 def cmd_verify(request: VerifyOptions, options: GlobalOptions) -> int:
+    from edged.api import wire
     from edged.pipeline.verify import verify
 
     config = effective_config(options)
@@ -264,7 +265,7 @@ def cmd_verify(request: VerifyOptions, options: GlobalOptions) -> int:
     for warning in warnings:
         print(f"edged: warning: {warning}", file=sys.stderr)
     if request.json:
-        print(json.dumps({**result.as_json(), "warnings": warnings}))
+        print(json.dumps({**wire.verification(result).model_dump(), "warnings": warnings}))
     else:
         verdict = "same person" if result.is_identical else "different people"
         print(

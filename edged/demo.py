@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
+from edged.api import wire
 from edged.config import Config
 from edged.directory.crypto import KEY_BYTES, Kek
 from edged.directory.store import Store
@@ -77,7 +78,7 @@ def run_demo(pipeline: FacePipeline) -> int:
             print(f"  {name}: no face found")
             continue
         result = verify(reference.embedding, found[0].embedding, pipeline.calibration)
-        print(f"  verify against {name}: {json.dumps(result.as_json())}")
+        print(f"  verify against {name}: {json.dumps(wire.verification(result).model_dump())}")
     return 0
 
 
@@ -85,10 +86,10 @@ DEMO_GROUP = "demo"
 DEMO_PERSON = "Eileen Collins"
 DEMO_DOOR = "front"
 DEMO_MAX_YAW_DEG = 90.0
-DEMO = Caller("demo", "manager")
-"""Who enrols the demo's person (the audit log's actor)."""
 """The demo's stranger stands in profile: with the default pose limit (40°) he is low_quality; at 90°
 his face is embedded and matched, and comes out unknown."""
+DEMO = Caller("demo", "manager")
+"""Who enrols the demo's person (the audit log's actor)."""
 
 
 def demo_config(base: Config, device_id: str) -> Config:

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from edged.api import wire
 from edged.errors import BadArgument, EdgedError, ModelError
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.pipeline.embed import EMBEDDING_SIZE, distance
@@ -287,8 +288,9 @@ def test_verify_decides_at_the_calibrated_threshold(
     assert result.distance == pytest.approx(gap)
     assert result.confidence == pytest.approx(confidence)
     assert result.far == (far or CALIBRATION.default_far)
-    assert set(result.as_json()) >= {"isIdentical", "confidence", "distance", "threshold"}
-    assert result.as_json()["isIdentical"] is identical
+    wire_form = wire.verification(result).model_dump()  # the camelCase of the cloud API (edged.api.wire)
+    assert set(wire_form) >= {"isIdentical", "confidence", "distance", "threshold"}
+    assert wire_form["isIdentical"] is identical
 
 
 def test_verify_without_calibration_is_a_model_error() -> None:

@@ -33,7 +33,13 @@ def detected_face(detected: DetectedFace) -> s.DetectedFace:
 
 
 def verification(result: Verification) -> s.VerifyResult:
-    return s.VerifyResult.model_validate(result.as_json())
+    return s.VerifyResult(
+        isIdentical=result.is_identical,
+        confidence=round(result.confidence, 4),
+        distance=round(result.distance, 4),
+        threshold=round(result.threshold, 4),
+        far=result.far,
+    )
 
 
 def candidate(value: Candidate) -> s.Candidate:

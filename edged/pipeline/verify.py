@@ -27,15 +27,6 @@ class Verification:
     threshold: float
     far: float
 
-    def as_json(self) -> dict[str, float | bool]:
-        return {
-            "isIdentical": self.is_identical,
-            "confidence": round(self.confidence, 4),
-            "distance": round(self.distance, 4),
-            "threshold": round(self.threshold, 4),
-            "far": self.far,
-        }
-
 
 def verify(
     a: FloatArray, b: FloatArray, calibration: Calibration | None, far: float | None = None
