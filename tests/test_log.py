@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mqtt_broker import Broker
 
 from edged import log
 from edged.config import Config
@@ -93,7 +94,7 @@ def test_outside_the_journal_lines_have_a_timestamp_and_level(
 
 
 def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
-    tmp_path: Path, pipeline: FacePipeline
+    tmp_path: Path, pipeline: FacePipeline, broker: Broker
 ) -> None:
     """`edged run` under a unit (stderr is the journal stream): its start-up lines appear at INFO
     without -v, each with its priority prefix, so `journalctl -p` can filter them."""
@@ -109,6 +110,7 @@ def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
                 "device_id": "gate-1",
                 "directory": {"state_dir": str(state)},
                 "camera": {"source": "demo"},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "stats_interval_s": 0},
                 "doors": {"front": {"mode": "identify", "group": "demo"}},
             }
         )
@@ -127,7 +129,6 @@ def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
                 "--key-file",
                 str(key),
                 "run",
-                "--no-mqtt",
             ],
             cwd=REPO,
             env=env,
@@ -136,7 +137,9 @@ def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
         )
         try:
             deadline = time.monotonic() + 90
-            while "started:" not in stderr.read_text() and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not all(
+                line in stderr.read_text() for line in ("started:", "MQTT connected")
+            ):
                 assert process.poll() is None, stderr.read_text()
                 time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
@@ -148,5 +151,6 @@ def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
     lines = stderr.read_text().splitlines()
     assert "<6>edged.app: started: 1 door(s), device gate-1" in lines, lines
     assert any(line.startswith("<6>edged.capture.buffer: capture demo: started") for line in lines), lines
+    assert f"<6>edged.mqtt.connection: MQTT connected to 127.0.0.1:{broker.port}" in lines, lines
     assert any(line.startswith("<6>edged.app: stopped: ") for line in lines), lines
     assert all(line.startswith(("<3>", "<4>", "<6>")) for line in lines), lines  # no DEBUG without -v
