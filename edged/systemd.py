@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 
 from edged import environment
 
@@ -17,6 +18,8 @@ class Notifier:
         self.address = address if address is not None else environment.notify_socket()
         self.sent = 0
         self.failures = 0
+        self._stopping = False
+        self._lock = threading.Lock()  # STOPPING (main thread) and WATCHDOG (the worker) in order
 
     @property
     def enabled(self) -> bool:
@@ -48,10 +51,14 @@ class Notifier:
         return self.notify(f"STATUS={status}")
 
     def watchdog(self) -> bool:
-        return self.notify("WATCHDOG=1")
+        """WATCHDOG=1, until ``stopping``: a frame finished while the daemon stops pings no more."""
+        with self._lock:
+            return False if self._stopping else self.notify("WATCHDOG=1")
 
     def stopping(self, status: str = "stopping") -> bool:
-        return self.notify("STOPPING=1", f"STATUS={status}")
+        with self._lock:
+            self._stopping = True
+            return self.notify("STOPPING=1", f"STATUS={status}")
 
     @staticmethod
     def watchdog_interval_s() -> float | None:

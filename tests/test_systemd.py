@@ -41,6 +41,12 @@ def test_messages_reach_the_socket(listener: tuple[str, socket.socket]) -> None:
     assert notifier.stopping()
     assert sock.recv(4096).decode().startswith("STOPPING=1\n")
     assert notifier.sent == 3
+    # a frame that finishes while the daemon stops: no WATCHDOG after STOPPING
+    assert not notifier.watchdog()
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)
+    assert notifier.sent == 3
 
 
 def test_outside_systemd_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
