@@ -11,16 +11,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from edged.cli_options import GlobalOptions, add_command, bounded_float
-from edged.errors import BadArgument, EdgedError, ImageError
+from edged.errors import BadArgument, ConfigError, EdgedError, ImageError
 
 if TYPE_CHECKING:
     from edged.mqtt.settings import MqttSettings
 
 ROLES = ("recognizer", "manager", "admin")
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,34 +102,31 @@ def cmd_client(keygen: Keygen, options: GlobalOptions) -> int:
 def mqtt_settings(request: Request) -> MqttSettings:
     from pydantic import ValidationError
 
-    from edged.mqtt.settings import MqttSettings, TlsSettings
+    from edged.mqtt.settings import DEFAULT_PORTS, BrokerAddress, MqttSettings, TlsSettings
 
-    parts = urlsplit(request.mqtt)
     try:
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 1883)
-    except ValueError:
-        raise BadArgument(f"--mqtt {request.mqtt!r}: the port is not a number from 1 to 65535") from None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
-        raise BadArgument(f"--mqtt {request.mqtt!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        address = BrokerAddress.parse(request.mqtt, schemes=tuple(DEFAULT_PORTS))
+    except ConfigError as exc:
+        raise BadArgument(f"--mqtt: {exc.message}") from None
     tls_options = {
         "--ca-file": request.ca_file,
         "--cert-file": request.cert_file,
         "--cert-key": request.cert_key,
     }
     given = [name for name, value in tls_options.items() if value is not None]
-    if given and parts.scheme != "mqtts":
+    if given and not address.tls:
         raise BadArgument(f"{', '.join(given)} need(s) an mqtts:// broker URL")
     if (request.cert_file is None) != (request.cert_key is None):
         raise BadArgument("--cert-file and --cert-key go together")
     try:
         return MqttSettings(
-            host=parts.hostname,
-            port=port,
+            host=address.host,
+            port=address.port,
             protocol=request.protocol,
             username=request.username,
             password_file=request.password_file,
             tls=TlsSettings(ca_file=request.ca_file, cert_file=request.cert_file, key_file=request.cert_key)
-            if parts.scheme == "mqtts"
+            if address.tls
             else None,
         )
     except ValidationError as exc:

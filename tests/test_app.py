@@ -106,9 +106,17 @@ def test_demo_publishes_birth_decisions_discovery_and_stopped(broker: Broker) ->
 def test_mqtt_urls() -> None:
     assert BrokerAddress.parse("mqtt://127.0.0.1:1884") == BrokerAddress("127.0.0.1", 1884)
     assert BrokerAddress.parse("mqtt://broker.local") == BrokerAddress("broker.local", 1883)
-    for bad in ("http://127.0.0.1:1883", "mqtt://", "mqtt://host:99999", "mqtt://host/path"):
+    for bad in ("http://127.0.0.1:1883", "mqtt://", "mqtt://host:99999", "mqtt://host/path", "mqtts://h"):
         with pytest.raises(ConfigError):
-            BrokerAddress.parse(bad)
+            BrokerAddress.parse(bad)  # the daemon's demo speaks plain MQTT only
+    both = ("mqtt", "mqtts")  # edged request: TLS too, on 8883 unless the URL says otherwise
+    assert BrokerAddress.parse("mqtts://broker.local", schemes=both) == BrokerAddress(
+        "broker.local", 8883, True
+    )
+    assert BrokerAddress.parse("mqtt://broker.local", schemes=both) == BrokerAddress(
+        "broker.local", 1883, False
+    )
+    assert str(BrokerAddress("b", 8884, tls=True)) == "mqtts://b:8884"
 
 
 @pytest.mark.parametrize(
@@ -145,7 +153,7 @@ def test_a_bad_demo_broker_url_is_one_line_exit_2_before_anything_starts(
     captured = capsys.readouterr()
     assert code == 2, captured.err
     assert captured.err.splitlines() == [
-        "edged: BadConfig: MQTT URL 'http://127.0.0.1:1883': expected mqtt://HOST:PORT"
+        "edged: BadConfig: MQTT URL 'http://127.0.0.1:1883': expected mqtt://HOST[:PORT]"
     ]
     assert captured.out == ""
 

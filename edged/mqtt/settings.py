@@ -94,16 +94,20 @@ class MqttSettings(Strict):
 
 
 DEFAULT_PORT = 1883
+DEFAULT_PORTS = {"mqtt": DEFAULT_PORT, "mqtts": 8883}
+"""The port of each URL scheme when the URL names none (mqtts: MQTT over TLS)."""
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
-    """Where the daemon's broker is. Built at the edge, once: from the configuration's ``mqtt.host``
-    and ``mqtt.port`` (``edged run``) or parsed from ``mqtt://HOST[:PORT]`` (``edged demo --mqtt``);
-    a bad one is a ``ConfigError`` before anything starts."""
+    """Where a broker is, and whether the URL asked for TLS. Built at the edge, once: from the
+    configuration's ``mqtt.host`` and ``mqtt.port`` (``edged run``) or parsed from a URL
+    (``edged demo --mqtt mqtt://HOST[:PORT]``, ``edged request --mqtt mqtt[s]://HOST[:PORT]``); a bad
+    one is a ``ConfigError`` before anything starts."""
 
     host: str
     port: int = DEFAULT_PORT
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if not self.host or any(c in self.host for c in "/ "):
@@ -112,25 +116,29 @@ class BrokerAddress:
             raise ConfigError(f"MQTT broker port {self.port}: the port is not a number from 1 to 65535")
 
     @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """``mqtt://HOST[:PORT]`` → the address; port 1883 by default."""
+    def parse(cls, url: str, *, schemes: tuple[str, ...] = ("mqtt",)) -> BrokerAddress:
+        """``mqtt://HOST[:PORT]`` (or another of ``schemes``: ``mqtts`` is TLS) → the address; the
+        scheme's port (1883, 8883) when the URL names none."""
+        expected = " or ".join(f"{scheme}://HOST[:PORT]" for scheme in schemes)
         parts = urlsplit(url)
         try:
             port = parts.port
         except ValueError:
             raise ConfigError(f"MQTT URL {url!r}: the port is not a number from 1 to 65535") from None
-        if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/"):
-            raise ConfigError(f"MQTT URL {url!r}: expected mqtt://HOST:PORT")
+        if parts.scheme not in schemes or not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigError(f"MQTT URL {url!r}: expected {expected}")
         if port == 0:
             raise ConfigError(f"MQTT URL {url!r}: the port is not a number from 1 to 65535")
-        return cls(parts.hostname, DEFAULT_PORT if port is None else port)
+        return cls(
+            parts.hostname, DEFAULT_PORTS[parts.scheme] if port is None else port, parts.scheme == "mqtts"
+        )
 
     def settings(self, base: MqttSettings) -> MqttSettings:
         """``base`` (the rest of the connection settings) towards this address."""
         return base.model_copy(update={"host": self.host, "port": self.port})
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class HaSettings(Strict):
