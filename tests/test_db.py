@@ -1,14 +1,17 @@
 """The database layer under the directory (``edged.directory.db``): re-entrant transactions
-(savepoints), checkpoints that wait for the commit, migrations tracked with ``PRAGMA user_version``,
-a directory written before ``user_version`` (a ``schema_version`` table, versions 1 and 2) carried
-over in one transaction, the directory version, and the request nonces in a database of their own.
+(savepoints), checkpoints that wait for the commit, private (0600) files, migrations tracked with
+``PRAGMA user_version``, a directory written before ``user_version`` (a ``schema_version`` table,
+versions 1 and 2) carried over in one transaction, the directory version, and the request nonces in
+a database of their own.
 
 Real SQLite files in ``tmp_path``, real key files and AES-GCM; the legacy files are written with the
 DDL of the code that wrote them."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,51 @@ def test_a_checkpoint_in_a_transaction_waits_for_the_commit(
         store.persons.delete("staff", person_id)  # checkpoints after its deletion
         assert wal.stat().st_size > 0, "nothing is checkpointed before the commit"
     assert wal.stat().st_size == 0, "the commit truncated the WAL"
+
+
+# -- private files ----------------------------------------------------------------------------------
+
+
+def file_modes(folder: Path, name: str) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.name.startswith(name)}
+
+
+def test_a_nonce_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        nonces = Nonces.open(tmp_path / "nonces.sqlite3")
+        assert nonces.add("ops", "n1", ts=100.0, seen=100.0, forget_before=40.0)
+    finally:
+        os.umask(old_umask)
+    try:
+        assert file_modes(tmp_path, "nonces.sqlite3") == {
+            "nonces.sqlite3": 0o600,
+            "nonces.sqlite3-wal": 0o600,
+            "nonces.sqlite3-shm": 0o600,
+        }
+    finally:
+        nonces.close()
+
+
+@pytest.mark.parametrize("name", ["nonces.sqlite3", DB_NAME])
+def test_a_file_made_0644_by_an_older_edged_is_made_private(
+    tmp_path: Path, kek: crypto.Kek, name: str
+) -> None:
+    """A nonce file from before migrations were tracked was created with the umask (0644); so was
+    a directory file copied without its mode. Opening them takes the group's and others' bits off."""
+    path = tmp_path / name
+    if name == DB_NAME:
+        Store.open(tmp_path, kek).close()
+    else:
+        Nonces.open(path).close()
+    for side in ("", "-wal", "-shm"):
+        if (tmp_path / (name + side)).exists():
+            (tmp_path / (name + side)).chmod(0o644)
+    opened = Store.open(tmp_path, kek) if name == DB_NAME else Nonces.open(path)
+    try:
+        assert set(file_modes(tmp_path, name).values()) == {0o600}
+    finally:
+        opened.close()
 
 
 # -- migrations -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The durable outbox: on-disk FIFO (its own SQLite file), ordered at-least-once delivery through a real
-Mosquitto after an outage and after a kill -9, expiry and overflow drops counted."""
+Mosquitto after an outage and after a kill -9, expiry and overflow drops counted; the file is
+private (0600)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -189,6 +191,40 @@ def test_the_outbox_is_its_own_wal_file(tmp_path: Path) -> None:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert other.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
     assert outbox._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    outbox.close()
+
+
+def modes(folder: Path, name: str) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.name.startswith(name)}
+
+
+def test_the_outbox_file_is_private(tmp_path: Path) -> None:
+    """Decisions name persons: the file is its owner's only, like the directory, whatever the umask."""
+    old_umask = os.umask(0o022)
+    try:
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        outbox.put(DECISIONS, payload(1))
+    finally:
+        os.umask(old_umask)
+    assert modes(tmp_path, "outbox.sqlite3") == {
+        "outbox.sqlite3": 0o600,
+        "outbox.sqlite3-wal": 0o600,
+        "outbox.sqlite3-shm": 0o600,
+    }
+    outbox.close()
+
+
+def test_an_outbox_file_made_0644_by_an_older_edged_is_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    outbox.put(DECISIONS, payload(1))
+    outbox._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    for file in tmp_path.iterdir():
+        file.chmod(0o644)
+    reopened = Outbox(path)
+    assert set(modes(tmp_path, "outbox.sqlite3").values()) == {0o600}
+    assert reopened.depth() == 1
+    reopened.close()
     outbox.close()
 
 

@@ -15,6 +15,10 @@ the migrating transaction.
 Transactions (``tx()``) are ``BEGIN IMMEDIATE`` and re-entrant: a ``tx()`` inside another is a
 savepoint, so a caller can wrap several repository calls in one transaction, and a failing inner
 part rolls back only itself. ``checkpoint()`` inside a transaction waits for its commit.
+
+``private`` makes a database file (also one that ``Db`` does not open: the MQTT outbox) its owner's
+only: created 0600, or, made by an older edged under a 0022 umask, its mode and its ``-wal`` and
+``-shm`` files' tightened to 0600.
 """
 
 from __future__ import annotations
@@ -41,11 +45,43 @@ Check = Callable[[sqlite3.Connection, Path], None]
 
 LEGACY_VERSION_TABLE = "schema_version"
 BUSY_TIMEOUT_MS = 5000
+PRIVATE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database (it creates them with the database file's mode)."""
 
 
 def new_id() -> str:
     """A new row ID: a random UUID."""
     return str(uuid.uuid4())
+
+
+def private(path: Path) -> None:
+    """Make the database file at ``path`` readable and writable by its owner only: create it mode
+    0600 when it is missing (SQLite gives its ``-wal`` and ``-shm`` the same mode), else take the
+    group's and others' bits off it and off the files beside it (an older edged created some 0644;
+    a warning when that is not allowed). ``OSError`` when it cannot be created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, PRIVATE)  # the umask may have taken bits off the mode given to open
+        finally:
+            os.close(fd)
+    for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(file, mode & 0o700)
+            except OSError as exc:  # not ours (another user's file we may still write)
+                logger.warning("%s is mode %03o and could not be made private: %s", file, mode, exc)
+            else:
+                logger.info("%s was mode %03o; now %03o", file, mode, mode & 0o700)
 
 
 class Db:
@@ -63,12 +99,9 @@ class Db:
     def open(cls, path: Path, check: Check | None = None) -> Db:
         """Open (or create) the database file at ``path`` with the settings above. ``ConfigError``
         when it is not a usable SQLite database or cannot use WAL; whatever ``check`` raises."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            if check is not None:
-                cls._check_read_only(path, check)
-        else:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        if path.exists() and check is not None:
+            cls._check_read_only(path, check)
+        private(path)
         try:
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA foreign_keys = ON")

@@ -1,6 +1,7 @@
 """The durable outbox: decision and audit messages are committed to disk before they are published.
 
-``Outbox`` is a bounded FIFO in its own SQLite file (WAL, ``synchronous=FULL``): ``put`` returns only
+``Outbox`` is a bounded FIFO in its own SQLite file (WAL, ``synchronous=FULL``, mode 0600 like the
+directory: decisions name persons; ``edged.directory.db.private``): ``put`` returns only
 after the commit, so a message survives a broker outage, a crash or ``kill -9``. ``OutboxPublisher``
 (one thread) drains it oldest first while the client is connected, one message in flight at a time
 (order is kept), and deletes a message only after the broker acknowledged it. Delivery is at least
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edged.clock import Clock, SystemClock
+from edged.directory.db import private
 from edged.mqtt.client import Delivery, encode
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class Outbox:
         self.clock = clock or SystemClock()
         self.changed = threading.Event()
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
