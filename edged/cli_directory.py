@@ -309,8 +309,9 @@ def keys_rotate(rotate: KeyRotate, site: Site) -> int:
         if rotate.new_key_file.exists()
         else create_key_file(rotate.new_key_file)
     )
-    count = store.keys.rotate(new)
-    store.audit.append("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
+    with store.db.tx():  # the rotation and its audit record: both, or neither
+        count = store.keys.rotate(new)
+        store.audit.append("rotate_key", "cli", "admin", {"keyId": new.key_id}, "ok")
     emit(
         rotate.json,
         {"rewrapped": count, "keyId": new.key_id, "keyFile": str(rotate.new_key_file)},
@@ -337,8 +338,9 @@ def groups_list(output: Output, site: Site) -> int:
 
 def groups_update(update: GroupUpdate, site: Site) -> int:
     store = site.store()
-    g = store.groups.update(update.group, update.name, update.user_data)
-    store.audit.append("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
+    with store.db.tx():  # the change and its audit record: both, or neither
+        g = store.groups.update(update.group, update.name, update.user_data)
+        store.audit.append("update_person_group", "cli", "manager", {"personGroupId": g.group_id}, "ok")
     emit(
         update.json,
         {"personGroupId": g.group_id, "name": g.name, "userData": g.user_data},

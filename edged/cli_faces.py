@@ -164,8 +164,9 @@ def persons_list(ref: GroupRef, site: Site) -> int:
 def persons_update(update: PersonUpdate, site: Site) -> int:
     store = site.store()
     person = resolve_person(store, update.group, update.person)
-    updated = store.persons.update(update.group, person.person_id, update.name, update.user_data)
-    store.audit.append("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
+    with store.db.tx():  # the change and its audit record: both, or neither
+        updated = store.persons.update(update.group, person.person_id, update.name, update.user_data)
+        store.audit.append("update_person", "cli", "manager", {"personId": person.person_id}, "ok")
     emit(update.json, person_json(updated), f"updated {updated.person_id}")
     return 0
 
@@ -187,6 +188,7 @@ def persons_export(ref: PersonRef, site: Site) -> int:
         for f in (store.persons.faces.get(fid, person.person_id) for fid in person.face_ids)
     ]
     data["cards"] = store.cards.count(person.person_id)  # numbers are kept only as keyed hashes
+    # recorded before anything is printed: no export without its record
     store.audit.append("export_person", "cli", "manager", {"personId": person.person_id}, "ok")
     emit(ref.json, data, json.dumps(data, indent=1))
     return 0
@@ -245,39 +247,52 @@ def _enrolment_plan(request: Enroll) -> list[tuple[str, list[Path]]]:
 
 
 def enroll(request: Enroll, site: Site) -> int:
+    """Each person's enrolment is all or nothing: its images' faces are embedded first, then the
+    person (when new) and all its faces are stored in one transaction; a run killed halfway leaves
+    every person enrolled completely or not at all, and is simply run again."""
+    from edged.service.changes import Embedded
+
     plan = _enrolment_plan(request)
     service = site.service()
     service.store.groups.get(request.group)
     results: list[dict[str, Any]] = []
     total = sum(len(images) for _, images in plan)
-    done = 0
     for person_ref, images in plan:
         try:
-            person_id = resolve_person(service.store, request.group, person_ref).person_id
-            created = False
+            person_id: str | None = resolve_person(service.store, request.group, person_ref).person_id
         except PersonNotFound:
-            person_id = service.changes.create_person(manager(), request.group, person_ref, request.user_data)
-            created = True
+            person_id = None
+        embedded: list[Embedded | EdgedError] = []
         for image_path in images:
-            done += 1
+            try:
+                embedded.append(service.changes.embed(manager(), site.read_image(image_path)))
+            except EdgedError as exc:
+                embedded.append(exc)
+        enrolment = service.changes.enrol_person(
+            manager(),
+            request.group,
+            person_id,
+            person_ref,
+            [e for e in embedded if not isinstance(e, EdgedError)],
+            request.user_data,
+        )
+        stored = iter(enrolment.faces)
+        for index, (image_path, prepared) in enumerate(zip(images, embedded, strict=True)):
+            outcome = prepared if isinstance(prepared, EdgedError) else next(stored)
             entry: dict[str, Any] = {
                 "image": str(image_path),
                 "person": person_ref,
-                "personId": person_id,
-                "personCreated": created,
+                "personId": enrolment.person_id,
+                "personCreated": enrolment.created and index == 0,
             }
-            created = False
-            try:
-                enrolment = service.changes.add_person_face(
-                    manager(), request.group, person_id, site.read_image(image_path)
-                )
-                entry.update(ok=True, persistedFaceId=enrolment.face_id, warnings=list(enrolment.warnings))
-            except EdgedError as exc:
-                entry.update(ok=False, error={"code": exc.code, "message": exc.message})
+            if isinstance(outcome, EdgedError):
+                entry.update(ok=False, error={"code": outcome.code, "message": outcome.message})
+            else:
+                entry.update(ok=True, persistedFaceId=outcome.face_id, warnings=list(outcome.warnings))
             results.append(entry)
             if not request.json:
                 verdict = "ok" if entry["ok"] else f"{entry['error']['code']}: {entry['error']['message']}"
-                print(f"[{done}/{total}] {image_path} → {person_ref}: {verdict}", flush=True)
+                print(f"[{len(results)}/{total}] {image_path} → {person_ref}: {verdict}", flush=True)
     ok = sum(1 for r in results if r["ok"])
     if request.json:
         print(json.dumps({"enrolled": ok, "failed": len(results) - ok, "results": results}))

@@ -1,8 +1,8 @@
 """The database layer under the directory (``edged.directory.db``): re-entrant transactions
-(savepoints), checkpoints that wait for the commit, private (0600) files, migrations tracked with
-``PRAGMA user_version``, a directory written before ``user_version`` (a ``schema_version`` table,
-versions 1 and 2) carried over in one transaction, the directory version, and the request nonces in
-a database of their own.
+(savepoints), checkpoints and actions that wait for the commit, private (0600) files, migrations
+tracked with ``PRAGMA user_version``, a directory written before ``user_version`` (a
+``schema_version`` table, versions 1 and 2) carried over in one transaction, the directory version,
+and the request nonces in a database of their own.
 
 Real SQLite files in ``tmp_path``, real key files and AES-GCM; the legacy files are written with the
 DDL of the code that wrote them."""
@@ -90,6 +90,45 @@ def test_a_checkpoint_in_a_transaction_waits_for_the_commit(
         store.persons.delete("staff", person_id)  # checkpoints after its deletion
         assert wal.stat().st_size > 0, "nothing is checkpointed before the commit"
     assert wal.stat().st_size == 0, "the commit truncated the WAL"
+
+
+def test_what_waits_for_the_commit_runs_after_it_and_never_after_a_rollback(tmp_path: Path) -> None:
+    db = Db.open(tmp_path / "t.sqlite3")
+    done: list[str] = []
+    try:
+        db.migrate((("CREATE TABLE t (x INTEGER PRIMARY KEY)",),))
+        db.on_commit(lambda: done.append("no transaction: at once"))
+        with db.tx():
+            db.on_commit(lambda: done.append("outer"))
+            with db.tx():
+                db.on_commit(lambda: done.append("released savepoint"))
+            with pytest.raises(RuntimeError), db.tx():
+                db.on_commit(lambda: done.append("rolled-back savepoint"))
+                raise RuntimeError("this part fails")
+            assert done == ["no transaction: at once"], "nothing runs before the commit"
+        assert done == ["no transaction: at once", "outer", "released savepoint"]
+        with pytest.raises(RuntimeError), db.tx():
+            db.on_commit(lambda: done.append("rolled-back transaction"))
+            raise RuntimeError("the whole transaction fails")
+        with db.tx():
+            db.on_commit(lambda: done.append("the next one"))
+        assert done[-1] == "the next one" and "rolled-back transaction" not in done
+    finally:
+        db.close()
+
+
+def test_changes_counts_rows_written_also_when_rolled_back(tmp_path: Path) -> None:
+    db = Db.open(tmp_path / "t.sqlite3")
+    try:
+        db.migrate((("CREATE TABLE t (x INTEGER PRIMARY KEY)",),))
+        before = db.changes()
+        with pytest.raises(RuntimeError), db.tx():
+            db.execute("INSERT INTO t VALUES (1)")
+            raise RuntimeError("rolled back")
+        assert db.changes() == before + 1
+        assert db.scalar("SELECT COUNT(*) FROM t") == 0
+    finally:
+        db.close()
 
 
 # -- private files ----------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ used keeps its version in a ``schema_version`` table: it is carried over and the
 the migrating transaction.
 
 Transactions (``tx()``) are ``BEGIN IMMEDIATE`` and re-entrant: a ``tx()`` inside another is a
-savepoint, so a caller can wrap several repository calls in one transaction, and a failing inner
-part rolls back only itself. ``checkpoint()`` inside a transaction waits for its commit.
+savepoint, so a caller can wrap several repository calls in one transaction (a directory change and
+its audit record), and a failing inner part rolls back only itself. ``checkpoint()`` inside a
+transaction waits for its commit; so does what ``on_commit`` is given (in-memory state that must
+follow the commit, and only the commit: a cached index, the KEK after a rotation).
 
 ``private`` makes a database file (also one that ``Db`` does not open: the MQTT outbox) its owner's
 only: created 0600, or, made by an older edged under a 0022 umask, its mode and its ``-wal`` and
@@ -94,6 +96,7 @@ class Db:
         self._lock = threading.RLock()
         self._depth = 0
         self._checkpoint_due = False
+        self._on_commit: list[list[Callable[[], None]]] = []  # one list per open transaction level
 
     @classmethod
     def open(cls, path: Path, check: Check | None = None) -> Db:
@@ -170,10 +173,12 @@ class Db:
             savepoint = f"nested_{self._depth}"
             self._sql.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
             self._depth += 1
+            self._on_commit.append([])
             try:
                 yield self
             except BaseException:
                 self._depth -= 1
+                self._on_commit.pop()  # rolled back: never run
                 if outer:
                     self._sql.execute("ROLLBACK")
                 else:
@@ -181,9 +186,28 @@ class Db:
                     self._sql.execute(f"RELEASE {savepoint}")
                 raise
             self._depth -= 1
-            self._sql.execute("COMMIT" if outer else f"RELEASE {savepoint}")
-            if outer and self._checkpoint_due:
+            done = self._on_commit.pop()
+            if not outer:
+                self._sql.execute(f"RELEASE {savepoint}")
+                self._on_commit[-1].extend(done)  # they wait for the outer transaction
+                return
+            self._sql.execute("COMMIT")
+            if self._checkpoint_due:
                 self.checkpoint()
+            for callback in done:
+                try:
+                    callback()
+                except Exception:  # committed is committed: the caller must not think otherwise
+                    logger.exception("%s: an action after the commit failed", self.name)
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the transaction that is open commits (right away when none is),
+        never when it, or the savepoint it was given in, is rolled back."""
+        with self._lock:
+            if self._on_commit:
+                self._on_commit[-1].append(callback)
+                return
+        callback()
 
     @contextmanager
     def creating(self, exists: Exception) -> Iterator[Db]:
@@ -197,6 +221,11 @@ class Db:
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0
+
+    def changes(self) -> int:
+        """Rows this connection has inserted, updated or deleted since it opened (also those rolled
+        back since): a change of it tells that a transaction wrote something."""
+        return self._sql.total_changes
 
     def checkpoint(self) -> None:
         """Move the WAL into the database and truncate it (after deletions: no old page stays); in a

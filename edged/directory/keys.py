@@ -150,10 +150,14 @@ class Keys:
 
     # -- rotation -------------------------------------------------------------------------------
 
+    def _use(self, kek: Kek) -> None:
+        self._kek = kek
+
     def rotate(self, new: Kek, on_step: Callable[[int], None] | None = None) -> int:
         """Re-wrap every data key, the device key and the card key under ``new`` in ONE transaction
         (templates are not re-encrypted): a crash at any point leaves a directory that opens with
-        exactly one of the two keys. Returns how many data keys were re-wrapped."""
+        exactly one of the two keys. Returns how many data keys were re-wrapped. Inside a larger
+        transaction (the rotation and its audit record) the new key is used once that commits."""
         with self.db.tx() as db:
             rows = db.execute("SELECT key_id, owner, wrapped FROM data_keys").fetchall()
             for step, (key_id, owner, wrapped) in enumerate(rows, 1):
@@ -176,6 +180,6 @@ class Keys:
                 "UPDATE meta SET value = ? WHERE key = 'kek_check'", (seal(new.key, KEK_CHECK, b"kek-check"),)
             )
             db.execute("UPDATE meta SET value = ? WHERE key = 'kek_id'", (new.key_id,))
-        self._kek = new
+            db.on_commit(lambda: self._use(new))
         self.db.checkpoint()
         return len(rows)

@@ -1,12 +1,18 @@
 """The face operations' access to the directory: one lock (the service lock) over the store, which
 shares one SQLite connection, the index cache, the directory version as last seen, and the recipe of
-every directory change — the policy allows the caller (a refusal is audited), the change runs under
-the lock, and its audit record is written when it succeeded."""
+every directory change — the policy allows the caller (a refusal is audited), the change and its
+audit record commit in one transaction under the lock (both or neither: a process killed at any
+point leaves no change without its record), and the cached indexes follow once it committed.
+
+A refusal decided inside a change (a duplicate identity) is rolled back with the change, but its
+record is not: ``audit`` writes it once the transaction has ended. ``transaction`` puts several
+changes in one (an enrolment: the person and all its faces)."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -19,6 +25,8 @@ from edged.service.indexes import Indexes
 from edged.service.policy import Caller
 from edged.service.settings import DirectorySettings
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class Change:
@@ -27,10 +35,16 @@ class Change:
 
     targets: dict[str, str] = field(default_factory=dict)
     result: str = "ok"
+    effects: list[Callable[[], None]] = field(default_factory=list)
 
     def receipt(self, receipt: Receipt) -> None:
         """The result of a deletion: ``ok`` and the start of its receipt's signature."""
         self.result = f"ok; receipt {receipt.signature[:32]}"
+
+    def then(self, effect: Callable[[], None]) -> None:
+        """Do ``effect`` (a cached index following the change) once the change has committed: never
+        for a change rolled back, and never before (the door does not see a change that may not be)."""
+        self.effects.append(effect)
 
 
 class DirectoryAccess:
@@ -42,13 +56,19 @@ class DirectoryAccess:
         self.indexes = Indexes(store, self.lock)
         self._data_version = store.data_version()  # changes when another connection commits
         self._version = store.version()
+        self._refusals: list[tuple[str, str, str, dict[str, str], str]] = []  # waiting for a commit
 
     # -- who may, and what they did -----------------------------------------------------------------
 
     def audit(self, operation: str, actor: str, role: str, targets: dict[str, str], result: str) -> None:
-        """An audit record: IDs and outcomes only."""
+        """An audit record that stands on its own (a refusal): IDs and outcomes only. Written now,
+        or, inside a transaction (a change refused halfway), as soon as that has ended, committed
+        or rolled back: the refusal is recorded even though its change is not."""
         with self.lock:
-            self.store.audit.append(operation, actor, role, targets, result)
+            if self.store.db.in_transaction:
+                self._refusals.append((operation, actor, role, dict(targets), result))
+            else:
+                self.store.audit.append(operation, actor, role, targets, result)
 
     def allow(self, caller: Caller, operation: str) -> None:
         """``Forbidden`` (audited) unless the policy lets the caller's role run ``operation``."""
@@ -59,15 +79,57 @@ class DirectoryAccess:
     @contextmanager
     def change(self, caller: Caller, operation: str) -> Iterator[Change]:
         """A directory change: the caller is allowed (or refused: audited, ``Forbidden``), the block
-        runs under the service lock, and when it completes its audit record is written and the
-        directory version noted. A block that raises writes no record (a refusal it decides is
-        recorded with ``audit``)."""
+        runs under the service lock in a transaction (a savepoint inside ``transaction``), and when
+        it completes its audit record is written in that same transaction, which then commits: the
+        change and its record, or neither. The change's effects (``Change.then``) follow the commit.
+        A block that raises writes nothing (a refusal it decides is recorded with ``audit``)."""
         self.allow(caller, operation)
-        with self.lock:
+        with self.transaction():
             change = Change()
-            yield change
-            self.store.audit.append(operation, caller.actor, caller.role, change.targets, change.result)
-            self.noticed()
+            with self.store.db.tx() as db:
+                yield change
+                self.store.audit.append(operation, caller.actor, caller.role, change.targets, change.result)
+                for effect in change.effects:
+                    db.on_commit(effect)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several changes in one transaction, under the service lock: all commit, or none (each
+        change inside is a savepoint: one that raises undoes only itself). Once the outermost one
+        has ended, the refusals recorded inside it are written and the directory version re-read;
+        one rolled back after it wrote re-syncs the cached indexes (one loaded inside it may hold
+        what was rolled back)."""
+        with self.lock:
+            db = self.store.db
+            if db.in_transaction:
+                with db.tx():
+                    yield
+                return
+            written = db.changes()
+            try:
+                with db.tx():
+                    yield
+            except BaseException:
+                if db.changes() != written:  # what it wrote is gone: so must be any index that read it
+                    self._resync()
+                raise
+            finally:
+                self._write_refusals()
+                self.noticed()
+
+    def _write_refusals(self) -> None:
+        refusals, self._refusals = self._refusals, []
+        for refusal in refusals:
+            try:
+                self.store.audit.append(*refusal)
+            except Exception:  # keep the error of the change that was refused
+                logger.exception("could not record a refusal (%s) in the audit log", refusal[0])
+
+    def _resync(self) -> None:
+        try:
+            self.indexes.resync_all()
+        except Exception:  # keep the error of the change; the next change or refresh tries again
+            logger.exception("re-syncing the cached indexes after a rolled-back change failed")
 
     # -- the directory version ----------------------------------------------------------------------
 

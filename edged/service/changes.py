@@ -1,17 +1,22 @@
 """The directory changes: person groups (and their training), persons and their faces, face lists
 and their faces, cards. Each takes the ``Caller`` and follows one recipe (``DirectoryAccess.change``):
-the policy allows the caller or refuses (audited), the arguments are checked, the store changes under
-the service lock, the cached indexes follow, and the audit record is written."""
+the policy allows the caller or refuses (audited), the arguments are checked, the store changes
+under the service lock and its audit record is written in the same transaction, and the cached
+indexes follow once that committed. ``enrol_person`` is one enrolment of one person, all or
+nothing: the images' faces are embedded first, then the person and all its faces are stored in one
+transaction."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from edged.directory.groups import PersonGroup
 from edged.directory.receipts import Receipt
 from edged.directory.scope import GroupScope, ListScope, person_scope
-from edged.errors import DuplicateIdentity, PersonGroupNotFound, QuotaExceeded
+from edged.errors import DuplicateIdentity, EdgedError, PersonGroupNotFound, QuotaExceeded
 from edged.matcher import Match
 from edged.service.access import Operations
 from edged.service.limits import (
@@ -38,6 +43,24 @@ class Enrolment:
     person_id: str
     quality: tuple[str, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """A face found in an image and embedded for enrolment (the inference, done before the lock)."""
+
+    face: Face
+    template: FloatArray = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonEnrolment:
+    """What ``enrol_person`` did: the person (``created`` when it was new) and, for each embedded
+    face in order, its enrolment or why it was left out."""
+
+    person_id: str
+    created: bool
+    faces: tuple[Enrolment | EdgedError, ...]
 
 
 def _quality(face: Face) -> dict[str, object]:
@@ -68,7 +91,7 @@ class DirectoryChanges(Operations):
     def delete_group(self, caller: Caller, group_id: str) -> Receipt:
         with self.access.change(caller, "delete_person_group") as change:
             receipt = self.store.groups.delete(group_id)
-            self.indexes.drop(GroupScope(group_id))
+            change.then(partial(self.indexes.drop, GroupScope(group_id)))
             change.targets = {"personGroupId": group_id}
             change.receipt(receipt)
         return receipt
@@ -80,9 +103,11 @@ class DirectoryChanges(Operations):
         The new index is built while the old one keeps serving (the door searches it meanwhile):
         the templates are read and decrypted ``TRAIN_PAGE_PERSONS`` persons at a time, each page
         under the service lock (the SQLite connection is shared), the index is built outside it;
-        then, under the lock, it is re-synced with the store (whatever was enrolled or deleted while
-        it was built), the status committed, and the index swapped in. A process stopped in the
-        middle leaves ``running``: the daemon recovers it at start (``recover_interrupted_training``)."""
+        then, in one hold of the lock, it is re-synced with the store (whatever was enrolled or
+        deleted while it was built), ``succeeded`` and the audit record commit in one transaction,
+        and the index is swapped in. A failure commits ``failed`` with its record (result
+        ``failed: <code>``). A process stopped in the middle leaves ``running`` and no record: the
+        daemon recovers it at start, audited (``recover_interrupted_training``)."""
         self.access.allow(caller, "train")
         scope = GroupScope(group_id)
         with self.access.lock:
@@ -90,23 +115,26 @@ class DirectoryChanges(Operations):
             self.store.groups.set_training(group_id, "running")
         try:
             index = self.indexes.build(group_id, storage)
-            with self.access.lock:  # one hold: no enrolment can reach only the old index
+            with self.access.change(caller, "train") as change:  # no enrolment reaches only the old index
                 self.indexes.resync(scope, index)
                 self.store.groups.set_training(group_id, "succeeded")
-                self.indexes.put(scope, index)  # the swap: the door's next search uses it
+                change.targets = {"personGroupId": group_id}
+                change.then(partial(self.indexes.put, scope, index))  # the swap: the door's next search
+                return self.store.groups.get(group_id)
         except Exception as exc:
-            with self.access.lock:
-                try:
-                    self.store.groups.set_training(group_id, "failed", str(exc)[:200])
-                except PersonGroupNotFound:
-                    pass  # deleted while it was being trained
-                except Exception:  # keep the training's own error
-                    logger.exception("person group %r: could not record the failed training", group_id)
-                self.access.noticed()
+            self._train_failed(caller, group_id, exc)
             raise
-        with self.access.change(caller, "train") as change:
-            change.targets = {"personGroupId": group_id}
-            return self.store.groups.get(group_id)
+
+    def _train_failed(self, caller: Caller, group_id: str, exc: Exception) -> None:
+        try:
+            with self.access.change(caller, "train") as change:
+                self.store.groups.set_training(group_id, "failed", str(exc)[:200])
+                change.targets = {"personGroupId": group_id}
+                change.result = f"failed: {exc.code if isinstance(exc, EdgedError) else type(exc).__name__}"
+        except PersonGroupNotFound:
+            pass  # deleted while it was being trained
+        except Exception:  # keep the training's own error
+            logger.exception("person group %r: could not record the failed training", group_id)
 
     # -- persons and their faces --------------------------------------------------------------------
 
@@ -136,8 +164,45 @@ class DirectoryChanges(Operations):
         user_data: str | None = None,
     ) -> Enrolment:
         """Detect, gate, check for a duplicate identity, then store the template (encrypted)."""
+        embedded = self._enrollable(caller, "add_person_face", image, target, user_data)
+        return self._add_person_face(caller, group_id, person_id, embedded, user_data)
+
+    def embed(self, caller: Caller, image: ImageRGB, target: Box | None = None) -> Embedded:
+        """The face of an image to enrol with ``enrol_person``: found, gated and embedded (no lock,
+        no change; the caller must be allowed to add faces)."""
+        return self._enrollable(caller, "add_person_face", image, target, None)
+
+    def enrol_person(
+        self,
+        caller: Caller,
+        group_id: str | None,
+        person_id: str | None,
+        name: str,
+        faces: Sequence[Embedded],
+        user_data: str | None = None,
+    ) -> PersonEnrolment:
+        """One enrolment of one person, all or nothing: in one transaction, the person is created
+        (``person_id`` None: named ``name``, with ``user_data``) and each face (from ``embed``)
+        added, each change with its audit record. A face refused there (a duplicate identity, the
+        quota) is left out with its error and the others go on; anything else, or a process killed
+        on the way, leaves nothing."""
+        results: list[Enrolment | EdgedError] = []
+        with self.access.transaction():
+            created = person_id is None
+            if person_id is None:
+                person_id = self.create_person(caller, group_id, name, user_data)
+            for embedded in faces:
+                try:
+                    results.append(self._add_person_face(caller, group_id, person_id, embedded, None))
+                except EdgedError as exc:
+                    results.append(exc)
+        return PersonEnrolment(person_id, created, tuple(results))
+
+    def _add_person_face(
+        self, caller: Caller, group_id: str | None, person_id: str, embedded: Embedded, user_data: str | None
+    ) -> Enrolment:
         operation = "add_person_face"
-        face, template = self._enrollable(caller, operation, image, target, user_data)
+        face, template = embedded.face, embedded.template
         warnings: list[str] = []
         with self.access.change(caller, operation) as change:
             self.store.persons.get(group_id, person_id)
@@ -158,7 +223,7 @@ class DirectoryChanges(Operations):
             face_id = self.store.persons.add_face(
                 group_id, person_id, template, self.model_id, user_data, _quality(face)
             )
-            self.indexes.added(person_scope(group_id), face_id, person_id, template)
+            change.then(partial(self.indexes.added, person_scope(group_id), face_id, person_id, template))
             if group_id is not None:
                 self.store.groups.touch(group_id)
             change.targets = {"personId": person_id, "persistedFaceId": face_id}
@@ -166,12 +231,12 @@ class DirectoryChanges(Operations):
 
     def _enrollable(
         self, caller: Caller, operation: str, image: ImageRGB, target: Box | None, user_data: str | None
-    ) -> tuple[Face, FloatArray]:
+    ) -> Embedded:
         """What an enrolment does before it takes the service lock: the caller is allowed (a refused
         one costs no inference), the userData checked, and the face found and embedded."""
         self.access.allow(caller, operation)
         check_text("userData", user_data, MAX_USER_DATA)
-        return self.finder.enrollable(image, target)
+        return Embedded(*self.finder.enrollable(image, target))
 
     def _duplicate(self, group_id: str | None, person_id: str, template: FloatArray) -> Match | None:
         index = self.indexes.get(person_scope(group_id))
@@ -184,7 +249,7 @@ class DirectoryChanges(Operations):
     def delete_person(self, caller: Caller, group_id: str | None, person_id: str) -> Receipt:
         with self.access.change(caller, "delete_person") as change:
             receipt = self.store.persons.delete(group_id, person_id)
-            self.indexes.owner_removed(person_scope(group_id), person_id)
+            change.then(partial(self.indexes.owner_removed, person_scope(group_id), person_id))
             change.targets = {"personId": person_id, "personGroupId": group_id or DIRECTORY}
             change.receipt(receipt)
         return receipt
@@ -195,7 +260,7 @@ class DirectoryChanges(Operations):
         with self.access.change(caller, "delete_person_face") as change:
             self.store.persons.get(group_id, person_id)
             receipt = self.store.persons.faces.delete(face_id, person_id)
-            self.indexes.face_removed(person_scope(group_id), face_id)
+            change.then(partial(self.indexes.face_removed, person_scope(group_id), face_id))
             change.targets = {"personId": person_id, "persistedFaceId": face_id}
         return receipt
 
@@ -221,7 +286,8 @@ class DirectoryChanges(Operations):
         user_data: str | None = None,
     ) -> str:
         operation = "add_face_list_face"
-        face, template = self._enrollable(caller, operation, image, target, user_data)
+        embedded = self._enrollable(caller, operation, image, target, user_data)
+        face, template = embedded.face, embedded.template
         with self.access.change(caller, operation) as change:
             kind = self.store.face_lists.get(list_id).kind
             if self.store.face_lists.faces.count(list_id) >= MAX_LIST_FACES[kind]:
@@ -229,21 +295,21 @@ class DirectoryChanges(Operations):
             face_id = self.store.face_lists.add_face(
                 list_id, template, self.model_id, user_data, _quality(face)
             )
-            self.indexes.added(ListScope(list_id), face_id, face_id, template)
+            change.then(partial(self.indexes.added, ListScope(list_id), face_id, face_id, template))
             change.targets = {"faceListId": list_id, "persistedFaceId": face_id}
         return face_id
 
     def delete_face_list(self, caller: Caller, list_id: str) -> Receipt:
         with self.access.change(caller, "delete_face_list") as change:
             receipt = self.store.face_lists.delete(list_id)
-            self.indexes.drop(ListScope(list_id))
+            change.then(partial(self.indexes.drop, ListScope(list_id)))
             change.targets = {"faceListId": list_id}
         return receipt
 
     def delete_list_face(self, caller: Caller, list_id: str, face_id: str) -> Receipt:
         with self.access.change(caller, "delete_face_list_face") as change:
             receipt = self.store.face_lists.faces.delete(face_id, list_id)
-            self.indexes.face_removed(ListScope(list_id), face_id)
+            change.then(partial(self.indexes.face_removed, ListScope(list_id), face_id))
             change.targets = {"faceListId": list_id, "persistedFaceId": face_id}
         return receipt
 

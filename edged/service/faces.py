@@ -122,23 +122,24 @@ class FaceService:
     def recover_interrupted_training(self) -> list[PersonGroup]:
         """At the daemon's start: a group left ``running`` by a process stopped mid-train goes back to
         ``succeeded`` when it had been trained before (a door on it starts: its index is built from
-        the store at every start anyway), else to ``failed`` (``interrupted``). Logged and audited."""
-        with self.access.lock:
+        the store at every start anyway), else to ``failed`` (``interrupted``). Logged, and audited
+        in the same transaction."""
+        with self.access.transaction():
             groups = self.store.groups.recover_interrupted_training()
             for group in groups:
-                logger.warning(
-                    "person group %r: a training was interrupted (the process stopped); status now %s",
-                    group.group_id,
-                    group.train_status,
-                )
-                self.access.audit(
+                self.store.audit.append(
                     "train",
                     "edged",
                     "system",  # the daemon itself: no role anyone signs with
                     {"personGroupId": group.group_id},
                     f"interrupted; recovered to {group.train_status}",
                 )
-            self.access.noticed()
+        for group in groups:
+            logger.warning(
+                "person group %r: a training was interrupted (the process stopped); status now %s",
+                group.group_id,
+                group.train_status,
+            )
         return groups
 
     def reap(self) -> int:
