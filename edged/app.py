@@ -7,8 +7,9 @@ that ran, in reverse, and joins every thread. One ``threading.Event`` stops ever
 
     pipeline → store + service (interrupted trainings recovered) → per-door index (trained group),
     decider per door, the claim inbox → MQTT client + outbox (retained birth; optional)
-    → maintenance thread (``edged.scheduler``: expired face IDs at start and every 60 s of the clock;
-    directory changes by other processes and audit forwarding every 1 s) → request server
+    → maintenance thread (``edged.scheduler``: expired face IDs at start and every 60 s of the clock,
+    audit retention at start and once a day; directory changes by other processes and audit
+    forwarding every 1 s) → request server
     (``edged.api.server``) → capture thread + LatestFrame → worker thread (``edged.door.worker``)
     → stats thread (``edged.mqtt.stats``, with MQTT)
 
@@ -71,6 +72,9 @@ OUTBOX_FILE = "outbox.sqlite3"
 NONCE_FILE = "nonces.sqlite3"
 REAP_INTERVAL_S = 60.0
 """Expired face IDs are deleted this often (by the App's clock), and at start-up."""
+AUDIT_PRUNE_INTERVAL_S = 86_400.0
+"""Audit records past ``directory.audit_retention_days`` are deleted this often, and at start-up
+(each pass verifies the whole chain first, holding the directory's write lock: not more often)."""
 MAINTENANCE_TICK_S = 1.0
 """The maintenance thread wakes this often (real time): directory changes by other processes are
 picked up within about this long, audit records forwarded, and the clock looked at for a due reaper
@@ -260,13 +264,14 @@ class App:
         return undo
 
     def _start_maintenance(self) -> Callable[[], None]:
-        """One thread: expired face IDs now and every ``REAP_INTERVAL_S`` of the clock; every
-        ``MAINTENANCE_TICK_S`` directory changes by other processes and (with MQTT) the audit
-        records to forward."""
+        """One thread: expired face IDs now and every ``REAP_INTERVAL_S`` of the clock, audit
+        retention now and every ``AUDIT_PRUNE_INTERVAL_S``; every ``MAINTENANCE_TICK_S`` directory
+        changes by other processes and (with MQTT) the audit records to forward."""
         service = self.service
         assert service is not None
         jobs = [
             Job("expired face IDs", service.reap, REAP_INTERVAL_S, at_start=True),
+            Job("audit retention", service.prune_audit, AUDIT_PRUNE_INTERVAL_S, at_start=True),
             Job("directory changes", service.refresh),
         ]
         if self.outbox is not None:

@@ -1,5 +1,6 @@
 """The door daemon's directory upkeep (edged/app.py): the scheduled reaper deletes expired face IDs
-while the daemon runs; a person deleted (or enrolled) by another process, as the CLI does, stops
+while the daemon runs; audit records past their retention are pruned at start and once a day, the
+chain still verifying; a person deleted (or enrolled) by another process, as the CLI does, stops
 (or starts) matching without a restart; a training cut short by a kill does not keep the daemon
 from starting.
 
@@ -20,7 +21,7 @@ import pytest
 from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.api.client import RequestClient
-from edged.app import REAP_INTERVAL_S, App
+from edged.app import AUDIT_PRUNE_INTERVAL_S, REAP_INTERVAL_S, App
 from edged.clock import ManualClock
 from edged.config import Config
 from edged.directory import crypto
@@ -204,3 +205,32 @@ def test_a_training_interrupted_by_a_kill_is_recovered_at_start(
         assert (group.train_status, group.train_message) == ("succeeded", None)
     else:
         assert (group.train_status, group.train_message) == ("failed", "interrupted")
+
+
+def test_audit_records_past_their_retention_are_pruned_at_start_and_every_day(
+    tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline
+) -> None:
+    state_dir = tmp_path / "state"
+    clock = ManualClock()
+    cli = Store.open(state_dir, kek, clock)  # the CLI, beside the daemon
+    try:
+        cli.audit.append("create_person_group", "cli", "manager", {"personGroupId": "staff"}, "ok")
+        clock.advance(2 * 86_400)
+        config = Config.model_validate({"directory": {"audit_retention_days": 1}})
+        app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline, clock=clock)
+        try:
+            app.start()
+            assert [r.operation for r in cli.audit.records()] == ["prune_audit"], "pruned at start"
+            cli.audit.append("delete_person_group", "cli", "manager", {"personGroupId": "staff"}, "ok")
+            clock.advance(86_400 + AUDIT_PRUNE_INTERVAL_S)  # past the retention, and the next run is due
+            wait_until(lambda: len(list(cli.audit.records())) == 1, "the daily pruning ran")
+            assert app.scheduler is not None
+            assert app.scheduler.runs["audit retention"] == 2
+            assert app.scheduler.done["audit retention"] == 1 + 2  # the first run's record pruned too
+            assert app.error is None
+        finally:
+            app.stop()
+        assert [r.operation for r in cli.audit.records()] == ["prune_audit"]
+        assert cli.audit.verify().intact
+    finally:
+        cli.close()

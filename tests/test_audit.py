@@ -1,6 +1,8 @@
 """The append-only audit log: hash-chained records (seq 1..n, each linked to the previous hash)
 that verify, and any edit, removal, insertion or reordering made behind the store's back (raw SQL
-on the real file) is detected and named. Records hold IDs and outcomes, never names."""
+on the real file) is detected and named, also after more records were appended. Records hold IDs
+and outcomes, never names. Retention prunes the oldest records behind a signed anchor: the chain
+still verifies, tampering still shows, and the anchor cannot be removed or moved."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from directory_helpers import MODEL, NAME
 
 from edged.clock import ManualClock
 from edged.directory import crypto
-from edged.directory.audit import GENESIS, AuditRecord, ChainCheck, chain_hash, verify_chain
+from edged.directory.audit import GENESIS, AuditBroken, AuditRecord, ChainCheck, chain_hash, verify_chain
 from edged.directory.store import Store
 
 
@@ -261,3 +263,176 @@ def test_records_hold_no_names(store: Store, clock: ManualClock, tmp_path: Path)
         assert fragment not in text
         assert fragment.lower() not in text.lower()
     assert store.audit.verify() == ChainCheck(True, 4, "ok")
+
+
+# -- a record is appended after the signed head: a cut or a rewrite stays visible ---------------------
+
+
+def test_a_tail_cut_off_stays_visible_after_the_next_record(store: Store, clock: ManualClock) -> None:
+    """Records 4 and 5 removed, then a change is recorded: it must not seal the shorter chain."""
+    write_records(store, clock, 5)
+    store.db.execute("DELETE FROM audit WHERE seq >= 4")
+    record = store.audit.append("delete_person", "cli", "manager", {"personId": "p"}, "ok")
+    assert record.seq == 6
+    assert store.audit.verify() == ChainCheck(False, 4, "record 4 is missing (found 6 next)")
+
+
+def test_a_rewritten_chain_stays_visible_after_the_next_record(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 4)
+    records = list(store.audit.records())
+    forged = [records[0]]
+    for record in records[1:]:
+        changed = AuditRecord(
+            record.seq, record.time, record.operation, record.actor, record.role, record.targets,
+            "denied", forged[-1].hash, "",
+        )  # fmt: skip
+        forged.append(changed.with_hash(chain_hash(changed)))
+    store.db.execute("DELETE FROM audit WHERE seq >= 2")
+    store.db.executemany(
+        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [r.row() for r in forged[1:]]
+    )
+    store.audit.append("delete_person", "cli", "manager", {"personId": "p"}, "ok")
+    assert store.audit.verify() == ChainCheck(False, 5, "record 5 does not follow record 4")
+
+
+def test_a_record_added_behind_the_heads_back_stays_visible(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 3)
+    last = list(store.audit.records())[-1]
+    extra = AuditRecord(4, last.time, "train", "cli", "manager", {}, "ok", last.hash, "")
+    store.db.execute(
+        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", extra.with_hash(chain_hash(extra)).row()
+    )
+    assert store.audit.append("identify", "door-1", "terminal", {}, "ok").seq == 5
+    assert store.audit.verify() == ChainCheck(False, 5, "record 5 does not follow record 4")
+
+
+def test_a_removed_head_stays_visible_after_the_next_record(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 3)
+    store.db.execute("DELETE FROM meta WHERE key = 'audit_head'")
+    assert store.audit.verify() == ChainCheck(False, 3, "the signed head record is missing")
+    store.audit.append("identify", "door-1", "terminal", {}, "ok")
+    assert store.audit.verify() == ChainCheck(False, 4, "record 4 does not follow record 3")
+
+
+# -- retention: pruning with a signed anchor ------------------------------------------------------------
+
+
+def anchor(store: Store) -> bytes:
+    return bytes(store.db.scalar("SELECT value FROM meta WHERE key = 'audit_anchor'"))
+
+
+def test_pruning_keeps_the_chain_verifiable_and_is_recorded(store: Store, clock: ManualClock) -> None:
+    records = write_records(store, clock, 6)
+    assert store.audit.prune(records[3].time + 0.1) == 4
+    kept = list(store.audit.records())
+    assert [r.seq for r in kept] == [5, 6, 7]
+    assert kept[:2] == records[4:]
+    note = kept[-1]
+    assert (note.operation, note.actor, note.role, note.targets) == (
+        "prune_audit", "edged", "system", {"auditSeq": "4"},
+    )  # fmt: skip
+    assert note.result.startswith("ok; 4 record(s) written before ")
+    assert store.audit.verify() == ChainCheck(True, 3, "ok")
+    assert store.audit.prune(records[3].time + 0.1) == 0, "nothing older is left"
+    assert [r.seq for r in store.audit.records()] == [5, 6, 7], (
+        "a pruning that deletes nothing is not recorded"
+    )
+
+
+def test_pruning_everything_keeps_its_own_record(store: Store, clock: ManualClock) -> None:
+    write_records(store, clock, 3)
+    assert store.audit.prune(clock.now() + 1) == 3
+    assert [r.operation for r in store.audit.records()] == ["prune_audit"]
+    assert store.audit.verify() == ChainCheck(True, 1, "ok")
+    clock.advance(1)
+    assert store.audit.append("identify", "door-1", "terminal", {}, "ok").seq == 5
+    assert store.audit.verify() == ChainCheck(True, 2, "ok")
+
+
+def test_pruning_stops_at_the_first_newer_record(store: Store, clock: ManualClock) -> None:
+    """A clock stepped back writes an older time after a newer one: the chain is cut at the first
+    record that is not old enough, never in the middle."""
+    write_records(store, clock, 2)
+    clock.advance(1000)
+    store.audit.append("identify", "door-1", "terminal", {}, "ok")
+    clock.advance(-2000)
+    store.audit.append("identify", "door-1", "terminal", {}, "ok")
+    assert store.audit.prune(clock.now() + 1500) == 2
+    assert [r.seq for r in store.audit.records()] == [3, 4, 5]
+    assert store.audit.verify().intact
+
+
+def test_tampering_after_pruning_is_still_detected(store: Store, clock: ManualClock) -> None:
+    records = write_records(store, clock, 6)
+    store.audit.prune(records[2].time + 0.1)
+    store.db.execute("UPDATE audit SET result = 'denied' WHERE seq = 5")
+    assert broken(store).reason == "record 5 was changed after it was written"
+    store.db.execute("UPDATE audit SET result = ? WHERE seq = 5", (records[4].result,))
+    store.db.execute("DELETE FROM audit WHERE seq = 4")
+    assert broken(store).reason == "record 4 is missing (found 5 next)", "the oldest kept record removed"
+
+
+def test_a_broken_chain_is_not_pruned(store: Store, clock: ManualClock) -> None:
+    """Pruning signs an anchor and a head: over a tampered chain it would seal what was done."""
+    records = write_records(store, clock, 5)
+    store.db.execute("UPDATE audit SET result = 'changed' WHERE seq = 4")
+    with pytest.raises(AuditBroken, match="record 4 was changed"):
+        store.audit.prune(records[1].time + 0.1)
+    assert [r.seq for r in store.audit.records()] == [1, 2, 3, 4, 5]
+
+
+def test_the_anchor_cannot_be_removed_or_moved_without_the_device_key(
+    store: Store, clock: ManualClock
+) -> None:
+    records = write_records(store, clock, 8)
+    store.audit.prune(records[1].time + 0.1)  # anchor at record 2
+    first = anchor(store)
+    store.audit.prune(records[4].time + 0.1)  # anchor at record 5
+    second = anchor(store)
+    assert store.audit.verify().intact
+
+    store.db.execute("DELETE FROM meta WHERE key = 'audit_anchor'")
+    assert broken(store).reason == "record 1 is missing (found 6 next)", "the anchor removed"
+
+    store.db.execute("INSERT INTO meta VALUES ('audit_anchor', ?)", (first,))
+    assert broken(store).reason == "record 3 is missing (found 6 next)", "an older anchor put back"
+
+    # forwards: records 6 and 7 removed, and an anchor at 7 made up: the signature does not verify
+    seventh = records[6]
+    store.db.execute("DELETE FROM audit WHERE seq <= 7")
+    value = json.loads(second)
+    position = crypto.canonical({"seq": 7, "hash": seventh.hash}).decode()
+    forged = crypto.canonical({"anchor": position, "signature": value["signature"]})
+    store.db.execute("UPDATE meta SET value = ? WHERE key = 'audit_anchor'", (forged,))
+    assert broken(store).reason == "the signature of the chain's anchor does not verify"
+
+    # nor does the head's signature pass for the anchor's (it signs the same kind of position)
+    head = json.loads(bytes(store.db.scalar("SELECT value FROM meta WHERE key = 'audit_head'")))
+    borrowed = crypto.canonical({"anchor": head["head"], "signature": head["signature"]})
+    store.db.execute("UPDATE meta SET value = ? WHERE key = 'audit_anchor'", (borrowed,))
+    assert broken(store).reason == "the signature of the chain's anchor does not verify"
+    store.db.execute("UPDATE meta SET value = ? WHERE key = 'audit_anchor'", (b"not json",))
+    assert broken(store).reason == "the chain's anchor is not a signed position"
+
+
+def test_the_pruned_chain_survives_reopening(
+    tmp_path: Path, store: Store, kek: crypto.Kek, clock: ManualClock
+) -> None:
+    records = write_records(store, clock, 5)
+    store.audit.prune(records[2].time + 0.1)
+    store.close()
+    reopened = Store.open(tmp_path / "state", kek, clock)
+    try:
+        assert reopened.audit.append("identify", "door-1", "terminal", {}, "ok").seq == 7
+        assert reopened.audit.verify() == ChainCheck(True, 4, "ok")
+    finally:
+        reopened.close()
+
+
+def test_records_and_head_removed_after_a_pruning_stay_visible(store: Store, clock: ManualClock) -> None:
+    records = write_records(store, clock, 4)
+    store.audit.prune(records[1].time + 0.1)  # anchor at record 2; records 3, 4 and the pruning's 5
+    store.db.execute("DELETE FROM audit")
+    store.db.execute("DELETE FROM meta WHERE key = 'audit_head'")
+    store.audit.append("identify", "door-1", "terminal", {}, "ok")
+    assert store.audit.verify() == ChainCheck(False, 1, "record 3 is missing (found 1 next)")

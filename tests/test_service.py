@@ -396,6 +396,29 @@ def test_every_change_is_audited_without_names(service: FaceService, astronaut: 
     assert "Eileen" not in text
 
 
+def test_audit_records_past_the_retention_are_pruned(
+    tmp_path: Path, pipeline: FacePipeline, clock: ManualClock
+) -> None:
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
+    month = FaceService(pipeline, store, DirectorySettings(audit_retention_days=30), "m")
+    forever = FaceService(pipeline, store, DirectorySettings(audit_retention_days=0), "m")
+    try:
+        month.changes.create_group(MANAGER, "staff", "Staff")
+        clock.advance(20 * 86_400)
+        month.changes.create_person(MANAGER, "staff", "Eileen")
+        clock.advance(15 * 86_400)  # the group's record is 35 days old, the person's 15
+        assert forever.prune_audit() == 0
+        assert month.prune_audit() == 1
+        assert [r.operation for r in store.audit.records()] == ["create_person", "prune_audit"]
+        assert month.verify_audit(Caller("root", "admin")) == ChainCheck(True, 2, "ok")
+        assert month.prune_audit() == 0
+        clock.advance(3650 * 86_400)
+        assert forever.prune_audit() == 0, "0 keeps every record"
+        assert len(list(store.audit.records())) == 2
+    finally:
+        store.close()
+
+
 def test_a_recognizer_can_match_but_never_enrol_or_delete(
     service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB
 ) -> None:

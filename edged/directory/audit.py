@@ -1,9 +1,22 @@
 """The append-only audit log: its records, their hash chain, and the ``audit`` table.
 
 Each record's hash covers its content and the previous record's hash, so changing, removing or
-reordering any record breaks every hash after it; the device key signs the chain's head with every
-record, so removing the newest records shows too. Records hold operation, actor, role, target IDs
-(UUIDs and group IDs), result and time: never names, images or templates.
+reordering any record breaks every hash after it. The device key signs the chain's *head* (the
+newest record's seq and hash, ``meta.audit_head``) in the transaction that appends the record, so
+removing the newest records shows too; and a record is appended after the signed head, not after
+whatever row is last, so a tail cut off (or a record added or rewritten behind the head) leaves a
+gap or a break that the next record does not cover up.
+
+Records hold operation, actor, role, target IDs (UUIDs and group IDs), result and time: never
+names, images or templates. A directory change writes its record in its own transaction
+(``edged.service.access``): both commit, or neither.
+
+Retention (``prune``): the oldest records go, and the device key signs the chain's *anchor* (the
+seq and hash of the last record deleted, ``meta.audit_anchor``), which ``verify`` starts from; the
+pruning is itself recorded. Head and anchor are signed with different prefixes, so neither passes
+for the other. An older anchor put back does not verify (the records after it are gone). What no
+check inside the file can show is the whole file put back from a backup, or the whole log wiped
+with its head and anchor: the records forwarded to MQTT are the copy outside the device.
 """
 
 from __future__ import annotations
@@ -12,14 +25,30 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from edged.clock import Clock
 from edged.directory.crypto import canonical, verify_signature
 from edged.directory.db import Db
 from edged.directory.keys import Keys
+from edged.errors import EdgedError
 
 GENESIS = "0" * 64
+
+Mark = Literal["head", "anchor"]
+"""A signed position of the chain in ``meta.audit_<mark>``: its newest record, or the last pruned."""
+
+
+class AuditBroken(EdgedError):
+    """The audit chain does not verify (``edged audit verify`` exits with this code too)."""
+
+    code = "AuditBroken"
+    exit_code = 9
+
+
+class _Unverified(Exception):
+    """A signed mark whose signature does not verify, or that is not one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +125,11 @@ def chain_hash(record: AuditRecord) -> str:
     return hashlib.sha256(record.content()).hexdigest()
 
 
-def verify_chain(records: Iterable[AuditRecord]) -> ChainCheck:
-    """Detects edits, deletions, insertions and reordering."""
-    prev, expected_seq, count = GENESIS, 1, 0
+def verify_chain(records: Iterable[AuditRecord], after: tuple[int, str] = (0, GENESIS)) -> ChainCheck:
+    """Detects edits, deletions, insertions and reordering. ``after``: the seq and hash the first
+    record follows (the anchor of a pruned log)."""
+    (last_seq, prev), count = after, 0
+    expected_seq = last_seq + 1
     for record in records:
         count += 1
         if record.seq != expected_seq:
@@ -112,7 +143,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> ChainCheck:
 
 
 class AuditLog:
-    """The ``audit`` table, and the signed head in ``meta.audit_head``."""
+    """The ``audit`` table, and the signed head and anchor in ``meta``."""
 
     def __init__(self, db: Db, keys: Keys, clock: Clock) -> None:
         self.db = db
@@ -122,19 +153,58 @@ class AuditLog:
     def append(
         self, operation: str, actor: str, role: str, targets: dict[str, str], result: str
     ) -> AuditRecord:
-        """Append a record: IDs and outcomes only, never names, images or templates."""
+        """Append a record: IDs and outcomes only, never names, images or templates. Inside a
+        change's transaction it commits with the change (the head with it)."""
         with self.db.tx() as db:
-            last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            seq, prev = self._next()
             record = AuditRecord(
                 seq, self.clock.now(), operation, actor, role, dict(targets), result, prev, ""
             )
             record = record.with_hash(chain_hash(record))
             db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", record.row())
-            head = canonical({"seq": record.seq, "hash": record.hash})
-            signed = canonical({"head": head.decode(), "signature": self.keys.sign(b"audit-head|" + head)})
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (signed,))
+            self._sign("head", record.seq, record.hash)
         return record
+
+    def _next(self) -> tuple[int, str]:
+        """The seq and previous hash of the next record: after the signed head, so records cut off
+        the end leave a gap, and a record added or rewritten behind its back a break (``verify``
+        reports both; an append after the last row would sign them over). Without a valid head:
+        the first record (after a pruning, ``verify`` then misses the records after the anchor), or,
+        when records exist (the head was removed or forged), a record that follows none of them."""
+        last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        try:
+            head = self._mark("head")
+        except _Unverified:
+            head = None
+        if head is not None:
+            return max(head[0], int(last[0]) if last else 0) + 1, head[1]
+        return (int(last[0]) + 1 if last else 1), GENESIS
+
+    def _sign(self, mark: Mark, seq: int, digest: str) -> None:
+        position = canonical({"seq": seq, "hash": digest})
+        signature = self.keys.sign(f"audit-{mark}|".encode() + position)
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            (f"audit_{mark}", canonical({mark: position.decode(), "signature": signature})),
+        )
+
+    def _mark(self, mark: Mark) -> tuple[int, str] | None:
+        """The signed (seq, hash) in ``meta.audit_<mark>``; None when there is none. ``_Unverified``
+        when its signature does not verify with the device key."""
+        stored = self.db.scalar("SELECT value FROM meta WHERE key = ?", (f"audit_{mark}",))
+        if stored is None:
+            return None
+        try:
+            signed = json.loads(bytes(stored))
+            position = str(signed[mark]).encode()
+            if not verify_signature(
+                self.keys.device_public_key, f"audit-{mark}|".encode() + position, str(signed["signature"])
+            ):
+                raise _Unverified(f"the signature of the chain's {mark} does not verify")
+            value = json.loads(position)
+            return int(value["seq"]), str(value["hash"])
+        except (ValueError, KeyError, TypeError):
+            raise _Unverified(f"the chain's {mark} is not a signed position") from None
 
     def after(self, seq: int, limit: int) -> list[AuditRecord]:
         """Up to ``limit`` records after ``seq``, oldest first (the daemon forwards them to MQTT)."""
@@ -149,25 +219,56 @@ class AuditLog:
             yield AuditRecord.from_row(tuple(row))
 
     def verify(self) -> ChainCheck:
-        """The chain must hold, and end at the head that the device key signed with the newest
-        record: so removing the newest records, or rewriting the chain with fresh hashes, shows."""
-        chain = verify_chain(self.records())
+        """The chain must hold from its anchor (the last pruned record; none: the start), and end at
+        the head that the device key signed with the newest record: so removing the newest
+        records, or rewriting the chain with fresh hashes, shows."""
+        try:
+            anchor = self._mark("anchor")
+            head = self._mark("head")
+        except _Unverified as exc:
+            return ChainCheck(False, 0, str(exc))
+        chain = verify_chain(self.records(), anchor or (0, GENESIS))
         if not chain.intact:
             return chain
         count = chain.records
-        head_row = self.db.scalar("SELECT value FROM meta WHERE key = 'audit_head'")
-        if head_row is None:
-            return chain if count == 0 else ChainCheck(False, count, "the signed head record is missing")
-        signed = json.loads(bytes(head_row))
-        head = signed["head"].encode()
-        if not verify_signature(self.keys.device_public_key, b"audit-head|" + head, signed["signature"]):
-            return ChainCheck(False, count, "the signature of the chain's head does not verify")
-        expected = json.loads(head)
+        if head is None:
+            if count == 0 and anchor is None:
+                return chain
+            return ChainCheck(False, count, "the signed head record is missing")
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        if last is None or (int(last[0]), last[1]) != (expected["seq"], expected["hash"]):
+        if last is None or (int(last[0]), last[1]) != head:
             return ChainCheck(
                 False,
                 count,
-                f"the chain should end at record {expected['seq']}; records were removed or rewritten",
+                f"the chain should end at record {head[0]}; records were removed or rewritten",
             )
         return chain
+
+    def prune(self, before: float) -> int:
+        """Delete the oldest records, those written before ``before`` (up to the first that is not:
+        the chain stays one piece), in one transaction with the anchor signed at the last one
+        deleted and a record of the pruning (``prune_audit``, actor ``edged``, role ``system``).
+        Returns how many were deleted (0: nothing changed). ``AuditBroken`` when the chain does not
+        verify: pruning it would sign whatever was done to it over."""
+        with self.db.tx() as db:
+            check = self.verify()
+            if not check.intact:
+                raise AuditBroken(f"the audit chain is broken ({check.reason}); nothing was pruned")
+            newer = db.scalar("SELECT MIN(seq) FROM audit WHERE time >= ?", (before,))
+            last = db.execute(
+                "SELECT seq, hash FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+                (self.last_seq() + 1 if newer is None else newer,),
+            ).fetchone()
+            if last is None:
+                return 0
+            deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (last[0],)).rowcount
+            self._sign("anchor", int(last[0]), str(last[1]))
+            written = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
+            self.append(
+                "prune_audit",
+                "edged",
+                "system",
+                {"auditSeq": str(last[0])},
+                f"ok; {deleted} record(s) written before {written} deleted",
+            )
+        return int(deleted)

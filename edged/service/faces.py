@@ -37,6 +37,8 @@ from edged.types import FloatArray
 
 logger = logging.getLogger(__name__)
 
+SECONDS_PER_DAY = 86_400
+
 
 class FaceService:
     """Face API operations. Thread-safe: one lock (the service lock) serialises the store (one
@@ -148,6 +150,19 @@ class FaceService:
             count = self.store.transient.reap()
         if count:
             logger.info("retention: deleted %d expired face IDs", count)
+        return count
+
+    def prune_audit(self) -> int:
+        """Delete the audit records older than ``directory.audit_retention_days`` (0: keep them all)
+        and record it; the chain stays verifiable from its signed anchor (``AuditLog.prune``). The
+        daemon's maintenance thread calls this at start and once a day. Returns how many went."""
+        days = self.settings.audit_retention_days
+        if days == 0:
+            return 0
+        with self.access.lock:
+            count = self.store.audit.prune(self.store.clock.now() - days * SECONDS_PER_DAY)
+        if count:
+            logger.info("retention: deleted %d audit records older than %d days", count, days)
         return count
 
     def audit_after(self, seq: int | None, limit: int) -> tuple[int, list[AuditRecord]]:

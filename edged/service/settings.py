@@ -34,3 +34,8 @@ class DirectorySettings(Strict):
     enroll_requires_quality: bool = Field(
         True, description="refuse enrolment of faces that fail the quality gate"
     )
+    audit_retention_days: int = Field(
+        400,
+        ge=0,
+        description="audit records older than this are deleted (the chain stays verifiable); 0 keeps all",
+    )
