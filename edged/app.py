@@ -299,7 +299,7 @@ class App:
             self.service, self.config.api, self.topics, self.client, auth, limits=self.config.images
         )
         server.start()
-        self.client.subscribe(self.topics.request_wildcard(), server.submit, qos=1)
+        server.listen(self.client)
 
         def undo() -> None:
             server.stop(JOIN_TIMEOUT_S)

@@ -126,7 +126,7 @@ def make_env(
     auth = Authenticator(settings, DEVICE, clock, tmp_path / "state" / "nonces.sqlite3")
     server = ApiServer(service, settings, topics, mqtt, auth)
     server.start()
-    mqtt.subscribe(topics.request_wildcard(), server.submit, qos=1)
+    server.listen(mqtt)
     mqtt.start()
     assert mqtt.connected.wait(READY_TIMEOUT_S)
     client = RequestClient(MqttSettings(port=broker.port, protocol=protocol), DEVICE).connect()  # type: ignore[arg-type]

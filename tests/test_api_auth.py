@@ -286,6 +286,8 @@ def test_roles_include_the_roles_below() -> None:
         (lambda r: r["auth"].update(ts="1800000000"), "auth.ts"),
         (lambda r: r["auth"].update(ts=True), "auth.ts"),
         (lambda r: r["auth"].update(ts=float("nan")), "auth.ts"),
+        (lambda r: r["auth"].update(ts=10**400), "auth.ts"),  # no double holds it
+        (lambda r: r["auth"].update({"\ud800": 1}), "auth has unknown field"),  # a lone surrogate
         (lambda r: r["auth"].update(nonce="short"), "auth.nonce"),
         (lambda r: r["auth"].update(nonce="x" * 65), "auth.nonce"),
         (lambda r: r["auth"].update(nonce="a/b+c" * 5), "auth.nonce"),

@@ -149,16 +149,18 @@ def test_round_trip_signed_and_unsigned(module_broker: Broker, responder: Respon
         echo = reply["result"]["echo"]
         assert {k: echo[k] for k in body} == body
         seen = responder.seen[-1]
-        if protocol == "5":
-            assert seen["response_topic"] == Topics(DEVICE).reply(client.client_id)
+        if protocol == "5":  # under the signer's name; a transaction for refusals on res/<op>
+            assert seen["response_topic"] == Topics(DEVICE).reply("ops", client.client_id)
             assert seen["correlation"] is not None and len(seen["correlation"]) == 16
-            assert reply["transaction"] is None and "transaction" not in seen["request"]
+            assert len(reply["transaction"]) == 32 and reply["transaction"] == seen["request"]["transaction"]
         else:
             assert seen["response_topic"] is None
             assert len(reply["transaction"]) == 32 and reply["transaction"] == seen["request"]["transaction"]
 
         unsigned = client.request("identify", {"transaction": "mine-1"}, timeout=10)
         assert unsigned["transaction"] == "mine-1"
+        if protocol == "5":  # under the client id, the only identity of an unsigned request
+            assert responder.seen[-1]["response_topic"] == Topics(DEVICE).unsigned_reply(client.client_id)
         assert unsigned["result"]["principal"] == {"client": None, "role": "recognizer", "signed": False}
 
         error = client.request("fail", {}, timeout=10)

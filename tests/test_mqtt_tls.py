@@ -371,7 +371,7 @@ def test_request_client_over_tls(
     auth = Authenticator(ApiSettings(), TOPICS.device_id, clock, None)
     server = ApiServer(service, ApiSettings(), TOPICS, device, auth)
     server.start()
-    device.subscribe(TOPICS.request_wildcard(), server.submit, qos=1)
+    server.listen(device)
     device.start()
     recognizer_tls = site.ca.client_tls("recognizer")
     try:

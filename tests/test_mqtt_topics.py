@@ -80,3 +80,35 @@ def test_good_identifiers(good: str) -> None:
 )
 def test_operation_of(topic: str, op: str | None) -> None:
     assert T.operation_of(topic) == op
+
+
+@pytest.mark.parametrize(
+    ("topic", "signer", "unsigned"),
+    [
+        ("edged/pi-01/reply/ops/edged-request-1", "ops", False),
+        ("edged/pi-01/reply/enrolment.station", "enrolment.station", False),
+        ("edged/pi-01/unsigned/reception-1", None, True),
+        ("edged/pi-01/unsigned/a/b", None, True),
+        ("edged/pi-01/reply/", None, False),
+        ("edged/pi-01/reply/ops/+", None, False),
+        ("edged/pi-01/unsigned/#", None, False),
+        ("edged/pi-02/reply/ops/x", None, False),
+        ("edged/pi-01/res/detect", None, False),
+        ("edged/pi-01/door/front/decision", None, False),
+    ],
+)
+def test_reply_topics_name_their_signer_or_are_unsigned(
+    topic: str, signer: str | None, unsigned: bool
+) -> None:
+    topics = Topics("pi-01")
+    assert topics.reply_signer(topic) == signer
+    assert topics.is_unsigned_reply(topic) is unsigned
+
+
+def test_reply_topics_are_built_from_valid_levels_only() -> None:
+    topics = Topics("pi-01")
+    assert topics.reply("ops", "c-1") == "edged/pi-01/reply/ops/c-1"
+    assert topics.unsigned_reply("c-1") == "edged/pi-01/unsigned/c-1"
+    for bad in ("", "a/b", "+", "#", "x" * 65):
+        with pytest.raises(ConfigError, match="reply topic level"):
+            topics.reply(bad)

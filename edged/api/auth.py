@@ -22,6 +22,7 @@ import base64
 import binascii
 import math
 import re
+import reprlib
 import secrets
 import stat
 from collections.abc import Mapping
@@ -212,6 +213,16 @@ def load_public_key(client: str, settings: ClientSettings) -> Ed25519PublicKey:
 # -- the authenticator --------------------------------------------------------------------------
 
 
+def _finite(ts: object) -> bool:
+    """A number a double holds, and not inf or NaN (``10**400`` is an int no float holds)."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return False
+    try:
+        return math.isfinite(ts)
+    except OverflowError:
+        return False
+
+
 def _field(auth: Mapping[str, Any], name: str) -> Any:
     if name not in auth:
         raise BadArgument(f"auth.{name} is missing (a signed request has auth.client, ts, nonce, sig)")
@@ -256,7 +267,9 @@ class Authenticator:
         auth = request["auth"]
         if not isinstance(auth, Mapping):
             raise BadArgument(f"auth must be an object {{client, ts, nonce, sig}}, not {type(auth).__name__}")
-        unknown = sorted(str(k) for k in auth if k not in AUTH_FIELDS)
+        unknown = sorted(
+            ascii(k)[1:-1] if isinstance(k, str) else repr(k) for k in auth if k not in AUTH_FIELDS
+        )
         if unknown:
             raise BadArgument(f"auth has unknown field(s) {', '.join(unknown)} (want client, ts, nonce, sig)")
         client = _field(auth, "client")
@@ -265,8 +278,8 @@ class Authenticator:
         sig = _field(auth, "sig")
         if not isinstance(client, str) or not CLIENT_RE.fullmatch(client):
             raise BadArgument("auth.client must be a client ID: 1-64 characters of A-Z a-z 0-9 _ . -")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-            raise BadArgument(f"auth.ts must be a finite number (unix seconds), not {ts!r}")
+        if not _finite(ts):
+            raise BadArgument(f"auth.ts must be a finite number (unix seconds), not {reprlib.repr(ts)}")
         if not isinstance(nonce, str) or not NONCE_RE.fullmatch(nonce):
             raise BadArgument("auth.nonce must be 16-64 characters of base64url or hex")
         if not isinstance(sig, str):

@@ -4,12 +4,16 @@
         reply = client.request("create_person_group", {"personGroupId": "staff", "name": "Staff"},
                                sign_with=("ops", load_private_key(Path("ops.pem"))))
 
-A request is published (QoS 1) to ``edged/<device>/req/<op>``. Over MQTT v5 it carries this client's
-Response Topic ``edged/<device>/reply/<client id>`` (subscribed once, at connect) and a random
-Correlation Data; over MQTT 3.1.1 the client subscribes to ``edged/<device>/res/<op>`` (before the
-first request for ``op``) and matches the echoed ``transaction``, which it generates when the body
-has none. ``request`` blocks until the matching reply arrives (TimeoutError otherwise) and returns it
-parsed: ``{"schema", "op", "transaction", "ok", "result" | "error"}``. Any number of threads may call
+A request is published (QoS 1) to ``edged/<device>/req/<op>``. Over MQTT v5 it carries a Response
+Topic under the requester's own identity and a random Correlation Data: for an unsigned request
+``edged/<device>/unsigned/<client id>`` (subscribed at connect); for one signed as API client
+``signer``, ``edged/<device>/reply/<signer>/<client id>`` (subscribed before the first such request;
+edged answers a signed request only under its signer's name, docs/mqtt-api.md). Over MQTT 3.1.1 the client
+subscribes to ``edged/<device>/res/<op>`` (before the first request for ``op``) and matches the echoed
+``transaction``, which it generates when the body has none; a signed MQTT v5 request listens there
+too, for the refusals edged sends before it verified the signature (Busy, too large).
+``request`` blocks until the matching reply arrives (TimeoutError otherwise) and returns it parsed:
+``{"schema", "op", "transaction", "ok", "result" | "error"}``. Any number of threads may call
 ``request`` at once; each gets its own reply.
 """
 
@@ -56,13 +60,21 @@ class RequestClient:
         self.clock = clock or SystemClock()
         self.v5 = settings.protocol == "5"
         self.client_id = settings.client_id or f"edged-request-{secrets.token_hex(6)}"
-        # under the broker user name: the shipped ACL lets each user read only reply/<user>/#
-        levels = (self.client_id,) if settings.username is None else (settings.username, self.client_id)
-        self.reply_topic: str | None = self.topics.reply(*levels) if self.v5 else None
+        # the shipped ACL lets only the connection with this client id read unsigned/<client id>
+        self.reply_topic: str | None = self.topics.unsigned_reply(self.client_id) if self.v5 else None
         self.connection = Connection(settings, self.client_id)
         self._lock = threading.Lock()
-        self._pending: dict[object, _Pending] = {}  # v5: correlation bytes; 3.1.1: (op, transaction)
-        self._response_ops: dict[str, str] = {}  # 3.1.1: res/<op> topic → op
+        self._pending: dict[object, _Pending] = {}  # v5: correlation bytes; res/<op>: (op, transaction)
+        self._response_ops: dict[str, str] = {}  # res/<op> topic → op
+        self._reply_topics: set[str] = set()  # v5: the Response Topics subscribed to
+
+    def reply_topic_for(self, signer: str | None) -> str | None:
+        """The MQTT v5 Response Topic of a request signed as API client ``signer`` (None: unsigned):
+        ``reply/<signer>/<client id>``, which the broker must let this account read (the shipped ACL:
+        the account whose user name is ``signer``); None over MQTT 3.1.1."""
+        if not self.v5 or signer is None:
+            return self.reply_topic
+        return self.topics.reply(signer, self.client_id)
 
     @property
     def where(self) -> str:
@@ -76,7 +88,7 @@ class RequestClient:
         self.connection.connect(timeout)
         if self.reply_topic is not None:
             try:
-                self._subscribe(self.reply_topic, timeout)
+                self._subscribe_reply(self.reply_topic, timeout)
             except BaseException:
                 self.close()
                 raise
@@ -111,13 +123,18 @@ class RequestClient:
         ):
             raise BadArgument(f"transaction must be a string of 1-{TRANSACTION_MAX} characters")
         correlation: bytes | None = None
-        key: object
+        signer = None if sign_with is None else sign_with[0]
+        reply_topic = self.reply_topic_for(signer)
+        keys: list[object] = []
         if self.v5:
-            key = correlation = secrets.token_bytes(16)
-        else:
+            correlation = secrets.token_bytes(16)
+            keys.append(correlation)
+            if reply_topic is not None and reply_topic not in self._reply_topics:
+                self._subscribe_reply(reply_topic, timeout)
+        if not self.v5 or signer is not None:  # replies (or early refusals) on res/<op>, by transaction
             if transaction is None:
                 transaction = request["transaction"] = secrets.token_hex(16)
-            key = (op, transaction)
+            keys.append((op, transaction))
             response_topic = self.topics.response(op)
             with self._lock:
                 self._response_ops[response_topic] = op
@@ -129,29 +146,37 @@ class RequestClient:
 
         pending = _Pending()
         with self._lock:
-            if key in self._pending:
+            if any(key in self._pending for key in keys):
                 raise BadArgument(f"a {op} request with transaction {transaction!r} is already waiting")
-            self._pending[key] = pending
+            for key in keys:
+                self._pending[key] = pending
         try:
             delivery = self.connection.publish_bytes(
-                topic, payload, qos=1, correlation_data=correlation, response_topic=self.reply_topic
+                topic, payload, qos=1, correlation_data=correlation, response_topic=reply_topic
             )
             if delivery.unsent is not None:
                 raise ConnectionError(f"cannot publish {op} to {self.where}: {delivery.unsent}")
             if not pending.done.wait(timeout):
                 connection = "" if self.connection.connected.is_set() else "; the broker connection is down"
-                reply_on = self.reply_topic or self.topics.response(op)
+                reply_on = reply_topic or self.topics.response(op)
+                readable = "" if signer is None else ", which this broker account must be allowed to read"
                 raise TimeoutError(
                     f"no reply to {op} from device {self.topics.device_id!r} within {timeout:g} s "
                     f"(is edged running and connected to {self.where}? replies expected on "
-                    f"{reply_on}){connection}"
+                    f"{reply_on}{readable}){connection}"
                 )
         finally:
             with self._lock:
-                self._pending.pop(key, None)
+                for key in keys:
+                    self._pending.pop(key, None)
         if pending.reply is None:
             raise ValueError(f"the reply to {op} is not a JSON object: {pending.problem}")
         return pending.reply
+
+    def _subscribe_reply(self, topic: str, timeout: float) -> None:
+        self._subscribe(topic, timeout)
+        with self._lock:
+            self._reply_topics.add(topic)
 
     def _subscribe(self, topic: str, timeout: float) -> None:
         """Subscribe (once per session) and wait for the broker's SUBACK."""
@@ -177,9 +202,9 @@ class RequestClient:
             problem = problem or f"a JSON {type(reply).__name__}"
             reply = None
         key: object = None
-        if self.v5 and message.topic == self.reply_topic:  # routed by the correlation data
-            key = message.correlation_data
         with self._lock:
+            if message.topic in self._reply_topics:  # MQTT v5: routed by the correlation data
+                key = message.correlation_data
             op = self._response_ops.get(message.topic)
             if op is not None and reply is not None and isinstance(reply.get("transaction"), str):
                 key = (op, reply["transaction"])  # 3.1.1: routed by the echoed transaction

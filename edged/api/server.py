@@ -2,28 +2,36 @@
 
     paho network thread                         API worker threads (api.workers)
     ───────────────────                         ────────────────────────────────
-    submit(message) ── size cap ──► bounded queue ──► parse JSON → authenticate (Ed25519, nonce,
-      │  full → reply Busy at once                    window) → role → schema (strict, closed)
-      └─ too big → reply error at once                → decode image in memory → FaceService → reply
+    submit(message) ── checks ──► bounded queue ──► parse JSON (codec: no lone surrogate, no number
+      │  full → reply Busy at once                  a double cannot hold) → authenticate (Ed25519,
+      └─ response topic not allowed, retained,      nonce, window) → the reply topic is the signer's
+         too big → refuse at once                   → role → schema (strict, closed) → decode image
+                                                    in memory → FaceService → reply
 
-Replies: an MQTT v5 request with a Response Topic is answered there with its Correlation Data — but
-only Response Topics under ``edged/<device>/reply/`` are honoured, so a request cannot make edged
-publish on its own decision, status or sync topics; every other request is answered on
-``edged/<device>/res/<operation>`` with its ``transaction`` echoed (MQTT 3.1.1).
+Replies go under the requester's own identity only. An MQTT v5 request with a Response Topic is
+answered there with its Correlation Data when the topic is ``edged/<device>/reply/<C>/…`` and the
+request verified as signed by API client ``C``, or when it is ``edged/<device>/unsigned/…`` (any
+request; the broker ACL lets only the connection with that client id read it). Every other request
+is answered on ``edged/<device>/res/<operation>`` with its ``transaction`` echoed (MQTT 3.1.1): a
+request without a Response Topic; a refused Response Topic (``BadArgument``, not run); and any
+refusal before the signer of a ``reply/<C>/…`` topic is verified (Busy, too large, retained, not
+JSON, a bad signature), since the reply must not land in ``C``'s topic on an unverified word.
 
-Every failure is a reply with an error code (the directory's codes, plus ``Unauthorized`` and
-``Busy``); a refused directory-changing request is also an audit record. Nothing is written to disk
-but what the operation itself stores (templates, never images). The operations themselves (schemas
-and handlers) are ``edged.api.operations``; the role each needs, ``edged.service.policy``.
+A retained request is refused, never run: the broker would hand it over again at every connect
+(MQTT v5 subscribes with Retain As Published, so one retained while edged is connected is refused
+too). Every request gets exactly one reply, with an error code for every failure (the directory's
+codes, plus ``Unauthorized`` and ``Busy``); the reply's encoding cannot fail (``edged.api.codec``).
+A request refused before it ran on an operation beyond the recognizer role is also an audit record
+(at most 60 a minute). Nothing is written to disk but what the operation itself stores (templates,
+never images). The operations themselves (schemas and handlers) are ``edged.api.operations``; the
+role each needs, ``edged.service.policy``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -32,24 +40,26 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from edged.api import codec
 from edged.api.auth import CLIENT_RE, Authenticator, Principal
 from edged.api.operations import OPERATIONS, Context, Operation
 from edged.api.settings import ApiSettings
 from edged.errors import BadArgument, Busy, EdgedError, Forbidden, Unauthorized
-from edged.mqtt.client import Delivery, InboundMessage, encode
+from edged.mqtt.client import Delivery, InboundMessage
+from edged.mqtt.state import Handler, Subscription
 from edged.mqtt.topics import Topics
 from edged.pipeline.image import ImageLimits
 from edged.service import policy
 from edged.service.faces import FaceService
 
-__all__ = ["ApiServer", "Publisher", "max_request_bytes"]
+__all__ = ["ApiServer", "Publisher", "Subscriber", "max_request_bytes"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = 1
 REQUEST_OVERHEAD = 64 * 1024
 """JSON fields around the base64 image: the request cap is the image cap + this."""
 REPLY_QOS = 1
+REQUEST_QOS = 1
 REFUSALS_AUDITED_PER_MIN = 60
 
 
@@ -66,14 +76,26 @@ class Publisher(Protocol):
     ) -> Delivery: ...
 
 
+class Subscriber(Protocol):
+    """A connection the server takes its requests from (``MqttClient`` is one)."""
+
+    def subscribe(
+        self, topic_filter: str, handler: Handler, qos: int = 1, retain_as_published: bool = False
+    ) -> Subscription: ...
+
+
 # -- the server -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
+    """Where a request's reply goes: its Response Topic (with its Correlation Data) or ``res/<op>``."""
+
     op: str
     topic: str
-    correlation: bytes | None
+    correlation: bytes | None = None
+    signer: str | None = None
+    """For ``reply/<signer>/…``: answered there only once a request signed by it verified."""
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -121,6 +143,14 @@ class ApiServer:
         self._refusals_this_minute = 0
         self._stopping = False
 
+    def listen(self, connection: Subscriber) -> Subscription:
+        """Take requests from ``connection``: its subscription to ``edged/<device>/req/+`` (QoS 1;
+        MQTT v5 Retain As Published, so a request retained while edged is subscribed arrives flagged
+        as retained and is refused like one stored before)."""
+        return connection.subscribe(
+            self.topics.request_wildcard(), self.submit, qos=REQUEST_QOS, retain_as_published=True
+        )
+
     def start(self) -> None:
         for i in range(self.settings.workers):
             worker = threading.Thread(target=self._work, name=f"api-{i}", daemon=True)
@@ -136,7 +166,11 @@ class ApiServer:
             except queue.Empty:
                 break
             if item is not None:
-                self._reply_error(item[0], None, Busy("edged is stopping; the request was not run"))
+                route, payload = item
+                transaction = codec.peek_transaction(payload)
+                self._reply_error(
+                    self._unverified(route), transaction, Busy("edged is stopping; the request was not run")
+                )
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -166,17 +200,18 @@ class ApiServer:
             logger.warning("API: ignored a request on %r (not an operation topic)", message.topic)
             return
         route, problem = self._route(op, message)
-        if problem is not None:
-            self._reply_error(route, _transaction(message.payload), problem)
-            return
-        if len(message.payload) > self.max_bytes:
-            self._reply_error(
-                route,
-                None,
-                BadArgument(
-                    f"the request is {len(message.payload):,} bytes; the limit is {self.max_bytes:,}"
-                ),
+        if problem is None and message.retain:
+            problem = BadArgument(
+                "a retained request is never run (the broker would hand it to edged again at every "
+                "connect): publish it without the retain flag, and clear the retained one with an "
+                f"empty retained message on {message.topic}"
             )
+        if problem is None and len(message.payload) > self.max_bytes:
+            problem = BadArgument(
+                f"the request is {len(message.payload):,} bytes; the limit is {self.max_bytes:,}"
+            )
+        if problem is not None:
+            self._refuse_early(route, message.payload, problem)
             return
         try:
             if self._stopping:
@@ -185,8 +220,8 @@ class ApiServer:
         except queue.Full:
             self._count("busy")
             self._reply_error(
-                route,
-                _transaction(message.payload),
+                self._unverified(route),
+                codec.peek_transaction(message.payload),
                 Busy(
                     "edged is stopping; retry later"
                     if self._stopping
@@ -195,15 +230,34 @@ class ApiServer:
             )
 
     def _route(self, op: str, message: InboundMessage) -> tuple[_Route, EdgedError | None]:
-        default = _Route(op, self.topics.response(op), None)
-        if message.response_topic is None:
+        default = _Route(op, self.topics.response(op))
+        topic = message.response_topic
+        if topic is None:
             return default, None
-        if not self.topics.is_reply(message.response_topic):
-            return default, BadArgument(
-                f"response topic {message.response_topic!r} is not allowed: use "
-                f"{self.topics.reply('x')[:-1]}<client>[/…]"
-            )
-        return _Route(op, message.response_topic, message.correlation_data), None
+        if self.topics.is_unsigned_reply(topic):
+            return _Route(op, topic, message.correlation_data), None
+        signer = self.topics.reply_signer(topic)
+        if signer is not None:
+            return _Route(op, topic, message.correlation_data, signer), None
+        return default, BadArgument(
+            f"response topic {topic!r} is not allowed: use {self.topics.unsigned_reply('CLIENT')} "
+            f"(CLIENT: your MQTT client id), or {self.topics.reply('SIGNER')}/… for a request signed "
+            "by API client SIGNER"
+        )
+
+    def _unverified(self, route: _Route) -> _Route:
+        """Where a reply goes before the request's signer is verified: not into ``reply/<signer>/…``."""
+        return route if route.signer is None else _Route(route.op, self.topics.response(route.op))
+
+    def _refuse_early(self, route: _Route, payload: bytes, error: EdgedError) -> None:
+        """Answer a request refused before it was queued (on paho's thread: a small payload is
+        parsed for its transaction and claimed client, a large one only scanned) and audit it."""
+        body = codec.peek(payload)
+        operation = self.operations.get(route.op)
+        if operation is not None and _audited(operation):
+            self._audit_refusal(operation.name, _claimed(body), "?", error)
+        transaction = codec.transaction_of(body) if body is not None else codec.peek_transaction(payload)
+        self._reply_error(self._unverified(route), transaction, error)
 
     # workers
 
@@ -222,66 +276,85 @@ class ApiServer:
                 self._count("running", -1)
 
     def handle(self, route: _Route, payload: bytes) -> None:
+        """Run one request and send its one reply (an error reply for every failure)."""
+        answer = self._unverified(route)
         transaction = None
-        principal: Principal | None = None
+        body: dict[str, Any] | None = None
+        operation = self.operations.get(route.op)
         try:
             try:
-                body = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise BadArgument(f"the request is not valid JSON: {exc}") from None
-            except RecursionError:
-                raise BadArgument("the request is not valid JSON: nested too deeply") from None
-            if not isinstance(body, dict):
-                raise BadArgument(f"the request must be a JSON object, not {type(body).__name__}")
-            raw_tx = body.get("transaction")
-            transaction = raw_tx if isinstance(raw_tx, str) and 0 < len(raw_tx) <= 128 else None
-            operation = self.operations.get(route.op)
+                body = codec.load(payload)
+                transaction = codec.transaction_of(body)
+                codec.check(body)
+            except BadArgument as exc:
+                if operation is not None and _audited(operation):
+                    self._audit_refusal(operation.name, _claimed(body), "?", exc)
+                raise
             if operation is None:
                 raise BadArgument(f"unknown operation {route.op!r}; see docs/mqtt-api.md")
-            principal = self._authorise(operation, body)
+            principal = self._authenticate(operation, body)
+            answer = self._answer(operation, route, principal)
+            self._permit(operation, principal)
             try:
                 request = operation.request.model_validate(body)
             except ValidationError as exc:
                 raise BadArgument(validation_message(exc)) from None
             result = operation.handler(Context(self.service, principal, self.limits), request)
+            data = result.model_dump(mode="json", exclude_none=False)
         except EdgedError as exc:
             self._count("failed")
-            self._reply_error(route, transaction, exc)
+            self._reply_error(answer, transaction, exc)
             return
         except Exception as exc:
             self._count("failed")
             logger.exception("API: %s failed", route.op)
-            self._reply_error(route, transaction, EdgedError(f"internal error ({type(exc).__name__})"))
+            self._reply_error(answer, transaction, EdgedError(f"internal error ({type(exc).__name__})"))
             return
         self._count("served")
-        self._reply(route, transaction, result.model_dump(mode="json", exclude_none=False))
+        self._send(answer, codec.reply(route.op, transaction, data))
 
-    def _authorise(self, operation: Operation, body: Mapping[str, Any]) -> Principal:
-        """Who sent it (signature) and whether that role may run it; refusals of directory-changing
-        or directory-reading operations are audited."""
+    def _authenticate(self, operation: Operation, body: Mapping[str, Any]) -> Principal:
+        """Who sent it (signature); refusals of operations beyond the recognizer role are audited."""
         try:
-            principal = self.auth.check(operation.name, body)
+            return self.auth.check(operation.name, body)
         except (Unauthorized, BadArgument) as exc:
-            if operation.role != policy.LOWEST:
-                auth = body.get("auth")
-                client = auth.get("client") if isinstance(auth, dict) else None
-                actor = f"mqtt:{client}" if isinstance(client, str) and CLIENT_RE.fullmatch(client) else None
-                self._audit_refusal(operation.name, actor or "mqtt:(unsigned or malformed)", "?", exc)
+            if _audited(operation):
+                self._audit_refusal(operation.name, _claimed(body), "?", exc)
             if isinstance(exc, BadArgument):
                 raise Unauthorized(exc.message) from None
             raise
+
+    def _answer(self, operation: Operation, route: _Route, principal: Principal) -> _Route:
+        """``route`` when its Response Topic is the principal's own; else BadArgument (audited)."""
+        if route.signer is None or (principal.signed and principal.client == route.signer):
+            return route
+        if principal.signed:
+            own = self.topics.reply(str(principal.client))
+            who = f"a request signed by {principal.client!r} is answered on {own}/…"
+        else:
+            who = "an unsigned request is answered on " + self.topics.unsigned_reply("CLIENT")
+        error = BadArgument(
+            f"response topic {route.topic!r} is not allowed: {who} (or on {self.topics.response(route.op)})"
+        )
+        if _audited(operation):
+            self._audit_refusal(
+                operation.name, f"mqtt:{principal.client or '(unsigned)'}", principal.role, error
+            )
+        raise error
+
+    def _permit(self, operation: Operation, principal: Principal) -> None:
+        """Whether the principal's role may run it; refusals are audited (and of signed requests)."""
         if not principal.may(operation.role):
             detail = (
                 "sign the request with a manager or admin key (docs/mqtt-api.md)"
                 if not principal.signed
                 else f"client {principal.client!r} has role {principal.role}"
             )
-            if operation.role != policy.LOWEST or principal.signed:
+            if _audited(operation) or principal.signed:
                 actor = f"mqtt:{principal.client or '(unsigned)'}"
                 self._audit_refusal(operation.name, actor, principal.role, None)
             error_type = Forbidden if principal.signed else Unauthorized
             raise error_type(f"{operation.name} needs role {operation.role}; {detail}")
-        return principal
 
     def _audit_refusal(self, operation: str, actor: str, role: str, error: EdgedError | None) -> None:
         """An audit record for a refused request, at most ``REFUSALS_AUDITED_PER_MIN`` a minute (the
@@ -302,45 +375,39 @@ class ApiServer:
                 self.refusals_suppressed_minute += 1
                 return
             self._refusals_this_minute += 1
-        result = "refused: role" if error is None else f"refused: {error.code}: {error.message[:160]}"
-        self.service.record(operation, actor, role, {}, result)
+        message = "" if error is None else codec.printable(error.message[:160])
+        result = "refused: role" if error is None else f"refused: {error.code}: {message}"
+        try:
+            self.service.record(operation, actor, role, {}, result)
+        except Exception:  # the refusal still gets its reply
+            logger.exception("API: the refusal of a %s request could not be audited", operation)
+            with self._lock:
+                self.refusals_unaudited += 1
 
     def _count(self, name: str, delta: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + delta)
 
-    def _reply(self, route: _Route, transaction: str | None, result: dict[str, Any]) -> None:
-        payload = {"schema": SCHEMA, "op": route.op, "transaction": transaction, "ok": True, "result": result}
-        self._send(route, payload)
-
     def _reply_error(self, route: _Route, transaction: str | None, error: EdgedError) -> None:
-        payload = {
-            "schema": SCHEMA,
-            "op": route.op,
-            "transaction": transaction,
-            "ok": False,
-            "error": {"code": error.code, "message": error.message},
-        }
-        self._send(route, payload)
+        self._send(route, codec.error_reply(route.op, transaction, error.code, error.message))
 
-    def _send(self, route: _Route, payload: dict[str, Any]) -> None:
-        self.publisher.publish_bytes(
-            route.topic, encode(payload), qos=REPLY_QOS, correlation_data=route.correlation
-        )
+    def _send(self, route: _Route, payload: bytes) -> None:
+        self.publisher.publish_bytes(route.topic, payload, qos=REPLY_QOS, correlation_data=route.correlation)
 
 
-_TRANSACTION = re.compile(rb'"transaction"\s*:\s*"([^"\\]{1,128})"')
+def _audited(operation: Operation) -> bool:
+    """Refusals of operations beyond the recognizer role (changes and reads of the directory, admin
+    operations) are audited."""
+    return operation.role != policy.LOWEST
 
 
-def _transaction(payload: bytes) -> str | None:
-    """The request's ``transaction`` for an early error reply (Busy, bad response topic), without
-    parsing a large request on paho's thread: base64 holds no quotes, so a scan finds the key."""
-    if len(payload) > REQUEST_OVERHEAD:
-        match = _TRANSACTION.search(payload)
-        return match.group(1).decode("utf-8", "replace") if match else None
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    tx = body.get("transaction") if isinstance(body, dict) else None
-    return tx if isinstance(tx, str) and 0 < len(tx) <= 128 else None
+def _claimed(body: object) -> str:
+    """The audit actor of a request refused before its signature verified: the client it claims
+    (``mqtt:<client>``, when that is a well-formed client ID), else ``mqtt:(unsigned or malformed)``."""
+    auth = body.get("auth") if isinstance(body, dict) else None
+    client = auth.get("client") if isinstance(auth, dict) else None
+    return (
+        f"mqtt:{client}"
+        if isinstance(client, str) and CLIENT_RE.fullmatch(client)
+        else "mqtt:(unsigned or malformed)"
+    )

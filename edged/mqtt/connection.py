@@ -44,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edged.mqtt.settings import MqttSettings
 from edged.mqtt.state import Delivery, Handler, InboundMessage, MqttState, Subscription
@@ -181,15 +182,25 @@ class Connection:
         self.state.bump("published")
         return delivery
 
-    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> Subscription:
+    def subscribe(
+        self, topic_filter: str, handler: Handler, qos: int = 1, retain_as_published: bool = False
+    ) -> Subscription:
         """Route messages matching ``topic_filter`` to ``handler`` (called on paho's network thread;
         keep it short) and subscribe: now when connected, and again on every (re)connect. The same
-        filter, handler and QoS again is the same subscription (nothing is sent)."""
+        filter, handler and options again is the same subscription (nothing is sent).
+        ``retain_as_published`` (MQTT v5; ignored by 3.1.1): a message published retained while
+        subscribed arrives with its retain flag set too, not only one stored before the subscription."""
         with self._lock:
             known = self._subscriptions.get(topic_filter)
-            if known is not None and known.handler == handler and known.qos == qos:
+            if (
+                known is not None
+                and known.handler == handler
+                and known.qos == qos
+                and known.retain_as_published == retain_as_published
+            ):
                 return known
-            subscription = self._subscriptions[topic_filter] = Subscription(topic_filter, handler, qos)
+            subscription = Subscription(topic_filter, handler, qos, retain_as_published)
+            self._subscriptions[topic_filter] = subscription
             self._client.message_callback_add(topic_filter, self._dispatcher(handler))
             if self._online:
                 self._send_subscribe(subscription)
@@ -206,7 +217,11 @@ class Connection:
         """Called with ``_lock`` held, so the SUBACK callback finds the mid."""
         subscription._acked.clear()
         subscription.refusal = None
-        rc, mid = self._client.subscribe(subscription.topic_filter, qos=subscription.qos)
+        if self.v5 and subscription.retain_as_published:
+            options = SubscribeOptions(qos=subscription.qos, retainAsPublished=True)
+            rc, mid = self._client.subscribe(subscription.topic_filter, options=options)
+        else:
+            rc, mid = self._client.subscribe(subscription.topic_filter, qos=subscription.qos)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
             self._suback[mid] = subscription
         # not connected after all: the next connect subscribes again

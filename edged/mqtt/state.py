@@ -111,10 +111,13 @@ class Subscription:
     """One topic filter, its handler and QoS, and the broker's answer in the current session:
     ``wait`` until its SUBACK arrived, then ``refusal`` names the failure reason codes (or is None)."""
 
-    def __init__(self, topic_filter: str, handler: Handler, qos: int) -> None:
+    def __init__(
+        self, topic_filter: str, handler: Handler, qos: int, retain_as_published: bool = False
+    ) -> None:
         self.topic_filter = topic_filter
         self.handler = handler
         self.qos = qos
+        self.retain_as_published = retain_as_published
         self.refusal: str | None = None
         self._acked = threading.Event()
 

@@ -8,13 +8,15 @@
     edged/<device>/audit                         audit records (no biometric data)
     edged/<device>/req/<operation>               request/response API (inbound)
     edged/<device>/res/<operation>               replies for MQTT 3.1.1 clients
-    edged/<device>/reply/<user>/<client>         MQTT v5 Response Topics (the only ones answered)
+    edged/<device>/reply/<signer>/<client>       MQTT v5 Response Topics of signed requests
+    edged/<device>/unsigned/<client>             MQTT v5 Response Topics of unsigned requests
     edged/sync/<site>/<part>/...                 directory snapshots and deltas
     homeassistant/device/edged_<device>/config   Home Assistant device discovery
     homeassistant/status                         Home Assistant birth/will
 
 Identifiers (device, door, site, operation, parts) are 1–64 characters of ``[A-Za-z0-9_-]``, so no
-identifier can inject a level separator or a wildcard.
+identifier can inject a level separator or a wildcard. The levels of a reply topic may also hold
+``.`` (a signing client's ID, ``edged.api.auth.CLIENT_RE``, names ``reply/<signer>``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from edged.errors import ConfigError
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REPLY_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def check_id(kind: str, value: str) -> str:
@@ -80,18 +83,42 @@ class Topics:
         return f"{self._base}/res/{check_id('operation', op)}"
 
     def reply(self, *levels: str) -> str:
-        """Where an MQTT v5 request client asks for its replies (its Response Topic):
-        ``reply/<broker user>/<client id>`` (the ACL lets each broker user read only its own
-        ``reply/<user>/#``), or ``reply/<client id>`` on a broker without accounts."""
-        if not levels:
-            raise ConfigError("a reply topic needs at least the client id")
-        return "/".join([f"{self._base}/reply", *(check_id("reply topic level", level) for level in levels)])
+        """The MQTT v5 Response Topic of a request signed by API client ``levels[0]``:
+        ``reply/<signer>/<client id>`` (edged answers a signed request only under its signer's name,
+        and the shipped ACL lets each broker user read only its own ``reply/<user>/#``)."""
+        return self._reply_topic("reply", levels)
 
-    def is_reply(self, topic: str) -> bool:
-        """True for ``edged/<device>/reply/<client>[/<id>…]``: the only Response Topics edged answers
-        on, so a request cannot make edged publish on its decision, status or sync topics."""
-        head = f"{self._base}/reply/"
-        return topic.startswith(head) and all(_ID.fullmatch(p) for p in topic[len(head) :].split("/"))
+    def unsigned_reply(self, *levels: str) -> str:
+        """The MQTT v5 Response Topic of an unsigned request: ``unsigned/<client id>`` (the shipped
+        ACL lets only the connection with that MQTT client id read it)."""
+        return self._reply_topic("unsigned", levels)
+
+    def _reply_topic(self, tree: str, levels: tuple[str, ...]) -> str:
+        if not levels:
+            raise ConfigError("a reply topic needs at least one level (the signer or the client id)")
+        for level in levels:
+            if not isinstance(level, str) or not _REPLY_LEVEL.fullmatch(level):
+                raise ConfigError(
+                    f"reply topic level {level!r} is not valid: 1-64 characters of A-Z a-z 0-9 _ . -"
+                )
+        return "/".join([f"{self._base}/{tree}", *levels])
+
+    def _reply_levels(self, tree: str, topic: str) -> list[str] | None:
+        head = f"{self._base}/{tree}/"
+        if not topic.startswith(head):
+            return None
+        levels = topic[len(head) :].split("/")
+        return levels if all(_REPLY_LEVEL.fullmatch(p) for p in levels) else None
+
+    def reply_signer(self, topic: str) -> str | None:
+        """The signer of ``reply/<signer>[/…]`` (the only client whose signed requests edged answers
+        there), or None for any other topic."""
+        levels = self._reply_levels("reply", topic)
+        return None if levels is None else levels[0]
+
+    def is_unsigned_reply(self, topic: str) -> bool:
+        """True for ``unsigned/<client>[/…]``, where edged answers any request."""
+        return self._reply_levels("unsigned", topic) is not None
 
     def request_wildcard(self) -> str:
         return f"{self._base}/req/+"

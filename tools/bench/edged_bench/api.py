@@ -620,7 +620,7 @@ def api_bench(
         server = TimedServer(service, settings, topics, mqtt, auth, limits=base.images)
         server.start()
         stack.callback(server.stop)
-        mqtt.subscribe(topics.request_wildcard(), server.submit, qos=1)
+        server.listen(mqtt)
         mqtt.start()
         stack.callback(mqtt.stop)
         if not mqtt.connected.wait(CONNECT_TIMEOUT_S):
