@@ -74,7 +74,7 @@ def test_reads_the_true_size_of_every_encoding_cv2_writes(
     ext, params = ENCODINGS[encoding]
     blob = encode_image(channels(crop, kind), ext, *params)
     fmt = {".jpg": "jpeg", ".png": "png", ".bmp": "bmp", ".webp": "webp"}[ext]
-    assert read_head(blob) == ImageHead(fmt, WIDTH, HEIGHT)  # type: ignore[arg-type]
+    assert read_head(blob) == ImageHead(fmt, WIDTH, HEIGHT)
     assert decode_image(blob).shape == (HEIGHT, WIDTH, 3)
 
 
