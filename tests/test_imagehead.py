@@ -15,7 +15,7 @@ from image_helpers import jpeg_bomb, lossless_webp, os2_bmp, vp8x_webp
 
 from edged.errors import ImageError, ImageSizeError
 from edged.pipeline.image import decode_image
-from edged.pipeline.imagehead import ImageHead, read_head
+from edged.pipeline.imagehead import MAX_SCANS, ImageHead, read_head
 from edged.types import ImageRGB
 
 Encode = Callable[..., bytes]
@@ -271,3 +271,30 @@ def test_other_formats_cv2_decodes_are_refused_by_name(crop: ImageRGB, ext: str)
 def test_other_formats_by_magic_bytes(magic: bytes, label: str) -> None:
     with pytest.raises(ImageError, match=re.escape(f"is {label}, not a JPEG, PNG, BMP or WebP image")):
         read_head(magic + bytes(64))
+
+
+def test_a_jpeg_of_too_many_scans_is_a_flaw(crop: ImageRGB, encode_image: Encode) -> None:
+    """Thousands of tiny progressive scans keep libjpeg busy for minutes (a pass over the image
+    each); real encoders write at most a few dozen."""
+    jpeg = encode_image(crop, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    last_scan = jpeg.rfind(b"\xff\xda")
+    scans = jpeg.count(b"\xff\xda")
+    assert 1 < scans < MAX_SCANS
+    assert read_head(jpeg).flaw is None
+    many = jpeg[:last_scan] + jpeg[last_scan:-2] * (MAX_SCANS - scans + 2) + b"\xff\xd9"
+    head = read_head(many)
+    assert (head.width, head.height) == (WIDTH, HEIGHT)
+    assert head.flaw == f"a JPEG of more than {MAX_SCANS} scans"
+
+
+def test_a_jpeg_of_thousands_of_markers_is_refused(crop: ImageRGB, encode_image: Encode) -> None:
+    """Six megabytes of empty segments would take the marker walk seconds: real files have dozens."""
+    jpeg = encode_image(crop, ".jpg")
+    sof = jpeg.find(b"\xff\xc0")
+    comments = b"\xff\xfe\x00\x02" * 3000
+    with pytest.raises(ImageError, match="a corrupt JPEG \\(more than 2,000 markers\\)"):
+        read_head(jpeg[:2] + comments + jpeg[2:])
+    after_sof = read_head(jpeg[: sof + 19] + comments + jpeg[sof + 19 :])
+    assert (after_sof.width, after_sof.height) == (WIDTH, HEIGHT)
+    assert after_sof.flaw == "a corrupt JPEG (more than 2,000 markers)"
+    assert read_head(jpeg[:2] + comments[:4000] + jpeg[2:]).flaw is None

@@ -10,12 +10,13 @@ PNG, BMP and WebP are accepted: every other format OpenCV could decode (TIFF, GI
 AVIF, OpenEXR …) is refused by name, since its dimensions are not checked here.
 
 The head also carries a ``flaw``: what a native decoder would only complain about on stderr
-("Corrupt JPEG data: …", "libpng error: …") and then decode anyway or give up on. A JPEG must have
-its end-of-image marker after the last scan, no bytes where a marker belongs, and, where it
-declares a restart interval, the restart markers its scans need; a PNG must have every chunk whole
-with a good CRC up to IEND. The caller refuses a flawed image after the size caps, without
-decoding it. Corruption inside entropy-coded data that keeps this structure intact (a flipped bit
-in a Huffman code, a truncated scan re-terminated inside the last restart interval) is not seen here.
+("Corrupt JPEG data: …", "libpng error: …") and then decode anyway or give up on, or would take
+minutes over. A JPEG must have its end-of-image marker after the last scan, no bytes where a marker
+belongs, where it declares a restart interval the restart markers its scans need, and at most
+``MAX_SCANS`` scans; a PNG must have every chunk whole with a good CRC up to IEND. The caller
+refuses a flawed image after the size caps, without decoding it. Damage inside entropy-coded data
+that keeps this structure intact (a flipped bit in a Huffman code, a JPEG without restart markers
+cut short and re-terminated with EOI) is not seen here: libjpeg still prints one line for it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Literal
 
 from edged.errors import ImageError
 
-__all__ = ["ImageHead", "read_head"]
+__all__ = ["MAX_SCANS", "ImageHead", "read_head"]
 
 Kind = Literal["jpeg", "png", "bmp", "webp"]
 _ACCEPTED = "a JPEG, PNG, BMP or WebP image"
@@ -116,6 +117,11 @@ _MARKER = re.compile(rb"\xff[^\x00\xff]")  # a marker code after its FF (and any
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # the first marker after a scan that is not RSTn
 _RESTARTS = tuple(bytes((0xFF, code)) for code in range(0xD0, 0xD8))
 _UNFINISHED = "no end-of-image marker after the scan data"
+_MAX_MARKERS = 2000  # real files have dozens (split ICC/XMP segments, a DHT per progressive scan)
+MAX_SCANS = 100
+"""Encoders write 1 scan (baseline) to ~10 (progressive); libjpeg makes a pass over the whole image per
+scan, so thousands of tiny progressive scans keep a decoder busy for minutes (libjpeg-turbo's
+TurboJPEG API has a scan limit for the same reason)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,9 @@ def _jpeg(data: bytes) -> ImageHead:
     restart = 0
     scans = 0
     pos = 2
-    while flaw is None or frame is None:
+    for _ in range(_MAX_MARKERS):
+        if flaw is not None and frame is not None:
+            break
         found = _MARKER.search(data, pos)
         if found is None:
             flaw = flaw or f"a truncated JPEG ({_UNFINISHED if scans else 'it ends before its first scan'})"
@@ -182,10 +190,15 @@ def _jpeg(data: bytes) -> ImageHead:
             restart = _u16(data, pos + 2)
         elif code == 0xDA and frame is not None:
             scans += 1
+            if scans > MAX_SCANS:
+                flaw = f"a JPEG of more than {MAX_SCANS} scans"
+                break
             pos, scan_flaw = _scan(data, pos, length, frame, restart, scans)
             flaw = flaw or scan_flaw
             continue
         pos += length
+    else:
+        flaw = flaw or f"a corrupt JPEG (more than {_MAX_MARKERS:,} markers)"
     if frame is None:
         raise _Unreadable(flaw or "a JPEG without a frame header")
     return ImageHead("jpeg", frame.width, frame.height, flaw)
