@@ -3,16 +3,21 @@ kind of bad input, which must raise ImageError / ImageSizeError naming the image
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from image_helpers import jpeg_bomb, lossless_webp
 
 from edged.errors import EdgedError, ImageError, ImageSizeError
-from edged.pipeline.image import ImageLimits, decode_image, header_size, read_image
+from edged.pipeline.image import ImageLimits, decode_image, read_image
+from edged.pipeline.imagehead import ImageHead, read_head
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
 
@@ -133,15 +138,15 @@ def test_read_image_reads_a_file(tmp_path: Path, astronaut: ImageRGB, astronaut_
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("png", ("png", (512, 512))),
-        ("jpeg", ("jpeg", (512, 512))),
-        ("bmp", ("bmp", (512, 512))),
-        ("webp", ("webp", None)),
-        ("text", ("unknown", None)),
+        ("png", ImageHead("png", 512, 512)),
+        ("jpeg", ImageHead("jpeg", 512, 512)),
+        ("bmp", ImageHead("bmp", 512, 512)),
+        ("webp", ImageHead("webp", 512, 512)),
+        ("text", None),
     ],
 )
-def test_header_size_reads_dimensions_without_decoding(
-    astronaut: ImageRGB, encode_image: Encode, kind: str, expected: tuple[str, tuple[int, int] | None]
+def test_read_head_reads_dimensions_without_decoding(
+    astronaut: ImageRGB, encode_image: Encode, kind: str, expected: ImageHead | None
 ) -> None:
     blobs = {
         "png": lambda: encode_image(astronaut, ".png"),
@@ -150,7 +155,11 @@ def test_header_size_reads_dimensions_without_decoding(
         "webp": lambda: encode_image(astronaut, ".webp"),
         "text": lambda: b"just some text\n",
     }
-    assert header_size(blobs[kind]()) == expected
+    if expected is None:
+        with pytest.raises(ImageError, match="not a JPEG, PNG, BMP or WebP image"):
+            read_head(blobs[kind]())
+    else:
+        assert read_head(blobs[kind]()) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,3 +258,132 @@ def test_image_errors_have_stable_codes() -> None:
     assert issubclass(ImageError, EdgedError)
     assert (ImageError.code, ImageSizeError.code) == ("InvalidImage", "InvalidImageSize")
     assert ImageError.exit_code == ImageSizeError.exit_code != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# decompression bombs and damaged streams, in a fresh process: its peak memory and its stderr
+
+REPO = Path(__file__).resolve().parents[1]
+BOMB_HEADROOM = 512 * 1024 * 1024
+"""Address space the bomb's process may still map: a regression fails with a refused allocation
+instead of taking gigabytes from the machine running the tests."""
+MAX_RSS_GROWTH_KB = 100 * 1024
+
+BOMB_SCRIPT = """
+import resource, sys
+import cv2, numpy as np
+from edged.errors import ImageError
+from edged.pipeline.image import decode_image
+
+decode_image(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())  # decoders warm
+with open("/proc/self/status") as status:
+    vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_AS)[1]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_image(bytes.fromhex(sys.argv[1]), name="bomb")
+    print("decoded")
+except ImageError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def run_python(script: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("blob", "size"),
+    [
+        pytest.param(lossless_webp(16383, 16383), "16383×16383", id="lossless-webp-34-bytes"),
+        pytest.param(jpeg_bomb(20_000, 20_000), "20000×20000", id="jpeg-fill-byte-before-sof"),
+        pytest.param(jpeg_bomb(20_000, 20_000, b"\x00"), "20000×20000", id="jpeg-stray-byte-before-sof"),
+    ],
+)
+def test_decompression_bombs_are_refused_before_decoding(blob: bytes, size: str) -> None:
+    """A few hundred bytes that declare 268–400 million pixels (0.8–1.2 GB as BGR, 1.5–2.3 GB at the
+    decoder's peak): refused by their header, the process's peak RSS unchanged."""
+    result = run_python(BOMB_SCRIPT, blob.hex(), str(BOMB_HEADROOM))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    message, growth_kb = lines[0], lines[-1]
+    assert message.startswith(f"InvalidImageSize: bomb is {size} = "), message
+    assert int(growth_kb) < MAX_RSS_GROWTH_KB, f"peak RSS grew by {int(growth_kb) // 1024} MB"
+
+
+DECODE_STDIN = """
+import sys
+from edged.errors import ImageError
+from edged.pipeline.image import decode_image
+
+try:
+    decode_image(sys.stdin.buffer.read(), name="damaged")
+    print("decoded")
+except ImageError as exc:
+    print(exc)
+"""
+
+
+def damaged_streams(astronaut: ImageRGB, encode_image: Encode) -> dict[str, bytes]:
+    jpeg = encode_image(astronaut, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
+    restarts = encode_image(astronaut, ".jpg", cv2.IMWRITE_JPEG_RST_INTERVAL, 4)
+    thumbnail = encode_image(cv2.resize(astronaut, (64, 64)), ".jpg")
+    exif = b"Exif\0\0" + thumbnail  # an APP1 segment holding a whole JPEG, as cameras write
+    with_thumbnail = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
+    png = encode_image(astronaut, ".png")
+    flipped = bytearray(png)
+    flipped[len(png) // 2] ^= 0x10
+    dqt = jpeg.find(b"\xff\xdb")
+    return {
+        "jpeg-truncated": jpeg[: len(jpeg) // 2],
+        "jpeg-with-thumbnail-truncated": with_thumbnail[: len(with_thumbnail) * 2 // 3],
+        "jpeg-restart-intervals-truncated-then-terminated": restarts[: len(restarts) // 2] + b"\xff\xd9",
+        "jpeg-restart-marker-missing": restarts.replace(b"\xff\xd2", b"", 1),
+        "jpeg-stray-bytes-between-segments": jpeg[:dqt] + b"\x00\x00" + jpeg[dqt:],
+        "png-truncated": png[: len(png) // 2],
+        "png-bad-crc": bytes(flipped),
+    }
+
+
+DAMAGED = [
+    "jpeg-truncated",
+    "jpeg-with-thumbnail-truncated",
+    "jpeg-restart-intervals-truncated-then-terminated",
+    "jpeg-restart-marker-missing",
+    "jpeg-stray-bytes-between-segments",
+    "png-truncated",
+    "png-bad-crc",
+]
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_damaged_streams_are_refused_with_nothing_on_stderr(
+    astronaut: ImageRGB, encode_image: Encode, name: str
+) -> None:
+    """libjpeg's "Corrupt JPEG data: …" and libpng's "libpng error: …" go straight to file
+    descriptor 2, unformatted, from whichever thread decodes: the damage is found before decoding
+    and reported as one InvalidImage error instead."""
+    result = run_python(DECODE_STDIN, stdin=damaged_streams(astronaut, encode_image)[name])
+    assert result.returncode == 0
+    assert result.stderr == b"", result.stderr.decode()
+    assert result.stdout.decode().startswith("InvalidImage: damaged is "), result.stdout.decode()
+
+
+def test_a_decoded_size_other_than_the_header_is_refused(
+    astronaut_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: should a decoder ever read a size other than the one checked (no known
+    input does), its result is refused, not passed on."""
+    monkeypatch.setattr(cv2, "imdecode", lambda buffer, flags: np.zeros((600, 512, 3), np.uint8))
+    with pytest.raises(ImageError, match="decoded to 512×600, not the 512×512 its png header declares"):
+        decode_image(astronaut_png, name="disagreeing")

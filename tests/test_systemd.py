@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from image_helpers import lossless_webp
 
 from edged.directory.crypto import CREDENTIAL_NAME
+from edged.pipeline.image import ImageLimits
 from edged.systemd import Notifier
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "edged.service"
@@ -168,6 +170,65 @@ def test_the_unit_keeps_what_the_daemon_needs() -> None:
     assert one["CapabilityBoundingSet"] == "" and one["AmbientCapabilities"] == ""
     assert one["SystemCallFilter"] == "@system-service"
     assert one["LimitCORE"] == "0", "a core dump would hold decrypted templates and the key"
+
+
+MEASURED_PEAK = 480 * 1024**2
+"""The daemon's peak RSS with the request queue full of the largest images (systemd/README.md)."""
+SMALLEST_PI = 1024**3
+SIZE_SUFFIX = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def unit_bytes(value: str) -> int:
+    """A systemd size (``640M``, ``1G``, ``123456``) in bytes; a percentage or ``infinity`` fails."""
+    found = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    assert found, f"not an absolute size: {value!r}"
+    return int(found.group(1)) * SIZE_SUFFIX[found.group(2)]
+
+
+def unit_environment() -> dict[str, str]:
+    return dict(
+        pair.split("=", 1) for key, value in unit_settings() if key == "Environment" for pair in value.split()
+    )
+
+
+def test_the_unit_caps_memory_for_a_pi() -> None:
+    """A hard memory cap on the service, above the daemon's measured worst case with a quarter to
+    spare and leaving a quarter of the smallest Pi (1 GB) to the OS; no swap to spill past it."""
+    one = dict(unit_settings())
+    assert "MemoryMax" in one, "no memory cap: one request may take all of a Pi's memory"
+    limit = unit_bytes(one["MemoryMax"])
+    assert MEASURED_PEAK * 1.25 <= limit <= SMALLEST_PI * 0.75, f"MemoryMax={one['MemoryMax']}"
+    assert one["MemorySwapMax"] == "0"
+    assert "MemoryLimit" not in one, "MemoryLimit= is the cgroup v1 name: MemoryMax= replaces it"
+
+
+def test_the_unit_caps_opencv_decoders_at_the_pixel_cap() -> None:
+    """OPENCV_IO_MAX_IMAGE_PIXELS in the unit equals the default images.max_pixels, and this
+    OpenCV honours it: a 25-megapixel WebP that decodes without it is refused with it."""
+    value = unit_environment()["OPENCV_IO_MAX_IMAGE_PIXELS"]
+    assert int(value) == ImageLimits().max_pixels
+    script = (
+        "import sys, cv2, numpy as np\n"
+        "try:\n"
+        "    image = cv2.imdecode(np.frombuffer(bytes.fromhex(sys.argv[1]), np.uint8), cv2.IMREAD_COLOR)\n"
+        "    print(image.shape)\n"
+        "except cv2.error as exc:\n"
+        "    print('refused', 'CV_IO_MAX_IMAGE_PIXELS' in str(exc))\n"
+    )
+    blob = lossless_webp(5000, 5000).hex()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_IO_MAX_IMAGE")}
+    runs = {
+        capped: subprocess.run(
+            [sys.executable, "-c", script, blob],
+            env={**env, "OPENCV_IO_MAX_IMAGE_PIXELS": value} if capped else env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for capped in (False, True)
+    }
+    assert runs == {False: "(5000, 5000, 3)", True: "refused True"}
 
 
 def test_the_unit_exposure_is_at_most_two() -> None:

@@ -5,7 +5,6 @@ Nothing here writes to disk: images arrive as bytes and leave as an RGB array.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import cv2
@@ -13,10 +12,11 @@ import numpy as np
 from pydantic import Field
 
 from edged.errors import ImageError, ImageSizeError
+from edged.pipeline.imagehead import read_head
 from edged.strict import Strict
 from edged.types import ImageRGB
 
-__all__ = ["ImageLimits", "decode_image", "header_size", "read_image"]
+__all__ = ["ImageLimits", "decode_image", "read_image"]
 
 
 class ImageLimits(Strict):
@@ -27,70 +27,36 @@ class ImageLimits(Strict):
     min_side: int = Field(36, ge=1, description="smallest decoded width or height")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
-        i += 2 + length
-    return None
-
-
-def header_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
-    """The format and (width, height) read from the header, before any pixel is decoded, so a
-    decompression bomb is refused without allocating it."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg", _jpeg_size(data)
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", (w, h)
-    if data[:2] == b"BM" and len(data) >= 26:
-        w, h = struct.unpack("<ii", data[18:26])
-        return "bmp", (abs(w), abs(h))
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp", None
-    return "unknown", None
-
-
 def decode_image(data: bytes, limits: ImageLimits | None = None, name: str = "image") -> ImageRGB:
     """JPEG, PNG, BMP or WebP bytes → H×W×3 uint8 RGB. Grayscale is expanded, alpha dropped, EXIF
-    orientation applied. Errors name the image and what was wrong."""
+    orientation applied. The header's true size is checked against the caps, and a stream the
+    decoder would find damaged is refused, before anything is decoded (imagehead.py). Errors name
+    the image and what was wrong."""
     limits = limits or ImageLimits()
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageSizeError(f"{name} is {len(data):,} bytes; the limit is {limits.max_bytes:,}")
-    kind, dims = header_size(data)
-    if kind == "unknown":
-        raise ImageError(f"{name} is not a JPEG, PNG, BMP or WebP image")
-    if dims is not None:
-        w, h = dims
-        if w * h > limits.max_pixels:
-            raise ImageSizeError(f"{name} is {w}×{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}")
-    if kind == "jpeg" and data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
-        raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after the scan data)")
+    head = read_head(data, name)
+    w, h = head.width, head.height
+    if w * h > limits.max_pixels:
+        raise ImageSizeError(f"{name} is {w}×{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}")
+    if min(w, h) < limits.min_side:
+        raise ImageSizeError(f"{name} is {w}×{h}; each side must be at least {limits.min_side} pixels")
+    if head.flaw is not None:
+        raise ImageError(f"{name} is {head.flaw}")
     buffer = np.frombuffer(data, np.uint8)
     try:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as exc:
         raise ImageError(
-            f"{name} could not be decoded as {kind}: {exc.msg if hasattr(exc, 'msg') else exc}"
+            f"{name} could not be decoded as {head.kind}: {exc.msg if hasattr(exc, 'msg') else exc}"
         ) from exc
     if bgr is None or bgr.size == 0:
-        raise ImageError(f"{name} is a corrupt or truncated {kind} file")
-    h, w = bgr.shape[:2]
-    if w * h > limits.max_pixels:
-        raise ImageSizeError(f"{name} is {w}×{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}")
-    if min(w, h) < limits.min_side:
-        raise ImageSizeError(f"{name} is {w}×{h}; each side must be at least {limits.min_side} pixels")
+        raise ImageError(f"{name} is a corrupt or truncated {head.kind} file")
+    dh, dw = bgr.shape[:2]
+    if (dw, dh) not in ((w, h), (h, w)):  # (h, w): turned by its EXIF orientation
+        raise ImageError(f"{name} decoded to {dw}×{dh}, not the {w}×{h} its {head.kind} header declares")
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
