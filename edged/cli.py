@@ -319,10 +319,13 @@ def cmd_run(run: RunOptions, options: GlobalOptions) -> int:
     app = App(config, cli_directory.state_dir(options, config), kek, broker, stop, sys.stdout)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app.start()
-        stop.wait()
+        with log.native_stderr_captured():  # decoders' own complaints become log lines
+            try:
+                app.start()
+                stop.wait()
+            finally:
+                app.stop()
     finally:
-        app.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 1 if app.error is not None else 0

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, TextIO
 
 from edged import environment
 
-__all__ = ["LEVELS", "LogLevel", "native_stderr_silenced", "setup", "to_journal"]
+__all__ = ["LEVELS", "LogLevel", "native_stderr_captured", "native_stderr_silenced", "setup", "to_journal"]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -83,3 +84,58 @@ def native_stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+NATIVE_LOGGER = "edged.native"
+NATIVE_LINE_MAX = 4096
+"""Bytes of one line a native library writes that reach the log (the rest is cut)."""
+
+
+@contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """For the daemon's lifetime: what native libraries write straight to file descriptor 2
+    (libjpeg's "Corrupt JPEG data: …", libpng's warnings, OpenCV's own error lines, decoded on the API's
+    worker threads) becomes log records of ``edged.native`` at WARNING, line by line, so the journal
+    gets them with a priority instead of raw text in the middle of the daemon's lines.
+
+    Descriptor 2 becomes a pipe read by a thread; Python's own stderr (the logging handler,
+    tracebacks) moves to a copy of the original descriptor, so nothing written by the handler comes
+    back through the pipe. On exit everything is put back and the thread drains what is left."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    python_stderr = sys.stderr
+    redirected = open(  # noqa: SIM115 (closed in the finally below)
+        original, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and h.stream is python_stderr
+    ]
+    for handler in handlers:
+        handler.setStream(redirected)
+    sys.stderr = redirected
+    pump = threading.Thread(target=_pump, args=(read_end,), name="native-stderr", daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        os.dup2(original, 2)  # the pipe's last write end closes: the pump reads to its end and stops
+        pump.join(5.0)
+        for handler in handlers:
+            handler.setStream(python_stderr)
+        sys.stderr = python_stderr
+        redirected.close()
+        os.close(original)
+
+
+def _pump(read_end: int) -> None:
+    logger = logging.getLogger(NATIVE_LOGGER)
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            line = raw[:NATIVE_LINE_MAX].decode("utf-8", "backslashreplace").rstrip()
+            if line:
+                logger.warning("%s", line)

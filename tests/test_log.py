@@ -154,3 +154,40 @@ def test_the_daemon_logs_its_start_up_at_info_with_priorities_under_systemd(
     assert f"<6>edged.mqtt.connection: MQTT connected to 127.0.0.1:{broker.port}" in lines, lines
     assert any(line.startswith("<6>edged.app: stopped: ") for line in lines), lines
     assert all(line.startswith(("<3>", "<4>", "<6>")) for line in lines), lines  # no DEBUG without -v
+
+
+NATIVE_SCRIPT = """
+import logging, os, sys
+import cv2, numpy as np
+from edged import log
+log.setup("INFO")
+image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+ok, jpeg = cv2.imencode(".jpg", image)
+cut = bytes(jpeg)[: len(jpeg) // 2] + b"\\xff\\xd9"  # libjpeg: "Corrupt JPEG data: premature end …"
+with log.native_stderr_captured():
+    os.write(2, b"a native library writes this\\n")
+    cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR)
+    logging.getLogger("edged.test").info("python logging still works")
+os.write(2, b"after: straight to stderr again\\n")
+"""
+
+
+def test_native_stderr_becomes_log_lines() -> None:
+    """What native code writes to fd 2 while the daemon runs (libjpeg decoding a damaged JPEG on an
+    API worker) arrives as edged.native WARNING lines, never as raw text among the log lines."""
+    result = subprocess.run(
+        [sys.executable, "-c", NATIVE_SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "after: straight to stderr again", lines
+    during = lines[:-1]
+    assert all(" edged." in line and line[:4].isdigit() for line in during), during  # formatted records
+    assert any(line.endswith("WARNING edged.native: a native library writes this") for line in during), during
+    assert any("edged.native" in line and "JPEG" in line for line in during), during
+    assert any(line.endswith("INFO edged.test: python logging still works") for line in during), during
