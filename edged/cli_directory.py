@@ -450,7 +450,7 @@ def find_similar(request: FindSimilar, site: Site) -> int:
     from edged.api import wire
 
     service = site.service()
-    detected = service.recognition.detect(site.read_image(request.image), ttl_s=60)
+    detected = service.recognition.detect(manager(), site.read_image(request.image), ttl_s=60)
     if not detected or detected[0].face_id is None:
         raise NoFaceDetected(f"no face found in {request.image}")
     similar = service.recognition.find_similar(

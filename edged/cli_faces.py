@@ -320,7 +320,7 @@ def identify(request: Identify, site: Site) -> int:
     service = site.service()
     service.store.groups.get(request.group)
     image = site.read_image(request.image)
-    detected = service.recognition.detect(image, return_face_id=True, ttl_s=60)
+    detected = service.recognition.detect(manager(), image, return_face_id=True, ttl_s=60)
     if not detected:
         raise NoFaceDetected(f"no face found in {request.image}")
     face_ids = [d.face_id for d in detected if d.face_id is not None][:10]
@@ -365,7 +365,7 @@ def group(request: GroupFaces, site: Site) -> int:
     service = site.service()
     origin: dict[str, str] = {}
     for path in request.images:
-        for detected in service.recognition.detect(site.read_image(path), ttl_s=60):
+        for detected in service.recognition.detect(manager(), site.read_image(path), ttl_s=60):
             assert detected.face_id is not None
             origin[detected.face_id] = f"{path}#{detected.face.detection.box.as_list()}"
     if len(origin) < 2:

@@ -24,7 +24,7 @@ from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import PipelineSettings
 from edged.pipeline.verify import VerifySettings
 from edged.service.settings import DirectorySettings
-from edged.strict import DuplicateKey, Strict, load_yaml
+from edged.strict import DuplicateKey, Strict, Unreadable, load_yaml, read_text
 from edged.tracker import TrackerSettings
 
 
@@ -96,7 +96,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 
 
 def config_errors(text: str, source: str) -> tuple[Config | None, list[str]]:
-    """Parse and validate; returns the config or every error as ``source:line: path: message``."""
+    """Parse and validate; returns the config or every error as ``source:line: path: message``.
+    ``Unreadable`` (not listed: nothing else can be checked) for nesting too deep to compose."""
     try:
         data, root = load_yaml(text)
     except yaml.YAMLError as exc:
@@ -131,12 +132,16 @@ def config_path(path: Path | None) -> Path | None:
 
 
 def check_config(path: Path) -> tuple[Config | None, list[str]]:
-    """Read and validate the file at ``path``: the config, or every error found."""
+    """Read and validate the file at ``path``: the config, or every error found. A file that cannot
+    be read as YAML at all is one ``ConfigError`` naming it: unreadable, not a regular file (a
+    directory, a FIFO: never waited on), over ``strict.MAX_YAML_BYTES``, not UTF-8, or nested deeper
+    than ``strict.MAX_YAML_DEPTH``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return config_errors(read_text(path), str(path))
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    return config_errors(text, str(path))
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except Unreadable as exc:
+        raise ConfigError(f"config {path} {exc}") from None
 
 
 def load_config(path: Path | None) -> Config:

@@ -105,6 +105,7 @@ def make_env(
     pipeline: FacePipeline,
     protocol: str,
     exercised: set[str],
+    directory: DirectorySettings | None = None,
     **api: Any,
 ) -> Iterator[Env]:
     manager, recognizer, admin = (Ed25519PrivateKey.generate() for _ in range(3))
@@ -120,7 +121,9 @@ def make_env(
     )
     clock = SystemClock()
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
-    service = FaceService(pipeline, store, DirectorySettings(), pipeline.embedder.model.path.name)
+    service = FaceService(
+        pipeline, store, directory or DirectorySettings(), pipeline.embedder.model.path.name
+    )
     topics = Topics(DEVICE)
     mqtt = MqttClient(MqttSettings(port=broker.port, protocol="5"), topics, {"edged": "test"}, clock)
     auth = Authenticator(settings, DEVICE, clock, tmp_path / "state" / "nonces.sqlite3")
@@ -485,3 +488,29 @@ def test_refusals_are_audited_bounded_and_rate_limited(env5: Env) -> None:
     assert len(refused) == 60  # the first minute's budget (the huge one included)
     assert env5.server.counters()["refusals_unaudited"] == 11
     assert env5.store.audit.verify().intact
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_detect_over_the_face_id_quota_answers_quota_exceeded(
+    tmp_path: Path,
+    broker: Broker,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    encode_image: Callable[..., bytes],
+    protocol: str,
+) -> None:
+    """All unsigned requests are one client for the quota of live face IDs; a signed client has its
+    own; detect without face IDs needs none."""
+    directory = DirectorySettings(face_ids_per_client=1)
+    with make_env(tmp_path, broker, pipeline, protocol, set(), directory=directory) as env:
+        image = b64(encode_image(astronaut, ".jpg"))
+        assert env.ok("detect", {"image": image}, signer=None)["faces"][0]["faceId"]
+        error = env.error("detect", {"image": image, "transaction": "t-over"})
+        assert error["code"] == "QuotaExceeded"
+        assert "client 'mqtt:(unsigned)' holds 1 live face IDs" in error["message"]
+        assert "directory.face_ids_per_client" in error["message"]
+        without = env.ok("detect", {"image": image, "returnFaceId": False}, signer=None)["faces"]
+        assert len(without) == 1 and without[0]["faceId"] is None
+        assert env.ok("detect", {"image": image}, signer="reception")["faces"][0]["faceId"]
+        assert env.error("detect", {"image": image}, signer="reception")["code"] == "QuotaExceeded"
+        assert env.store.transient.live().count == 2

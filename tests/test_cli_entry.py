@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -89,6 +90,25 @@ def test_version_without_a_manifest_still_answers(tmp_path: Path) -> None:
     assert stdout.splitlines()[0] == f"edged {__version__}"
     assert f"models: cannot read {tmp_path / 'manifest.yaml'}" in stdout
     assert f"Python {platform.python_version()}" in stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("deep", lambda p: p.write_text("models: " + "[" * 10_000 + "]" * 10_000)),
+        ("not-utf8", lambda p: p.write_bytes(b"models: {a: \xff}\n")),
+        ("bad-timestamp", lambda p: p.write_text("models: !!timestamp x\n")),
+        ("fifo", os.mkfifo),
+    ],
+)
+def test_version_with_a_malformed_manifest_still_answers(
+    tmp_path: Path, name: str, make: Callable[[Path], object]
+) -> None:
+    """A traceback (RecursionError, AttributeError inside PyYAML) or a hang (a FIFO) before."""
+    make(tmp_path / "manifest.yaml")
+    stdout, report = probe("--model-dir", str(tmp_path), "--version")
+    assert report == {"exit": 0, "heavy": []}, (name, report)
+    assert f"models: {tmp_path / 'manifest.yaml'} is not " in stdout, stdout
 
 
 def leaf_parsers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from edged.config import Config, check_config, config_errors, load_config
 from edged.errors import ConfigError
+from edged.strict import DuplicateKey, load_yaml
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "edged.yaml"
@@ -149,3 +151,97 @@ def test_check_config_cli_reports_a_duplicate_key(tmp_path: Path, run_edged: Run
     result = run_edged(["check-config", path])
     assert result.returncode == 2
     assert f"{path}:3: camera.source: key 'source' appears twice: lines 2 and 3" in result.stderr
+
+
+# -- files that cannot be read as YAML at all: one BadConfig line, exit 2, never a traceback or a hang
+
+
+def _deep(opening: str, closing: str, levels: int = 10_000) -> str:
+    return opening * levels + "1" + closing * levels + "\n"
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)  # nobody ever writes: reading it would wait forever
+
+
+def _socket(path: Path) -> None:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))  # the path stays after the socket is closed: open() fails with ENXIO
+    server.close()
+
+
+UNREADABLE: dict[str, tuple[Callable[[Path], object], str]] = {
+    "not-utf8": (
+        lambda p: p.write_bytes("device_id: t\xfcr-1\n".encode("latin-1")),
+        "is not UTF-8 text: byte 0xfc at offset 12 (line 1)",
+    ),
+    "deep-sequence": (lambda p: p.write_text(_deep("[", "]")), "nests deeper than 64 levels (line 1)"),
+    "deep-mapping": (lambda p: p.write_text("a: " + _deep("{a: ", "}")), "nests deeper than 64 levels"),
+    "deep-block": (
+        lambda p: p.write_text("".join(f"{' ' * i}- \n" for i in range(100)) + " " * 100 + "- 1\n"),
+        "nests deeper than 64 levels (line 65)",
+    ),
+    "huge": (
+        lambda p: p.write_text("device_id: door-a\n" + "# padding\n" * 110_000),
+        "is larger than 1,048,576 bytes: refused before parsing",
+    ),
+    "directory": (lambda p: p.mkdir(), "cannot read config"),
+    "fifo": (_fifo, "is not a regular file but a FIFO"),
+    "socket": (_socket, "cannot read config"),
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("name", list(UNREADABLE))
+def test_a_file_that_is_no_yaml_config_is_one_bad_config_line(
+    tmp_path: Path, run_edged: RunEdged, name: str, command: str
+) -> None:
+    """Non-UTF-8 bytes, nesting 10,000 deep (PyYAML's composer recurses per level), a file over
+    1 MiB (refused before parsing), a directory, a FIFO nobody writes, a socket."""
+    make, reason = UNREADABLE[name]
+    path = tmp_path / "edged.yaml"
+    make(path)
+    args = ["check-config", path] if command == "check-config" else ["--config", path, "run"]
+    result = run_edged(args, timeout=60)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr[:2000]
+    assert result.stderr.startswith("edged: BadConfig: "), result.stderr
+    assert str(path) in result.stderr and reason in result.stderr, result.stderr
+    assert result.returncode == 2
+    assert result.stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_an_unreadable_config_is_one_bad_config_line(tmp_path: Path, run_edged: RunEdged) -> None:
+    path = tmp_path / "edged.yaml"
+    path.write_text("device_id: door-a\n")
+    path.chmod(0)
+    result = run_edged(["check-config", path], timeout=60)
+    assert result.stderr == f"edged: BadConfig: cannot read config {path}: Permission denied\n"
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("device_id: 2001-13-45\n", "x.yaml:1: not valid YAML: cannot read '2001-13-45' as timestamp"),
+        ("mqtt:\n  port: !!int abc\n", "x.yaml:2: not valid YAML: cannot read 'abc' as int"),
+        ("verify:\n  far: !!float x\n", "x.yaml:2: not valid YAML: cannot read 'x' as float"),
+        ("a: !!timestamp x\n", "x.yaml:1: not valid YAML: cannot read 'x' as timestamp"),
+    ],
+)
+def test_a_scalar_its_tag_cannot_read_is_a_yaml_error_with_its_line(text: str, expected: str) -> None:
+    """PyYAML's constructors raise ValueError/AttributeError for these (a traceback before)."""
+    config, errors = config_errors(text, "x.yaml")
+    assert config is None
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_nesting_within_the_bound_is_read() -> None:
+    """64 levels are read (the configuration nests 4 deep); the duplicate-key walk is iterative."""
+    data, _ = load_yaml(_deep("[", "]", 63))
+    for _ in range(63):
+        data = data[0]
+    assert data == 1
+    with pytest.raises(DuplicateKey, match=r"line 65|lines 64 and 65"):
+        load_yaml("".join(f"{'  ' * i}a:\n" for i in range(63)) + "  " * 63 + "b: 1\n" + "  " * 63 + "b: 2\n")

@@ -218,6 +218,9 @@ def test_stats_and_home_assistant_discovery(
         assert {"depth", "delivered", "dropped_expired", "dropped_overflow", "rejected"} == set(s["outbox"])
         assert s["camera"] == {"source": "demo", "down": False, "restarts": 0, "failures": 0}
         assert s["api"] is None  # disabled here (api.enabled: false)
+        face_ids = s["face_ids"]  # the directory's face IDs and the disk against its floor
+        assert (face_ids["live"], face_ids["max"], face_ids["refusing"]) == (0, 100_000, None)
+        assert face_ids["disk_free_bytes"] > face_ids["disk_floor_bytes"] == 256 * 1024 * 1024
     totals = [s["frames"]["processed_total"] for s in stats]
     assert totals == sorted(totals) and totals[-1] >= sum(s["frames"]["processed"] for s in stats)
     detect = busy[-1]["latency_ms"]["detect"]

@@ -3,6 +3,8 @@ integrity checks on a copy of models/, malformed manifests, the calibration tabl
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,25 @@ def test_invalid_yaml_is_a_model_error(model_copy: Path) -> None:
     (model_copy / MANIFEST_NAME).write_text("models: [unclosed\n  - {", encoding="utf-8")
     with pytest.raises(ModelError, match="YAML"):
         Manifest.load(model_copy)
+
+
+UNREADABLE_MANIFESTS: dict[str, tuple[Any, str]] = {
+    "not-utf8": (lambda p: p.write_bytes(b"models:\n  face_mesh: {file: \xff}\n"), "is not UTF-8 text"),
+    "deep": (lambda p: p.write_text("models: " + "[" * 10_000 + "]" * 10_000), "nests deeper than 64"),
+    "huge": (lambda p: p.write_text(p.read_text() + "#\n" * 600_000), "is larger than 1,048,576 bytes"),
+    "directory": (lambda p: (p.unlink(), p.mkdir()), "cannot read the model manifest"),
+    "fifo": (lambda p: (p.unlink(), os.mkfifo(p)), "is not a regular file but a FIFO"),
+}
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE_MANIFESTS))
+def test_a_manifest_that_cannot_be_read_is_one_model_error(model_copy: Path, name: str) -> None:
+    """Not a traceback (UnicodeDecodeError, RecursionError, IsADirectoryError) nor a hang."""
+    make, reason = UNREADABLE_MANIFESTS[name]
+    make(model_copy / MANIFEST_NAME)
+    with pytest.raises(ModelError, match=re.escape(reason)) as caught:
+        Manifest.load(model_copy)
+    assert str(model_copy / MANIFEST_NAME) in str(caught.value)
 
 
 def test_a_duplicate_key_in_the_manifest_is_a_model_error(model_copy: Path) -> None:

@@ -69,7 +69,7 @@ def service(tmp_path: Path, pipeline: FacePipeline, clock: ManualClock) -> Itera
 
 
 def face_id_of(service: FaceService, image: ImageRGB) -> str:
-    detected = service.recognition.detect(image)
+    detected = service.recognition.detect(MANAGER, image)
     assert len(detected) == 1
     assert detected[0].face_id is not None
     return detected[0].face_id
@@ -88,7 +88,7 @@ def enrolled_group(service: FaceService, astronaut: ImageRGB) -> str:
 def test_detect_gives_face_ids_that_expire(
     service: FaceService, astronaut: ImageRGB, clock: ManualClock
 ) -> None:
-    detected = service.recognition.detect(astronaut, ttl_s=120)
+    detected = service.recognition.detect(MANAGER, astronaut, ttl_s=120)
     assert len(detected) == 1
     face_id = detected[0].face_id
     assert face_id is not None
@@ -105,7 +105,7 @@ def test_detect_gives_face_ids_that_expire(
 
 
 def test_detect_without_face_ids_stores_nothing(service: FaceService, astronaut: ImageRGB) -> None:
-    detected = service.recognition.detect(astronaut, return_face_id=False)
+    detected = service.recognition.detect(MANAGER, astronaut, return_face_id=False)
     assert detected[0].face_id is None
     assert service.store.transient.count() == 0
 
@@ -113,7 +113,7 @@ def test_detect_without_face_ids_stores_nothing(service: FaceService, astronaut:
 @pytest.mark.parametrize("ttl", [59, 86_401])
 def test_face_id_lifetime_is_bounded(service: FaceService, astronaut: ImageRGB, ttl: int) -> None:
     with pytest.raises(BadArgument, match="faceIdTimeToLive"):
-        service.recognition.detect(astronaut, ttl_s=ttl)
+        service.recognition.detect(MANAGER, astronaut, ttl_s=ttl)
 
 
 def test_verify_different_people(service: FaceService, astronaut: ImageRGB, cameraman: ImageRGB) -> None:

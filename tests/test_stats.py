@@ -203,5 +203,6 @@ def test_the_message_carries_every_part_and_empty_ones_as_null() -> None:
         "groups": {"gone": {"persons": None, "faces": None}},
     }
     assert (payload["outbox"], payload["mqtt"], payload["camera"], payload["api"]) == (None, None, None, None)
+    assert payload["face_ids"] is None
     assert payload["claims"] == {"accepted": 0, "rejected": {}, "waiting": 0}
     assert payload["frames"]["fps"] == 0.0 and payload["latency_ms"]["detect"]["p50"] is None

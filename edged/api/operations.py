@@ -105,7 +105,7 @@ def _box(values: list[float] | None) -> Box | None:
 
 @operation("detect", s.DetectRequest, s.DetectResult, "faces in an image, with face IDs")
 def _detect(c: Context, r: s.DetectRequest) -> s.DetectResult:
-    faces = c.service.recognition.detect(c.image(r.image), r.returnFaceId, r.faceIdTimeToLive)
+    faces = c.service.recognition.detect(c.caller, c.image(r.image), r.returnFaceId, r.faceIdTimeToLive)
     return s.DetectResult(faces=[wire.detected_face(f) for f in faces])
 
 

@@ -3,7 +3,8 @@
 1. the initial schema; 2. cards for verify-mode claims (the card key is created with it, see
 ``Keys.seed``); 3. the directory version: one counter that every change to groups, persons, faces,
 face lists, dynamic groups and cards raises in its own transaction (triggers), and that transient
-face IDs, keys and the audit log leave alone.
+face IDs, keys and the audit log leave alone; 4. the owner of each face ID (``client``: who asked
+for it, for the per-client quota of live face IDs), indexed with its expiry.
 """
 
 from __future__ import annotations
@@ -128,4 +129,10 @@ _DIRECTORY_VERSION: Migration = (
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _CARDS, _DIRECTORY_VERSION)
+_FACE_ID_OWNER: Migration = (
+    # NULL for the face IDs of an older edged: they count against the global cap only
+    "ALTER TABLE transient_faces ADD COLUMN client TEXT",
+    "CREATE INDEX transient_by_client ON transient_faces (client, expires)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _CARDS, _DIRECTORY_VERSION, _FACE_ID_OWNER)

@@ -1,5 +1,6 @@
 """Transient faces: the face IDs that detect returns (a template, sealed with its own data key,
-that expires; at most 24 h). The reaper deletes expired ones with their keys."""
+that expires; at most 24 h), each with the client that asked for it (for the quotas of live face
+IDs, ``edged.service.quota``). The reaper deletes expired ones with their keys."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ class TransientFace:
     expires: float
 
 
+@dataclass(frozen=True, slots=True)
+class LiveFaces:
+    """How many face IDs have not expired (of one client, or of all), and the earliest expiry
+    among them (None when there are none)."""
+
+    count: int
+    next_expiry: float | None
+
+
 class TransientFaces:
     """The ``transient_faces`` table. Not part of the directory version: a face ID is no change to
     the directory."""
@@ -34,14 +44,19 @@ class TransientFaces:
         self.keys = keys
         self.clock = clock
 
-    def add(self, template: FloatArray, model_id: str, ttl_seconds: float) -> TransientFace:
+    def add(
+        self, template: FloatArray, model_id: str, ttl_seconds: float, client: str | None = None
+    ) -> TransientFace:
+        """A new face ID for ``template``, owned by ``client`` (who asked for it; the service always
+        names one; None, like a face ID of an older edged, counts only against the device's cap)."""
         face_id = new_id()
         now = self.clock.now()
         expires = now + ttl_seconds
         with self.db.tx() as db:
             owner = self.keys.create(f"transient:{face_id}")
             db.execute(
-                "INSERT INTO transient_faces VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transient_faces (face_id, key_id, template, model_id, created, expires, client)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     face_id,
                     owner.key_id,
@@ -49,6 +64,7 @@ class TransientFaces:
                     model_id,
                     now,
                     expires,
+                    client,
                 ),
             )
         return TransientFace(face_id, expires)
@@ -85,3 +101,18 @@ class TransientFaces:
 
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM transient_faces"))
+
+    def live(self, client: str | None = None) -> LiveFaces:
+        """The face IDs that have not expired, of ``client`` (None: of every client): a range of
+        the index on (client, expires), or on expires; expired ones not yet reaped do not count."""
+        now = self.clock.now()
+        if client is None:
+            row = self.db.execute(
+                "SELECT COUNT(*), MIN(expires) FROM transient_faces WHERE expires > ?", (now,)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT COUNT(*), MIN(expires) FROM transient_faces WHERE client = ? AND expires > ?",
+                (client, now),
+            ).fetchone()
+        return LiveFaces(int(row[0]), None if row[1] is None else float(row[1]))

@@ -61,12 +61,16 @@ class ModelVersion:
 
 def model_versions(model_dir: Path) -> list[ModelVersion]:
     """The models ``model_dir/manifest.yaml`` declares, in its order; ``OSError`` or
-    ``ValueError`` when it cannot be read (the files themselves are not read: see ``Manifest``)."""
+    ``ValueError`` when it cannot be read (the files themselves are not read: see ``Manifest``).
+    For ``edged --version``, which imports no pydantic (so not ``strict.load_yaml``): whatever
+    PyYAML raises for a malformed file, too deep a nesting included, is a ``ValueError``."""
     path = model_dir / MANIFEST_NAME
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file")  # a FIFO would be waited on forever
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML") from exc
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"{path} is not valid YAML ({type(exc).__name__})") from exc
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         raise ValueError(f"{path} has no 'models' mapping")

@@ -15,7 +15,7 @@ import yaml
 
 from edged.errors import BadArgument, ModelError, ModelIntegrityError
 from edged.inference.catalog import MANIFEST_NAME, default_model_dir
-from edged.strict import DuplicateKey, load_yaml
+from edged.strict import DuplicateKey, Unreadable, load_yaml, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,13 @@ class Manifest:
         model_dir = model_dir or default_model_dir()
         path = model_dir / MANIFEST_NAME
         try:
-            data, _ = load_yaml(path.read_text(encoding="utf-8"))
+            data, _ = load_yaml(read_text(path))
         except FileNotFoundError as exc:
             raise ModelError(f"no model manifest at {path} (set EDGED_MODEL_DIR)") from exc
+        except OSError as exc:
+            raise ModelError(f"cannot read the model manifest {path}: {exc.strerror or exc}") from exc
+        except Unreadable as exc:
+            raise ModelError(f"model manifest {path} {exc}") from exc
         except yaml.YAMLError as exc:
             raise ModelError(f"{path} is not valid YAML: {exc}") from exc
         except DuplicateKey as exc:

@@ -4,8 +4,9 @@
 
 A message holds the interval since the previous one (frames, fps and per-stage latency from the
 ``StatsCollector``, ``edged.stats``) and cumulative counters: frames dropped by the one-slot buffer,
-decisions, the door groups' sizes, the outbox, the MQTT connection, claims, the camera and the request
-API. Nothing in it is biometric: times, counts and IDs of groups.
+decisions, the door groups' sizes, the live face IDs and the disk's free space against their floor
+(``face_ids.refusing`` says when detect gives no new face IDs), the outbox, the MQTT connection,
+claims, the camera and the request API. Nothing in it is biometric: times, counts and IDs of groups.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edged.door.worker import DoorWorker
 from edged.mqtt.client import MqttClient, MqttStats
 from edged.mqtt.outbox import Outbox, OutboxStats
 from edged.mqtt.topics import Topics
+from edged.service.quota import FaceIdUsage
 from edged.stats import STAGES, Interval, StatsCollector
 
 __all__ = ["SCHEMA", "CameraState", "FrameCounts", "GroupSize", "StatsMessage", "StatsReporter"]
@@ -75,8 +77,10 @@ class StatsMessage:
     mqtt: MqttStats | None = None
     camera: CameraState | None = None
     api: Mapping[str, int] | None = None
+    face_ids: FaceIdUsage | None = None
 
     def to_payload(self) -> dict[str, Any]:
+        face_ids = self.face_ids
         sizes = self.directory.values()
         return {
             "schema": SCHEMA,
@@ -103,13 +107,24 @@ class StatsMessage:
             "claims": self.claims.to_payload(),
             "camera": None if self.camera is None else asdict(self.camera),
             "api": None if self.api is None else dict(self.api),
+            "face_ids": None
+            if face_ids is None
+            else {
+                "live": face_ids.live,
+                "max": face_ids.limit,
+                "disk_free_bytes": face_ids.disk_free_bytes,
+                "disk_floor_bytes": face_ids.disk_floor_bytes,
+                "refusing": face_ids.refusing,
+            },
         }
 
 
-class DoorSizes(Protocol):
-    """The door groups' sizes (``FaceService.door_sizes``)."""
+class DirectoryStats(Protocol):
+    """The door groups' sizes and the face IDs' usage (``FaceService``)."""
 
     def door_sizes(self, group_ids: list[str]) -> Mapping[str, Mapping[str, int | None]]: ...
+
+    def face_id_usage(self) -> FaceIdUsage: ...
 
 
 class ApiCounters(Protocol):
@@ -133,7 +148,7 @@ class StatsReporter:
         *,
         buffer: LatestFrame | None = None,
         capture: CaptureThread | None = None,
-        directory: DoorSizes | None = None,
+        directory: DirectoryStats | None = None,
         outbox: Outbox | None = None,
         api: ApiCounters | None = None,
     ) -> None:
@@ -172,6 +187,7 @@ class StatsReporter:
             if capture is None
             else CameraState(capture.source.name, capture.down, capture.restarts, capture.failures),
             api=None if self.api is None else self.api.counters(),
+            face_ids=None if self.directory is None else self.directory.face_id_usage(),
         )
         self._dropped_reported = dropped
         return message

@@ -31,6 +31,7 @@ from edged.service.access import DirectoryAccess
 from edged.service.changes import DirectoryChanges
 from edged.service.finder import FaceFinder
 from edged.service.policy import Caller
+from edged.service.quota import FaceIdQuota, FaceIdUsage, FreeBytes, free_bytes
 from edged.service.recognition import Recognition
 from edged.service.settings import DirectorySettings
 from edged.types import FloatArray
@@ -47,8 +48,16 @@ class FaceService:
     directory operation (a train, an identify, a re-sync after another process wrote)."""
 
     def __init__(
-        self, pipeline: FacePipeline, store: Store, settings: DirectorySettings, model_id: str
+        self,
+        pipeline: FacePipeline,
+        store: Store,
+        settings: DirectorySettings,
+        model_id: str,
+        *,
+        free: FreeBytes | None = None,
     ) -> None:
+        """``free``: the free bytes of the directory's filesystem (default: ``statvfs`` of the
+        directory's folder), for the face IDs' disk floor (``edged.service.quota``)."""
         if pipeline.calibration is None:
             raise BadArgument("the embedder has no calibration: run tools/calibrate.py")
         self.pipeline = pipeline
@@ -58,7 +67,9 @@ class FaceService:
         self.calibration: Calibration = pipeline.calibration
         self.access = DirectoryAccess(store)
         finder = FaceFinder(pipeline, settings.enroll_requires_quality)
-        self.recognition = Recognition(self.access, finder, settings, self.calibration, model_id)
+        folder = store.path.parent
+        self.quota = FaceIdQuota(store.transient, settings, free or (lambda: free_bytes(folder)), store.clock)
+        self.recognition = Recognition(self.access, finder, settings, self.calibration, model_id, self.quota)
         self.changes = DirectoryChanges(self.access, finder, settings, self.calibration, model_id)
 
     # -- the door daemon's --------------------------------------------------------------------------
@@ -92,6 +103,11 @@ class FaceService:
         """Persons (with a face) and faces in each door group's index, for the stats topic; None for a
         group that is gone or untrained. O(1) per group (no SQL, nothing decrypted)."""
         return self.access.indexes.sizes(group_ids)
+
+    def face_id_usage(self) -> FaceIdUsage:
+        """The live face IDs and the disk's free space against its floor, for the stats topic."""
+        with self.access.lock:
+            return self.quota.usage()
 
     def directory_version(self) -> int:
         """The directory version as this service last saw it: after its own changes, and after

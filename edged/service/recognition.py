@@ -1,6 +1,7 @@
 """The recognition operations: detect (with face IDs), verify, identify, find similar, group. They
-change nothing in the directory (face IDs are transient), so they take no caller: every role may run
-them (``edged.service.policy``)."""
+change nothing in the directory (face IDs are transient): every role may run them
+(``edged.service.policy``). Detect takes the caller all the same: the face IDs it stores count
+against that client's quota (``edged.service.quota``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import numpy as np
 
 from edged.directory.scope import DirectoryScope, ListScope, person_scope
 from edged.errors import BadArgument
+from edged.inference.manifest import Calibration
 from edged.matcher import Match, TemplateIndex
 from edged.pipeline.embed import distance
 from edged.pipeline.verify import Verification, verify
-from edged.service.access import Operations
+from edged.service.access import DirectoryAccess, Operations
+from edged.service.finder import FaceFinder
 from edged.service.limits import check_range
+from edged.service.policy import Caller
+from edged.service.quota import FaceIdQuota
+from edged.service.settings import DirectorySettings
 from edged.types import Face, FloatArray, ImageRGB
 
 
@@ -49,6 +55,18 @@ class Similar:
 
 
 class Recognition(Operations):
+    def __init__(
+        self,
+        access: DirectoryAccess,
+        finder: FaceFinder,
+        settings: DirectorySettings,
+        calibration: Calibration,
+        model_id: str,
+        quota: FaceIdQuota,
+    ) -> None:
+        super().__init__(access, finder, settings, calibration, model_id)
+        self.quota = quota
+
     def _threshold(self, far: float) -> float:
         return self.calibration.threshold_for(far)
 
@@ -56,19 +74,28 @@ class Recognition(Operations):
         return self.store.transient.get(face_id)
 
     def detect(
-        self, image: ImageRGB, return_face_id: bool = True, ttl_s: int | None = None
+        self, caller: Caller, image: ImageRGB, return_face_id: bool = True, ttl_s: int | None = None
     ) -> list[DetectedFace]:
+        """The faces in ``image``, each with a new face ID owned by ``caller`` (unless
+        ``return_face_id`` is false: then nothing is stored). ``QuotaExceeded`` when the caller, or
+        the device, holds too many live face IDs, or the disk is under its floor: checked before
+        inference (a client at its limit costs no inference) and again for the faces found."""
         ttl = self.settings.transient_ttl_s if ttl_s is None else ttl_s
         check_range("faceIdTimeToLive", ttl, 60, self.settings.transient_ttl_s)
+        if return_face_id:
+            with self.access.lock:
+                self.quota.check(caller.actor, 1)
         faces = self.finder.faces(image)  # inference outside the service lock: the door keeps searching
         if not return_face_id:
             return [DetectedFace(None, None, face) for face in faces]
         embedded = [self.finder.embed(image, face) for face in faces]
         out = []
         with self.access.lock:
+            if embedded:
+                self.quota.check(caller.actor, len(embedded))
             for face in embedded:
                 assert face.embedding is not None
-                added = self.store.transient.add(face.embedding, self.model_id, ttl)
+                added = self.store.transient.add(face.embedding, self.model_id, ttl, client=caller.actor)
                 out.append(DetectedFace(added.face_id, added.expires, face))
         return out
 

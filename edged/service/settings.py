@@ -22,6 +22,24 @@ class DirectorySettings(Strict):
     transient_ttl_s: int = Field(
         86_400, ge=60, le=86_400, description="lifetime of face IDs from detect (60 s to 24 h)"
     )
+    face_ids_max: int = Field(
+        100_000,
+        ge=1,
+        description="live face IDs (from detect, not yet expired) kept at most, of all clients together;"
+        " detect answers QuotaExceeded beyond (each ≈ 1.2 KB on disk: 100,000 ≈ 120 MB)",
+    )
+    face_ids_per_client: int = Field(
+        10_000,
+        ge=1,
+        description="live face IDs one client may hold: a signed client, all unsigned requests together,"
+        " the CLI; detect answers QuotaExceeded beyond",
+    )
+    face_ids_min_free_mb: int = Field(
+        256,
+        ge=0,
+        description="no new face IDs while the state directory's filesystem has less free space than"
+        " this (MB; 0: no floor); the stats say so",
+    )
     identify_far: float = Field(
         1e-4, gt=0, lt=1, description="target false-accept rate of identify (1:N): stricter than verify"
     )

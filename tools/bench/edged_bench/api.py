@@ -73,6 +73,7 @@ from edged.mqtt.topics import Topics
 from edged.pipeline.image import decode_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 from edged.types import ImageRGB
 from edged_bench.broker import Broker, find_mosquitto
 from edged_bench.record import markdown_table, record
@@ -93,6 +94,8 @@ __all__ = [
 
 DEVICE = "bench-api"
 MANAGER = "bench-manager"
+BENCH = Caller("bench", "recognizer")
+"""Who asks in-process (its face IDs count against its own quota, ``edged.service.quota``)."""
 PROTOCOLS = ("5", "3.1.1")
 KINDS = ("verify_faces", "verify_person", "signed_get_group", "detect")
 LABELS = {
@@ -511,7 +514,7 @@ class Bench:
             "verify_faces": lambda: service.recognition.verify_faces(a, b),
             "verify_person": lambda: service.recognition.verify_person(b, self.person_id, DEMO_GROUP),
             "signed_get_group": signed_get_group,
-            "detect": lambda: service.recognition.detect(decode_image(self.jpeg, name="image")),
+            "detect": lambda: service.recognition.detect(BENCH, decode_image(self.jpeg, name="image")),
         }
 
     def reference(self, kind: str, seconds: float | None, requests: int | None) -> Reference:
