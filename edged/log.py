@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, TextIO
@@ -90,52 +90,77 @@ NATIVE_LOGGER = "edged.native"
 NATIVE_LINE_MAX = 4096
 """Bytes of one line a native library writes that reach the log (the rest is cut)."""
 
+_PUMP = r"""
+import os, sys, time
+journal, name, limit = sys.argv[1] == "1", sys.argv[2].encode(), int(sys.argv[3])
+out = os.fdopen(1, "wb", buffering=0)
+for raw in sys.stdin.buffer:
+    line = raw[:limit].rstrip(b"\r\n")
+    if not line:
+        continue
+    if journal:
+        out.write(b"<4>" + name + b": " + line + b"\n")
+    else:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + ",%03d" % (now % 1 * 1000)
+        out.write(stamp.encode() + b" WARNING " + name + b": " + line + b"\n")
+"""
+"""The pump: a child process (not a thread: it needs no lock of ours, so native code that fills the
+pipe while holding the GIL cannot deadlock the daemon, and it still drains what a crashing daemon
+wrote last — an ``abort()`` message, a faulthandler dump)."""
+
 
 @contextmanager
 def native_stderr_captured() -> Iterator[None]:
     """For the daemon's lifetime: what native libraries write straight to file descriptor 2
     (libjpeg's "Corrupt JPEG data: …", libpng's warnings, OpenCV's own error lines, decoded on the API's
-    worker threads) becomes log records of ``edged.native`` at WARNING, line by line, so the journal
-    gets them with a priority instead of raw text in the middle of the daemon's lines.
+    worker threads) becomes lines of ``edged.native`` at WARNING, in the format of the log (with the
+    journal's priority under systemd), instead of raw text in the middle of the daemon's lines.
 
-    Descriptor 2 becomes a pipe read by a thread; Python's own stderr (the logging handler,
-    tracebacks) moves to a copy of the original descriptor, so nothing written by the handler comes
-    back through the pipe. On exit everything is put back and the thread drains what is left."""
+    Descriptor 2 becomes a pipe to a small child process (``_PUMP``) that formats each line and
+    writes it to the original stderr. Python's own stderr (the logging handler, tracebacks) moves to
+    a copy of the original descriptor, so it is not reformatted. On exit everything is put back; the
+    child sees the end of the pipe, writes what is left and exits."""
     sys.stderr.flush()
     original = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
     python_stderr = sys.stderr
     redirected = open(  # noqa: SIM115 (closed in the finally below)
         original, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
     )
+    pump = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _PUMP,
+            "1" if to_journal(redirected) else "0",
+            NATIVE_LOGGER,
+            str(NATIVE_LINE_MAX),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=original,
+        stderr=subprocess.DEVNULL,
+    )
+    assert pump.stdin is not None
+    os.dup2(pump.stdin.fileno(), 2)
+    pump.stdin.close()  # fd 2 is now the pipe's only write end in this process
+    root = logging.getLogger()
     handlers = [
-        h
-        for h in logging.getLogger().handlers
-        if isinstance(h, logging.StreamHandler) and h.stream is python_stderr
+        h for h in root.handlers if isinstance(h, logging.StreamHandler) and h.stream is python_stderr
     ]
     for handler in handlers:
         handler.setStream(redirected)
     sys.stderr = redirected
-    pump = threading.Thread(target=_pump, args=(read_end,), name="native-stderr", daemon=True)
-    pump.start()
     try:
         yield
     finally:
-        os.dup2(original, 2)  # the pipe's last write end closes: the pump reads to its end and stops
-        pump.join(5.0)
+        os.dup2(original, 2)  # the pipe's write end closes: the pump drains it and exits
+        try:
+            pump.wait(5.0)
+        except subprocess.TimeoutExpired:
+            pump.kill()
+            pump.wait()
         for handler in handlers:
             handler.setStream(python_stderr)
         sys.stderr = python_stderr
         redirected.close()
         os.close(original)
-
-
-def _pump(read_end: int) -> None:
-    logger = logging.getLogger(NATIVE_LOGGER)
-    with os.fdopen(read_end, "rb") as pipe:
-        for raw in pipe:
-            line = raw[:NATIVE_LINE_MAX].decode("utf-8", "backslashreplace").rstrip()
-            if line:
-                logger.warning("%s", line)

@@ -191,3 +191,29 @@ def test_native_stderr_becomes_log_lines() -> None:
     assert any(line.endswith("WARNING edged.native: a native library writes this") for line in during), during
     assert any("edged.native" in line and "JPEG" in line for line in during), during
     assert any(line.endswith("INFO edged.test: python logging still works") for line in during), during
+
+
+CRASH_SCRIPT = """
+import ctypes, os, sys
+from edged import log
+log.setup("INFO")
+with log.native_stderr_captured():
+    # native code holding the GIL writes far more than a pipe holds (64 KiB): nothing of ours may
+    # have to run for it to finish
+    lines = b"".join(b"libfoo: line %05d of a long complaint\\n" % i for i in range(8000))
+    libc = ctypes.PyDLL(None)  # PyDLL: the call keeps the GIL
+    libc.write(2, lines, len(lines))
+    os.write(2, b"libfoo: assertion failed, aborting\\n")
+    os.abort()  # what a crashing native library does: its last words must still reach the log
+"""
+
+
+def test_native_stderr_survives_a_flood_under_the_gil_and_a_crash() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT], cwd=REPO, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == -signal.SIGABRT
+    lines = result.stderr.decode().splitlines()
+    native = [line for line in lines if " WARNING edged.native: libfoo: " in line]
+    assert len(native) == 8001, lines[-3:]
+    assert native[-1].endswith("libfoo: assertion failed, aborting")
