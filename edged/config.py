@@ -24,8 +24,9 @@ from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import PipelineSettings
 from edged.pipeline.verify import VerifySettings
 from edged.service.settings import DirectorySettings
-from edged.strict import DuplicateKey, Strict, Unreadable, load_yaml, read_text
+from edged.strict import Strict
 from edged.tracker import TrackerSettings
+from edged.yamlfile import DuplicateKey, Unreadable, load_yaml, read_text
 
 
 class Config(Strict):

@@ -99,6 +99,13 @@ def test_version_without_a_manifest_still_answers(tmp_path: Path) -> None:
         ("not-utf8", lambda p: p.write_bytes(b"models: {a: \xff}\n")),
         ("bad-timestamp", lambda p: p.write_text("models: !!timestamp x\n")),
         ("fifo", os.mkfifo),
+        (
+            "merge-bomb",
+            lambda p: p.write_text(
+                "l0: &l0 {a: 1}\n"
+                + "".join(f"l{i}: &l{i} {{<<: [{', '.join([f'*l{i - 1}'] * 9)}]}}\n" for i in range(1, 9))
+            ),
+        ),
     ],
 )
 def test_version_with_a_malformed_manifest_still_answers(

@@ -13,7 +13,7 @@ import yaml
 
 from edged.config import Config, check_config, config_errors, load_config
 from edged.errors import ConfigError
-from edged.strict import DuplicateKey, load_yaml
+from edged.yamlfile import DuplicateKey, Unreadable, load_yaml
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "edged.yaml"
@@ -133,16 +133,43 @@ def test_a_duplicate_key_is_an_error_with_both_lines(text: str, expected: str) -
     assert errors == [expected]
 
 
-def test_aliases_are_not_duplicates_and_are_walked_once() -> None:
-    """A merge key and an anchor used many times are legal; a nested alias bomb is not walked
-    exponentially (each node is checked once)."""
-    text = "a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n"
-    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)
+def laughs(levels: int = 8) -> str:
+    """A "billion laughs": each level an anchored list of nine aliases of the one before."""
+    return "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, levels + 1)
     )
-    for document in (text, bomb):
-        _, errors = config_errors(document, "x.yaml")
-        assert all("appears twice" not in e for e in errors)
+
+
+def merges(levels: int = 8) -> str:
+    """The same through merge keys, which PyYAML copies at every use (9**8 pairs: 44 s, 800 MB)."""
+    return "l0: &l0 {a: 1}\n" + "".join(
+        f"l{i}: &l{i} {{<<: [{', '.join([f'*l{i - 1}'] * 9)}]}}\n" for i in range(1, levels + 1)
+    )
+
+
+def test_aliases_are_not_duplicates_and_are_walked_once() -> None:
+    """A merge key and an anchor used many times are legal (not duplicate keys)."""
+    _, errors = config_errors("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\nc: [*a, *a]\n", "x.yaml")
+    assert all("appears twice" not in e for e in errors), errors
+
+
+@pytest.mark.parametrize("bomb", [laughs(), merges()], ids=["aliases", "merge-keys"])
+def test_an_alias_or_merge_key_bomb_is_refused_before_it_expands(bomb: str) -> None:
+    """Counted on the composed graph (each node once), refused before PyYAML copies a merge or
+    pydantic walks the aliases: at once, whatever the expansion."""
+    with pytest.raises(Unreadable, match=r"expands to more than 100,000 nodes"):
+        config_errors(bomb, "x.yaml")
+
+
+def test_check_config_cli_refuses_a_merge_key_bomb_in_one_line(tmp_path: Path, run_edged: RunEdged) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(merges())
+    result = run_edged(["check-config", path])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"edged: BadConfig: config {path} expands to more than 100,000 nodes through its aliases or "
+        "merge keys (from line 1)"
+    ]
 
 
 def test_check_config_cli_reports_a_duplicate_key(tmp_path: Path, run_edged: RunEdged) -> None:

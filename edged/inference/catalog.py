@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from edged import environment
+from edged.yamlfile import DuplicateKey, Unreadable, load_yaml, read_text
 
 __all__ = [
     "MANIFEST_NAME",
@@ -62,14 +63,14 @@ class ModelVersion:
 def model_versions(model_dir: Path) -> list[ModelVersion]:
     """The models ``model_dir/manifest.yaml`` declares, in its order; ``OSError`` or
     ``ValueError`` when it cannot be read (the files themselves are not read: see ``Manifest``).
-    For ``edged --version``, which imports no pydantic (so not ``strict.load_yaml``): whatever
-    PyYAML raises for a malformed file, too deep a nesting included, is a ``ValueError``."""
+    Read within the same bounds as everything edged reads as YAML (``edged.yamlfile``, which loads
+    no pydantic: ``edged --version`` stays light)."""
     path = model_dir / MANIFEST_NAME
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path} is not a regular file")  # a FIFO would be waited on forever
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        data, _ = load_yaml(read_text(path))
+    except Unreadable as exc:
+        raise ValueError(f"{path} is not a readable manifest: it {exc}") from exc
+    except (yaml.YAMLError, DuplicateKey) as exc:
         raise ValueError(f"{path} is not valid YAML ({type(exc).__name__})") from exc
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):

@@ -15,7 +15,7 @@ import yaml
 
 from edged.errors import BadArgument, ModelError, ModelIntegrityError
 from edged.inference.catalog import MANIFEST_NAME, default_model_dir
-from edged.strict import DuplicateKey, Unreadable, load_yaml, read_text
+from edged.yamlfile import DuplicateKey, Unreadable, load_yaml, read_text
 
 logger = logging.getLogger(__name__)
 
