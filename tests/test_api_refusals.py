@@ -306,3 +306,46 @@ def test_a_reply_goes_only_to_the_requesters_own_reply_topic(env: Env, requester
     topic, reply = reply_to("group", {"faceIds": ["a", "b"]}, TOPICS.unsigned_reply("anyone"), None)
     assert topic == TOPICS.unsigned_reply("anyone") and reply["error"]["code"] == "FaceNotFound"
     assert len(refusals(env, "list_person_groups")) == 2  # the unsigned one and the unparsable one
+
+
+def test_a_guessed_transaction_cannot_answer_a_signed_request_in_its_place(broker: Broker) -> None:
+    """A signed MQTT v5 request with the caller's own (guessable) transaction is answered on its
+    reply/C/… topic alone: a refusal another client publishes on res/<op> with that transaction
+    (edged would send one for a retained or oversized request carrying it) is not taken as its
+    reply. (No edged runs here: the forged refusal is the only message there is.)"""
+    from edged.api.auth import generate_private_key
+    from edged.api.client import RequestClient
+    from edged.mqtt.settings import MqttSettings
+
+    forger = Requester(broker.port, "5", client_id="forger")
+    forged = json.dumps(
+        {
+            "schema": 1,
+            "op": "delete_person_group",
+            "transaction": "t-1",
+            "ok": False,
+            "error": {"code": "BadArgument", "message": "forged"},
+        }
+    ).encode()
+    stop = threading.Event()
+
+    def keep_forging() -> None:
+        while not stop.wait(0.05):
+            forger.client.publish(TOPICS.response("delete_person_group"), forged, qos=1)
+
+    thread = threading.Thread(target=keep_forging)
+    with RequestClient(MqttSettings(port=broker.port), DEVICE) as client:
+        thread.start()
+        try:
+            with pytest.raises(TimeoutError):
+                client.request(
+                    "delete_person_group",
+                    {"personGroupId": "staff", "transaction": "t-1"},
+                    timeout=1.5,
+                    sign_with=("ops", generate_private_key()),
+                )
+        finally:
+            stop.set()
+            thread.join(5)
+    forger.client.loop_stop()
+    forger.client.disconnect()

@@ -131,7 +131,11 @@ class RequestClient:
             keys.append(correlation)
             if reply_topic is not None and reply_topic not in self._reply_topics:
                 self._subscribe_reply(reply_topic, timeout)
-        if not self.v5 or signer is not None:  # replies (or early refusals) on res/<op>, by transaction
+        # over 3.1.1 every reply, over v5 a signed request's early refusals, arrive on res/<op>, matched
+        # by transaction: over v5 only by a transaction this client drew itself (random), so nobody who
+        # can publish on req/<op> can answer in its place with a refusal of a transaction it guessed
+        early_refusals = self.v5 and signer is not None and transaction is None
+        if not self.v5 or early_refusals:
             if transaction is None:
                 transaction = request["transaction"] = secrets.token_hex(16)
             keys.append((op, transaction))
