@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ from skimage import data
 from edged.clock import ManualClock
 from edged.directory.audit import AuditLog, ChainCheck
 from edged.directory.crypto import create_key_file, read_kek, verify_signature
-from edged.directory.scope import DirectoryScope, GroupScope, ListScope
+from edged.directory.faces import Faces
+from edged.directory.scope import DirectoryScope, GroupScope, ListScope, Scope
+from edged.directory.sealed import Templates
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -274,6 +276,66 @@ def test_duplicate_identity_is_refused_and_names_the_person(
     with pytest.raises(DuplicateIdentity, match=first):
         service.changes.add_person_face(MANAGER, "staff", second, shifted(astronaut, 10, 10))
     assert service.store.persons.get("staff", second).face_ids == ()
+
+
+class WatchedFaces(Faces):
+    """The store's real template reader, noting for each whole scope it decrypts (an index loaded)
+    whether a SQLite write transaction was open meanwhile."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.db, store.keys, store.groups, store.face_lists)
+        self.loads: list[tuple[Scope, bool]] = []
+
+    def templates(
+        self, scope: Scope, *, person_ids: Sequence[str] | None = None, face_ids: Sequence[str] | None = None
+    ) -> Templates:
+        if person_ids is None and face_ids is None:
+            self.loads.append((scope, self.db.in_transaction))
+        return super().templates(scope, person_ids=person_ids, face_ids=face_ids)
+
+
+def test_the_duplicate_check_loads_its_index_before_the_write_transaction(
+    service: FaceService, pipeline: FacePipeline, astronaut: ImageRGB
+) -> None:
+    """A fresh process (the CLI) has no index cached: the duplicate check decrypts the whole scope,
+    which must not happen while it holds SQLite's write lock (the daemon's writes would wait for it,
+    and fail after the busy timeout)."""
+    first = enrolled_group(service, astronaut)
+    store = service.store
+    store.faces = watched = WatchedFaces(store)
+    fresh = FaceService(pipeline, store, DirectorySettings(), "m")  # nothing cached
+    second = fresh.changes.create_person(MANAGER, "staff", "Impostor")
+    with pytest.raises(DuplicateIdentity, match=first):
+        fresh.changes.add_person_face(MANAGER, "staff", second, shifted(astronaut, 10, 10))
+    enrolling = FaceService(pipeline, store, DirectorySettings(), "m")  # the CLI's enroll
+    twin = enrolling.changes.embed(MANAGER, shifted(astronaut, -10, 5))
+    (refused,) = enrolling.changes.enrol_person(MANAGER, "staff", None, "Twin", [twin]).faces
+    assert isinstance(refused, DuplicateIdentity) and first in refused.message
+    assert watched.loads == [(GroupScope("staff"), False)] * 2, "an index was loaded in a transaction"
+    assert store.persons.get("staff", second).face_ids == ()
+
+
+def test_the_duplicate_check_sees_what_another_process_committed(
+    service: FaceService, pipeline: FacePipeline, astronaut: ImageRGB, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The index loaded (or cached) before the transaction is brought up to date inside it: a face
+    another process (the CLI beside the daemon) committed meanwhile is a duplicate too."""
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    impostor = service.changes.create_person(MANAGER, "staff", "Impostor")
+    assert len(service.access.indexes.get(GroupScope("staff"))) == 0  # cached, empty
+    cli = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"), clock)
+    try:
+        first = enrolled_person(FaceService(pipeline, cli, DirectorySettings(), "m"), astronaut)
+    finally:
+        cli.close()
+    with pytest.raises(DuplicateIdentity, match=first):
+        service.changes.add_person_face(MANAGER, "staff", impostor, shifted(astronaut, 10, 10))
+
+
+def enrolled_person(service: FaceService, image: ImageRGB) -> str:
+    person = service.changes.create_person(MANAGER, "staff", "Eileen")
+    service.changes.add_person_face(MANAGER, "staff", person, image)
+    return person
 
 
 def test_duplicate_identity_can_warn_instead(
