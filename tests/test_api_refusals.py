@@ -134,6 +134,13 @@ def refusals_written(env: Env, operation: str, count: int) -> list[str]:
     return found
 
 
+def staff_group_request(env: Env, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    """``create_person_group`` of the group ``staff``, signed now as client ``manager`` (by default
+    with its key)."""
+    body = {"personGroupId": "staff", "name": "Staff"}
+    return sign_request(body, "create_person_group", DEVICE, "manager", key or env.manager, time.time())
+
+
 def one_reply(requester: Requester, op: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     """Send ``payload`` (v5: with a Response Topic of its own) and return its one and only reply."""
     response_topic = TOPICS.unsigned_reply("raw-1") if requester.v5 else None
@@ -169,14 +176,7 @@ def test_a_retained_request_is_refused_at_every_connect_and_never_run(
         # a signed directory change, retained while edged is connected: refused now and at every
         # reconnect (the broker hands it over again), audited each time, never run
         requester5.clear()
-        signed = sign_request(
-            {"personGroupId": "staff", "name": "Staff"},
-            "create_person_group",
-            DEVICE,
-            "manager",
-            env.manager,
-            time.time(),
-        )
+        signed = staff_group_request(env)
         requester5.send("create_person_group", json.dumps(signed).encode(), retain=True)
         ((_, live, _),) = requester5.wait(1)
         assert live["error"]["code"] == "BadArgument" and "retained" in live["error"]["message"]
@@ -326,14 +326,12 @@ def test_the_actor_of_a_refusal_before_a_signature_verified_is_marked_unverified
 ) -> None:
     """Anyone may name a client in ``auth.client``: until its signature verified, the refusal's actor
     says it was claimed (``mqtt:unverified:<client>``), never ``mqtt:<client>``."""
-    body = {"personGroupId": "staff", "name": "Staff"}
-    stranger = Ed25519PrivateKey.generate()  # not the manager's key
-    forged = sign_request(body, "create_person_group", DEVICE, "manager", stranger, time.time())
+    forged = staff_group_request(env, Ed25519PrivateKey.generate())  # not the manager's key
     _, reply = one_reply(requester5, "create_person_group", json.dumps(forged).encode())
     assert reply["error"]["code"] == "Unauthorized" and "signature" in reply["error"]["message"]
     requester5.clear()
     # the manager's own signature, with a Response Topic of another client's: refused once verified
-    signed = sign_request(body, "create_person_group", DEVICE, "manager", env.manager, time.time())
+    signed = staff_group_request(env)
     requester5.send("create_person_group", json.dumps(signed).encode(), TOPICS.reply("reception", "x"))
     ((topic, reply, _),) = requester5.wait(1)
     assert topic == TOPICS.response("create_person_group") and reply["error"]["code"] == "BadArgument"
@@ -353,14 +351,7 @@ def test_a_refusal_on_pahos_thread_never_waits_for_the_service_lock(env: Env) ->
     while another thread holds the service lock (a train, an identify, a pruning batch: while paho's
     thread waits, nothing is sent or received and the broker drops the connection), and the records
     are written once the lock is let go."""
-    signed = sign_request(
-        {"personGroupId": "staff", "name": "Staff"},
-        "create_person_group",
-        DEVICE,
-        "manager",
-        env.manager,
-        time.time(),
-    )
+    signed = staff_group_request(env)
     topic = TOPICS.request("create_person_group")
     retained = InboundMessage(topic, json.dumps(signed).encode(), 1, retain=True)
     too_large = InboundMessage(topic, b" " * (env.server.max_bytes + 1), 1, retain=False)
