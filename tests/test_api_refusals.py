@@ -23,7 +23,8 @@ from paho.mqtt.properties import Properties
 from test_api import DEVICE, TIMEOUT, Env, make_env, validate
 
 from edged.api.auth import sign_request
-from edged.errors import PersonGroupNotFound
+from edged.api.refusals import RefusalAudit
+from edged.errors import BadArgument, PersonGroupNotFound
 from edged.mqtt.state import InboundMessage
 from edged.mqtt.topics import Topics
 from edged.pipeline.pipeline import FacePipeline
@@ -385,3 +386,23 @@ def test_a_refusal_on_pahos_thread_never_waits_for_the_service_lock(env: Env) ->
     assert actors == ["mqtt:unverified:manager", "mqtt:(unsigned or malformed)"], "claimed, not verified"
     assert env.server.counters()["refusals_unaudited"] == 0
     assert env.store.audit.verify().intact
+
+
+def test_refusals_waiting_for_the_writer_are_bounded_dropped_and_counted(env: Env) -> None:
+    """The queue between paho's thread and the writer is bounded: a refusal that finds it full (the
+    writer behind, e.g. waiting for the service lock), or comes once the writer stopped, is dropped
+    and counted; the queued ones are written, in order, before ``stop`` returns."""
+    audit = RefusalAudit(env.service, depth=2)  # its writer not started yet: nothing leaves the queue
+    error = BadArgument("a retained request is never run")
+    written = env.store.audit.last_seq()
+    for i in range(5):
+        audit.refused("create_person_group", f"mqtt:unverified:c{i}", "?", error, queued=True)
+    assert audit.unaudited == 3
+    audit.start()
+    audit.stop()
+    audit.refused("create_person_group", "mqtt:unverified:late", "?", error, queued=True)
+    assert audit.unaudited == 4
+    with env.service.access.lock:
+        records = [r for r in env.store.audit.records() if r.seq > written]
+    assert [r.actor for r in records] == ["mqtt:unverified:c0", "mqtt:unverified:c1"]
+    assert records[0].result == "refused: BadArgument: a retained request is never run"
