@@ -67,8 +67,8 @@ class DirectorySettings(Strict):
         250_000,
         ge=1,
         le=100_000_000,
-        description="the audit log keeps at most this many records, the oldest go first (≈ 410 bytes"
-        " each on disk at most: 250,000 ≈ 100 MB)",
+        description="the audit log keeps at most this many records, the oldest go first (≈ 340 to 460"
+        " bytes each on disk: 250,000 ≤ 115 MB)",
     )
     audit_min_records: int = Field(
         10_000,
