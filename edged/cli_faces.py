@@ -249,7 +249,9 @@ def _enrolment_plan(request: Enroll) -> list[tuple[str, list[Path]]]:
 def enroll(request: Enroll, site: Site) -> int:
     """Each person's enrolment is all or nothing: its images' faces are embedded first, then the
     person (when new) and all its faces are stored in one transaction; a run killed halfway leaves
-    every person enrolled completely or not at all, and is simply run again."""
+    every person enrolled completely or not at all. Run again, it redoes the person cut off, and
+    gives the persons already enrolled (found by name) their images again: a second face each, as
+    nothing tells an image already enrolled (docs/directory.md)."""
     from edged.service.changes import Embedded
 
     plan = _enrolment_plan(request)

@@ -15,6 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mqtt_broker import READY_TIMEOUT_S, Broker
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -22,7 +23,9 @@ from paho.mqtt.properties import Properties
 from test_api import DEVICE, TIMEOUT, Env, make_env, validate
 
 from edged.api.auth import sign_request
-from edged.errors import PersonGroupNotFound
+from edged.api.refusals import RefusalAudit
+from edged.errors import BadArgument, PersonGroupNotFound
+from edged.mqtt.state import InboundMessage
 from edged.mqtt.topics import Topics
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
@@ -118,7 +121,25 @@ def env(tmp_path: Path, broker: Broker, pipeline: FacePipeline) -> Iterator[Env]
 
 def refusals(env: Env, operation: str) -> list[str]:
     """The results of the audit records of refused ``operation`` requests."""
-    return [r.result for r in env.store.audit.records() if r.operation == operation and "refused" in r.result]
+    with env.service.access.lock:  # the daemon's threads share the store's connection
+        records = list(env.store.audit.records())
+    return [r.result for r in records if r.operation == operation and "refused" in r.result]
+
+
+def refusals_written(env: Env, operation: str, count: int) -> list[str]:
+    """``refusals`` once ``count`` are written (those decided on paho's thread are written by the
+    server's ``api-audit`` thread, soon after the reply)."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(found := refusals(env, operation)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def staff_group_request(env: Env, key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    """``create_person_group`` of the group ``staff``, signed now as client ``manager`` (by default
+    with its key)."""
+    body = {"personGroupId": "staff", "name": "Staff"}
+    return sign_request(body, "create_person_group", DEVICE, "manager", key or env.manager, time.time())
 
 
 def one_reply(requester: Requester, op: str, payload: bytes) -> tuple[str, dict[str, Any]]:
@@ -156,14 +177,7 @@ def test_a_retained_request_is_refused_at_every_connect_and_never_run(
         # a signed directory change, retained while edged is connected: refused now and at every
         # reconnect (the broker hands it over again), audited each time, never run
         requester5.clear()
-        signed = sign_request(
-            {"personGroupId": "staff", "name": "Staff"},
-            "create_person_group",
-            DEVICE,
-            "manager",
-            env.manager,
-            time.time(),
-        )
+        signed = staff_group_request(env)
         requester5.send("create_person_group", json.dumps(signed).encode(), retain=True)
         ((_, live, _),) = requester5.wait(1)
         assert live["error"]["code"] == "BadArgument" and "retained" in live["error"]["message"]
@@ -182,7 +196,7 @@ def test_a_retained_request_is_refused_at_every_connect_and_never_run(
         with pytest.raises(PersonGroupNotFound):
             env.service.get_group("staff")
         assert env.server.served == 0
-        audited = refusals(env, "create_person_group")
+        audited = refusals_written(env, "create_person_group", 2)
         assert len(audited) == 2 and all("retained" in r for r in audited), audited
         assert env.store.audit.verify().intact
 
@@ -263,7 +277,7 @@ def test_a_signed_request_with_a_malformed_number_is_refused_and_audited(
     ((who, result),) = [
         (r.actor, r.result) for r in env.store.audit.records() if r.operation == "create_person_group"
     ]
-    assert who == "mqtt:manager" and "refused: BadArgument: auth.ts" in result
+    assert who == "mqtt:unverified:manager" and "refused: BadArgument: auth.ts" in result
     (listed,) = refusals(env, "list_person_groups")
     assert "top" in listed
     assert env.store.audit.verify().intact
@@ -349,3 +363,89 @@ def test_a_guessed_transaction_cannot_answer_a_signed_request_in_its_place(broke
             thread.join(5)
     forger.client.loop_stop()
     forger.client.disconnect()
+
+
+def test_the_actor_of_a_refusal_before_a_signature_verified_is_marked_unverified(
+    env: Env, requester5: Requester
+) -> None:
+    """Anyone may name a client in ``auth.client``: until its signature verified, the refusal's actor
+    says it was claimed (``mqtt:unverified:<client>``), never ``mqtt:<client>``."""
+    forged = staff_group_request(env, Ed25519PrivateKey.generate())  # not the manager's key
+    _, reply = one_reply(requester5, "create_person_group", json.dumps(forged).encode())
+    assert reply["error"]["code"] == "Unauthorized" and "signature" in reply["error"]["message"]
+    requester5.clear()
+    # the manager's own signature, with a Response Topic of another client's: refused once verified
+    signed = staff_group_request(env)
+    requester5.send("create_person_group", json.dumps(signed).encode(), TOPICS.reply("reception", "x"))
+    ((topic, reply, _),) = requester5.wait(1)
+    assert topic == TOPICS.response("create_person_group") and reply["error"]["code"] == "BadArgument"
+    with env.service.access.lock:
+        actors = [r.actor for r in env.store.audit.records() if "refused" in r.result]
+    assert actors == ["mqtt:unverified:manager", "mqtt:manager"]
+    with pytest.raises(PersonGroupNotFound):
+        env.service.get_group("staff")
+
+
+# -- review: a refusal on paho's network thread never waits for the directory ------------------------
+
+
+def test_a_refusal_on_pahos_thread_never_waits_for_the_service_lock(env: Env) -> None:
+    """A retained or too large request on a manager operation is refused on paho's network thread:
+    ``submit`` answers it and queues its audit record for the server's writer thread, so it returns
+    while another thread holds the service lock (a train, an identify, a pruning batch: while paho's
+    thread waits, nothing is sent or received and the broker drops the connection), and the records
+    are written once the lock is let go."""
+    signed = staff_group_request(env)
+    topic = TOPICS.request("create_person_group")
+    retained = InboundMessage(topic, json.dumps(signed).encode(), 1, retain=True)
+    too_large = InboundMessage(topic, b" " * (env.server.max_bytes + 1), 1, retain=False)
+    written = env.store.audit.last_seq()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with env.service.access.lock:
+            held.set()
+            release.wait(TIMEOUT)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(TIMEOUT)
+        for message in (retained, too_large):
+            submit = threading.Thread(target=env.server.submit, args=(message,))
+            submit.start()
+            submit.join(TIMEOUT)
+            assert not submit.is_alive(), "submit waited for the service lock"
+        assert holder.is_alive(), "the lock was held all along"
+        assert env.store.audit.last_seq() == written, "nothing is written while the lock is held"
+    finally:
+        release.set()
+        holder.join()
+    audited = refusals_written(env, "create_person_group", 2)
+    assert len(audited) == 2, audited
+    assert "retained" in audited[0] and "bytes; the limit is" in audited[1]
+    with env.service.access.lock:
+        actors = [r.actor for r in env.store.audit.records() if "refused" in r.result]
+    assert actors == ["mqtt:unverified:manager", "mqtt:(unsigned or malformed)"], "claimed, not verified"
+    assert env.server.counters()["refusals_unaudited"] == 0
+    assert env.store.audit.verify().intact
+
+
+def test_refusals_waiting_for_the_writer_are_bounded_dropped_and_counted(env: Env) -> None:
+    """The queue between paho's thread and the writer is bounded: a refusal that finds it full (the
+    writer behind, e.g. waiting for the service lock), or comes once the writer stopped, is dropped
+    and counted; the queued ones are written, in order, before ``stop`` returns."""
+    audit = RefusalAudit(env.service, depth=2)  # its writer not started yet: nothing leaves the queue
+    error = BadArgument("a retained request is never run")
+    written = env.store.audit.last_seq()
+    for i in range(5):
+        audit.refused("create_person_group", f"mqtt:unverified:c{i}", "?", error, queued=True)
+    assert audit.unaudited == 3
+    audit.start()
+    audit.stop()
+    audit.refused("create_person_group", "mqtt:unverified:late", "?", error, queued=True)
+    assert audit.unaudited == 4
+    with env.service.access.lock:
+        records = [r for r in env.store.audit.records() if r.seq > written]
+    assert [r.actor for r in records] == ["mqtt:unverified:c0", "mqtt:unverified:c1"]
+    assert records[0].result == "refused: BadArgument: a retained request is never run"

@@ -224,14 +224,14 @@ def test_audit_records_past_their_retention_are_pruned_at_start_and_every_day(
     cli = Store.open(state_dir, kek, clock)  # the CLI, beside the daemon
     try:
         cli.audit.append("create_person_group", "cli", "manager", {"personGroupId": "staff"}, "ok")
-        clock.advance(2 * 86_400)
-        config = Config.model_validate({"directory": {"audit_retention_days": 1}})
+        clock.advance(31 * 86_400)
+        config = Config.model_validate({"directory": {"audit_retention_days": 30, "audit_min_records": 0}})
         app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline, clock=clock)
         try:
             app.start()
             assert [r.operation for r in cli.audit.records()] == ["prune_audit"], "pruned at start"
             cli.audit.append("delete_person_group", "cli", "manager", {"personGroupId": "staff"}, "ok")
-            clock.advance(86_400 + AUDIT_PRUNE_INTERVAL_S)  # past the retention, and the next run is due
+            clock.advance(30 * 86_400 + AUDIT_PRUNE_INTERVAL_S)  # past the retention, and the next run is due
             wait_until(lambda: len(list(cli.audit.records())) == 1, "the daily pruning ran")
             assert app.scheduler is not None
             assert app.scheduler.runs["audit retention"] == 2

@@ -373,12 +373,67 @@ def test_tampering_after_pruning_is_still_detected(store: Store, clock: ManualCl
 
 
 def test_a_broken_chain_is_not_pruned(store: Store, clock: ManualClock) -> None:
-    """Pruning signs an anchor and a head: over a tampered chain it would seal what was done."""
+    """Pruning signs an anchor: over a tampered record it would seal what was done. It verifies what
+    it would delete (not the whole chain): a break there refuses the pruning; a break in what it
+    keeps stays for ``verify`` to report, and stops the pruning that reaches it."""
     records = write_records(store, clock, 5)
     store.db.execute("UPDATE audit SET result = 'changed' WHERE seq = 4")
     with pytest.raises(AuditBroken, match="record 4 was changed"):
-        store.audit.prune(records[1].time + 0.1)
+        store.audit.prune(records[3].time + 0.1)
     assert [r.seq for r in store.audit.records()] == [1, 2, 3, 4, 5]
+    assert store.audit.prune(records[1].time + 0.1) == 2  # records 1 and 2 verified
+    assert broken(store).reason == "record 4 was changed after it was written"
+    with pytest.raises(AuditBroken, match="record 4 was changed"):
+        store.audit.prune(records[4].time + 0.1)
+    assert [r.seq for r in store.audit.records()] == [3, 4, 5, 6]
+
+    # an anchor that is not the device key's: nothing is pruned after it
+    store.db.execute("UPDATE meta SET value = ? WHERE key = 'audit_anchor'", (b"not json",))
+    with pytest.raises(AuditBroken, match="anchor is not a signed position"):
+        store.audit.prune(None, max_records=1)
+    assert [r.seq for r in store.audit.records()] == [3, 4, 5, 6]
+
+
+def test_a_clock_stepped_forward_never_prunes_the_newest_records(store: Store, clock: ManualClock) -> None:
+    """Every record looks old to a clock stepped forward ten years: ``keep`` newest stay, whatever
+    the clock says, and the chain still verifies."""
+    records = write_records(store, clock, 8)
+    clock.advance(3650 * 86_400)
+    assert store.audit.prune(clock.now() - 30 * 86_400, keep=3) == 5
+    kept = list(store.audit.records())
+    assert kept[:3] == records[5:] and kept[3].operation == "prune_audit"
+    assert store.audit.verify() == ChainCheck(True, 4, "ok")
+    assert store.audit.prune(clock.now() - 30 * 86_400, keep=4) == 0, "the newest 4 stay"
+    assert store.audit.prune(clock.now() - 30 * 86_400, keep=1) == 3
+
+
+def test_the_log_keeps_at_most_max_records_whatever_their_age(store: Store, clock: ManualClock) -> None:
+    records = write_records(store, clock, 10)
+    assert store.audit.prune(None, max_records=4) == 7, "none is old: the count bound alone"
+    kept = list(store.audit.records())
+    assert kept[:3] == records[7:]
+    assert kept[3].result == "ok; 7 record(s) beyond the newest 4 deleted"
+    assert store.audit.verify() == ChainCheck(True, 4, "ok")
+    assert store.audit.prune(None, max_records=4) == 0, "a log at its bound is left alone"
+    # with an age too: a record goes when it is either; never one of the newest ``keep``
+    clock.advance(1)
+    store.audit.append("identify", "door-1", "terminal", {}, "ok")
+    assert store.audit.prune(records[9].time + 0.1, max_records=4, keep=2) == 3  # 2 by count, 3 by age
+    assert [r.seq for r in store.audit.records()] == [11, 12, 13]
+    assert "written before " in list(store.audit.records())[-1].result
+    assert store.audit.prune(None, max_records=1, keep=2) == 1, "keep wins over the count bound"
+    assert [r.seq for r in store.audit.records()] == [12, 13, 14]
+
+
+def test_a_batch_verifies_and_deletes_only_what_it_may(store: Store, clock: ManualClock) -> None:
+    """``limit``: at most that many go in one transaction; the next batch goes on from its anchor."""
+    write_records(store, clock, 9)
+    assert store.audit.prune(None, max_records=2, limit=4) == 4
+    assert store.audit.prune(None, max_records=2, limit=4) == 4
+    assert store.audit.prune(None, max_records=2, limit=4) == 2
+    assert store.audit.prune(None, max_records=2, limit=4) == 0
+    assert store.audit.verify() == ChainCheck(True, 2, "ok")
+    assert [r.operation for r in store.audit.records()] == ["prune_audit"] * 2
 
 
 def test_the_anchor_cannot_be_removed_or_moved_without_the_device_key(

@@ -6,18 +6,24 @@ cameraman (scikit-image's ``camera()``, a different man, distance ≈ 0.8 from t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from skimage import data
 
 from edged.clock import ManualClock
-from edged.directory.audit import ChainCheck
+from edged.directory.audit import AuditLog, ChainCheck
 from edged.directory.crypto import create_key_file, read_kek, verify_signature
-from edged.directory.scope import DirectoryScope, GroupScope, ListScope
+from edged.directory.faces import Faces
+from edged.directory.scope import DirectoryScope, GroupScope, ListScope, Scope
+from edged.directory.sealed import Templates
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -36,7 +42,7 @@ from edged.errors import (
 from edged.pipeline.pipeline import FacePipeline
 from edged.service import changes as changes_module
 from edged.service import limits
-from edged.service.faces import FaceService
+from edged.service.faces import AUDIT_PRUNE_BATCH, FaceService
 from edged.service.policy import Caller
 from edged.service.settings import DirectorySettings
 from edged.types import Box, ImageRGB
@@ -272,6 +278,66 @@ def test_duplicate_identity_is_refused_and_names_the_person(
     assert service.store.persons.get("staff", second).face_ids == ()
 
 
+class WatchedFaces(Faces):
+    """The store's real template reader, noting for each whole scope it decrypts (an index loaded)
+    whether a SQLite write transaction was open meanwhile."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.db, store.keys, store.groups, store.face_lists)
+        self.loads: list[tuple[Scope, bool]] = []
+
+    def templates(
+        self, scope: Scope, *, person_ids: Sequence[str] | None = None, face_ids: Sequence[str] | None = None
+    ) -> Templates:
+        if person_ids is None and face_ids is None:
+            self.loads.append((scope, self.db.in_transaction))
+        return super().templates(scope, person_ids=person_ids, face_ids=face_ids)
+
+
+def test_the_duplicate_check_loads_its_index_before_the_write_transaction(
+    service: FaceService, pipeline: FacePipeline, astronaut: ImageRGB
+) -> None:
+    """A fresh process (the CLI) has no index cached: the duplicate check decrypts the whole scope,
+    which must not happen while it holds SQLite's write lock (the daemon's writes would wait for it,
+    and fail after the busy timeout)."""
+    first = enrolled_group(service, astronaut)
+    store = service.store
+    store.faces = watched = WatchedFaces(store)
+    fresh = FaceService(pipeline, store, DirectorySettings(), "m")  # nothing cached
+    second = fresh.changes.create_person(MANAGER, "staff", "Impostor")
+    with pytest.raises(DuplicateIdentity, match=first):
+        fresh.changes.add_person_face(MANAGER, "staff", second, shifted(astronaut, 10, 10))
+    enrolling = FaceService(pipeline, store, DirectorySettings(), "m")  # the CLI's enroll
+    twin = enrolling.changes.embed(MANAGER, shifted(astronaut, -10, 5))
+    (refused,) = enrolling.changes.enrol_person(MANAGER, "staff", None, "Twin", [twin]).faces
+    assert isinstance(refused, DuplicateIdentity) and first in refused.message
+    assert watched.loads == [(GroupScope("staff"), False)] * 2, "an index was loaded in a transaction"
+    assert store.persons.get("staff", second).face_ids == ()
+
+
+def test_the_duplicate_check_sees_what_another_process_committed(
+    service: FaceService, pipeline: FacePipeline, astronaut: ImageRGB, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The index loaded (or cached) before the transaction is brought up to date inside it: a face
+    another process (the CLI beside the daemon) committed meanwhile is a duplicate too."""
+    service.changes.create_group(MANAGER, "staff", "Staff")
+    impostor = service.changes.create_person(MANAGER, "staff", "Impostor")
+    assert len(service.access.indexes.get(GroupScope("staff"))) == 0  # cached, empty
+    cli = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"), clock)
+    try:
+        first = enrolled_person(FaceService(pipeline, cli, DirectorySettings(), "m"), astronaut)
+    finally:
+        cli.close()
+    with pytest.raises(DuplicateIdentity, match=first):
+        service.changes.add_person_face(MANAGER, "staff", impostor, shifted(astronaut, 10, 10))
+
+
+def enrolled_person(service: FaceService, image: ImageRGB) -> str:
+    person = service.changes.create_person(MANAGER, "staff", "Eileen")
+    service.changes.add_person_face(MANAGER, "staff", person, image)
+    return person
+
+
 def test_duplicate_identity_can_warn_instead(
     tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, clock: ManualClock
 ) -> None:
@@ -400,8 +466,10 @@ def test_audit_records_past_the_retention_are_pruned(
     tmp_path: Path, pipeline: FacePipeline, clock: ManualClock
 ) -> None:
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
-    month = FaceService(pipeline, store, DirectorySettings(audit_retention_days=30), "m")
-    forever = FaceService(pipeline, store, DirectorySettings(audit_retention_days=0), "m")
+    month = FaceService(pipeline, store, DirectorySettings(audit_retention_days=30, audit_min_records=0), "m")
+    forever = FaceService(
+        pipeline, store, DirectorySettings(audit_retention_days=0, audit_min_records=0), "m"
+    )
     try:
         month.changes.create_group(MANAGER, "staff", "Staff")
         clock.advance(20 * 86_400)
@@ -417,6 +485,115 @@ def test_audit_records_past_the_retention_are_pruned(
         assert len(list(store.audit.records())) == 2
     finally:
         store.close()
+
+
+def test_the_audit_log_is_bounded_by_count_and_keeps_its_newest_records_whatever_the_clock(
+    tmp_path: Path, pipeline: FacePipeline, clock: ManualClock
+) -> None:
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
+    settings = DirectorySettings(audit_retention_days=30, audit_max_records=6, audit_min_records=3)
+    service = FaceService(pipeline, store, settings, "m")
+    try:
+        for i in range(4):
+            service.changes.create_group(MANAGER, f"g{i}", "G")
+        assert service.prune_audit() == 0, "4 recent records: within both bounds"
+        clock.advance(3650 * 86_400)  # a clock stepped forward: every record looks ten years old
+        assert service.prune_audit() == 1, "the newest audit_min_records stay"
+        assert [r.targets.get("personGroupId") for r in store.audit.records()][:3] == ["g1", "g2", "g3"]
+        for i in range(4, 12):
+            service.changes.create_group(MANAGER, f"g{i}", "G")
+        assert len(list(store.audit.records())) == 12
+        assert service.prune_audit() == 7, "none is old: down to audit_max_records, its record included"
+        assert len(list(store.audit.records())) == 6
+        clock.advance(31 * 86_400)
+        assert service.prune_audit() == 3, "all old: the newest audit_min_records stay"
+        assert [r.operation for r in store.audit.records()] == ["create_person_group"] * 2 + [
+            "prune_audit"
+        ] * 2
+        assert store.audit.verify().intact
+    finally:
+        store.close()
+
+
+class WatchedAuditLog(AuditLog):
+    """The store's real audit log, noting at the start of each pruning batch whether a transaction is
+    open and whether another thread could take the service lock once this one lets go of it once
+    (held once: the batch's own hold; more: the prune holds it across batches), and whether the
+    whole chain was verified."""
+
+    def __init__(self, store: Store, lock: threading.RLock) -> None:
+        super().__init__(store.db, store.keys, store.clock)
+        self.lock = lock
+        self.batches: list[tuple[bool, bool, int]] = []  # (in a transaction, lock free, deleted)
+        self.full_verifications = 0
+
+    def prune(self, before: float | None, **bounds: Any) -> int:
+        in_transaction = self.db.in_transaction
+        deleted = super().prune(before, **bounds)
+        self.batches.append((in_transaction, self._free_after_one_release(), deleted))
+        return deleted
+
+    def _free_after_one_release(self) -> bool:
+        taken: list[bool] = []
+
+        def other() -> None:
+            if self.lock.acquire(blocking=False):
+                taken.append(True)
+                self.lock.release()
+
+        self.lock.release()
+        try:
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+        finally:
+            self.lock.acquire()
+        return bool(taken)
+
+    def verify(self) -> ChainCheck:
+        self.full_verifications += 1
+        return super().verify()
+
+
+def test_a_large_audit_log_is_pruned_in_batches_that_let_the_service_lock_go(
+    tmp_path: Path, pipeline: FacePipeline, clock: ManualClock
+) -> None:
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
+    settings = DirectorySettings(audit_max_records=1000, audit_min_records=100)
+    service = FaceService(pipeline, store, settings, "m")
+    store.audit = watched = WatchedAuditLog(store, service.access.lock)
+    try:
+        with store.db.tx():
+            for _ in range(2 * AUDIT_PRUNE_BATCH + 1500):
+                store.audit.append("create_person_group", "mqtt:unverified:x", "?", {}, "refused: …")
+        assert service.prune_audit() == 2 * AUDIT_PRUNE_BATCH + 500 + 3  # and the first two batches' records
+        assert watched.batches == [
+            (False, True, AUDIT_PRUNE_BATCH),
+            (False, True, AUDIT_PRUNE_BATCH),
+            (False, True, 503),
+        ], "each batch its own transaction, under the service lock held for that batch only"
+        assert watched.full_verifications == 0, "a batch verifies what it deletes, not the chain"
+        assert len(list(store.audit.records())) == 1000
+        assert AuditLog.verify(watched).intact
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"audit_retention_days": 1}, "0 (keep them) or at least 30 days"),
+        ({"audit_retention_days": 29}, "0 (keep them) or at least 30 days"),
+        ({"audit_retention_days": 3651}, "less than or equal to 3650"),
+        ({"audit_max_records": 0}, "greater than or equal to 1"),
+        ({"audit_max_records": 5000}, "audit_min_records (10,000) is above audit_max_records (5,000)"),
+    ],
+)
+def test_audit_retention_settings_have_sane_bounds(settings: dict[str, int], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        DirectorySettings.model_validate(settings)
+    for days in (0, 30, 3650):
+        assert DirectorySettings(audit_retention_days=days).audit_retention_days == days
 
 
 def test_a_recognizer_can_match_but_never_enrol_or_delete(

@@ -5,8 +5,8 @@
     submit(message) ── checks ──► bounded queue ──► parse JSON (codec: no lone surrogate, no number
       │  full → reply Busy at once                  a double cannot hold) → authenticate (Ed25519,
       └─ response topic not allowed, retained,      nonce, window) → the reply topic is the signer's
-         too big → refuse at once                   → role → schema (strict, closed) → decode image
-                                                    in memory → FaceService → reply
+         too big → refuse at once (the audit        → role → schema (strict, closed) → decode image
+         record queued for the api-audit thread)    in memory → FaceService → reply
 
 Replies go under the requester's own identity only. An MQTT v5 request with a Response Topic is
 answered there with its Correlation Data when the topic is ``edged/<device>/reply/<C>/…`` and the
@@ -22,18 +22,17 @@ A retained request is refused, never run: the broker would hand it over again at
 too). Every request gets exactly one reply, with an error code for every failure (the directory's
 codes, plus ``Unauthorized`` and ``Busy``); the reply's encoding cannot fail (``edged.api.codec``).
 A request refused before it ran on an operation beyond the recognizer role is also an audit record
-(at most 60 a minute). Nothing is written to disk but what the operation itself stores (templates,
-never images). The operations themselves (schemas and handlers) are ``edged.api.operations``; the
-role each needs, ``edged.service.policy``.
+(at most 60 a minute; ``edged.api.refusals``: never written on paho's thread, and with the actor
+``mqtt:unverified:<client>`` until a signature verified). Nothing is written to disk but what the
+operation itself stores (templates, never images). The operations themselves (schemas and
+handlers) are ``edged.api.operations``; the role each needs, ``edged.service.policy``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,8 +40,9 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from edged.api import codec
-from edged.api.auth import CLIENT_RE, Authenticator, Principal
+from edged.api.auth import Authenticator, Principal
 from edged.api.operations import OPERATIONS, Context, Operation
+from edged.api.refusals import RefusalAudit, claimed
 from edged.api.settings import ApiSettings
 from edged.errors import BadArgument, Busy, EdgedError, Forbidden, Unauthorized
 from edged.mqtt.client import Delivery, InboundMessage
@@ -60,7 +60,6 @@ REQUEST_OVERHEAD = 64 * 1024
 """JSON fields around the base64 image: the request cap is the image cap + this."""
 REPLY_QOS = 1
 REQUEST_QOS = 1
-REFUSALS_AUDITED_PER_MIN = 60
 
 
 def max_request_bytes(limits: ImageLimits) -> int:
@@ -137,10 +136,7 @@ class ApiServer:
         self.failed = 0
         self.busy = 0
         self.running = 0
-        self.refusals_unaudited = 0
-        self.refusals_suppressed_minute = 0
-        self._refusal_minute = -math.inf
-        self._refusals_this_minute = 0
+        self.refusals = RefusalAudit(service)
         self._stopping = False
 
     def listen(self, connection: Subscriber) -> Subscription:
@@ -152,6 +148,7 @@ class ApiServer:
         )
 
     def start(self) -> None:
+        self.refusals.start()
         for i in range(self.settings.workers):
             worker = threading.Thread(target=self._work, name=f"api-{i}", daemon=True)
             worker.start()
@@ -176,6 +173,7 @@ class ApiServer:
         for worker in self._workers:
             worker.join(timeout)
         self._workers.clear()
+        self.refusals.stop(timeout)
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -189,7 +187,7 @@ class ApiServer:
                 "busy": self.busy,
                 "queued": self._queue.qsize(),
                 "running": self.running,
-                "refusals_unaudited": self.refusals_unaudited,
+                "refusals_unaudited": self.refusals.unaudited,
             }
 
     # paho's network thread: cheap checks only
@@ -251,11 +249,12 @@ class ApiServer:
 
     def _refuse_early(self, route: _Route, payload: bytes, error: EdgedError) -> None:
         """Answer a request refused before it was queued (on paho's thread: a small payload is
-        parsed for its transaction and claimed client, a large one only scanned) and audit it."""
+        parsed for its transaction and claimed client, a large one only scanned) and audit it (the
+        record queued for the writer thread: paho's thread never waits for the service lock)."""
         body = codec.peek(payload)
         operation = self.operations.get(route.op)
         if operation is not None and _audited(operation):
-            self._audit_refusal(operation.name, _claimed(body), "?", error)
+            self.refusals.refused(operation.name, claimed(body), "?", error, queued=True)
         transaction = codec.transaction_of(body) if body is not None else codec.peek_transaction(payload)
         self._reply_error(self._unverified(route), transaction, error)
 
@@ -288,7 +287,7 @@ class ApiServer:
                 codec.check(body)
             except BadArgument as exc:
                 if operation is not None and _audited(operation):
-                    self._audit_refusal(operation.name, _claimed(body), "?", exc)
+                    self.refusals.refused(operation.name, claimed(body), "?", exc, queued=False)
                 raise
             if operation is None:
                 raise BadArgument(f"unknown operation {route.op!r}; see docs/mqtt-api.md")
@@ -319,7 +318,7 @@ class ApiServer:
             return self.auth.check(operation.name, body)
         except (Unauthorized, BadArgument) as exc:
             if _audited(operation):
-                self._audit_refusal(operation.name, _claimed(body), "?", exc)
+                self.refusals.refused(operation.name, claimed(body), "?", exc, queued=False)
             if isinstance(exc, BadArgument):
                 raise Unauthorized(exc.message) from None
             raise
@@ -337,9 +336,8 @@ class ApiServer:
             f"response topic {route.topic!r} is not allowed: {who} (or on {self.topics.response(route.op)})"
         )
         if _audited(operation):
-            self._audit_refusal(
-                operation.name, f"mqtt:{principal.client or '(unsigned)'}", principal.role, error
-            )
+            actor = f"mqtt:{principal.client or '(unsigned)'}"
+            self.refusals.refused(operation.name, actor, principal.role, error, queued=False)
         raise error
 
     def _permit(self, operation: Operation, principal: Principal) -> None:
@@ -352,37 +350,9 @@ class ApiServer:
             )
             if _audited(operation) or principal.signed:
                 actor = f"mqtt:{principal.client or '(unsigned)'}"
-                self._audit_refusal(operation.name, actor, principal.role, None)
+                self.refusals.refused(operation.name, actor, principal.role, None, queued=False)
             error_type = Forbidden if principal.signed else Unauthorized
             raise error_type(f"{operation.name} needs role {operation.role}; {detail}")
-
-    def _audit_refusal(self, operation: str, actor: str, role: str, error: EdgedError | None) -> None:
-        """An audit record for a refused request, at most ``REFUSALS_AUDITED_PER_MIN`` a minute (the
-        chain cannot be pruned: a flood of refused requests must not fill the disk); beyond that
-        they are counted (``refusals_unaudited``) and logged once per minute."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._refusal_minute >= 60.0:
-                if self.refusals_suppressed_minute:
-                    logger.warning(
-                        "API: %d refused requests in the last minute were not audited (rate limit)",
-                        self.refusals_suppressed_minute,
-                    )
-                self._refusal_minute, self._refusals_this_minute = now, 0
-                self.refusals_suppressed_minute = 0
-            if self._refusals_this_minute >= REFUSALS_AUDITED_PER_MIN:
-                self.refusals_unaudited += 1
-                self.refusals_suppressed_minute += 1
-                return
-            self._refusals_this_minute += 1
-        message = "" if error is None else codec.printable(error.message[:160])
-        result = "refused: role" if error is None else f"refused: {error.code}: {message}"
-        try:
-            self.service.record(operation, actor, role, {}, result)
-        except Exception:  # the refusal still gets its reply
-            logger.exception("API: the refusal of a %s request could not be audited", operation)
-            with self._lock:
-                self.refusals_unaudited += 1
 
     def _count(self, name: str, delta: int = 1) -> None:
         with self._lock:
@@ -399,15 +369,3 @@ def _audited(operation: Operation) -> bool:
     """Refusals of operations beyond the recognizer role (changes and reads of the directory, admin
     operations) are audited."""
     return operation.role != policy.LOWEST
-
-
-def _claimed(body: object) -> str:
-    """The audit actor of a request refused before its signature verified: the client it claims
-    (``mqtt:<client>``, when that is a well-formed client ID), else ``mqtt:(unsigned or malformed)``."""
-    auth = body.get("auth") if isinstance(body, dict) else None
-    client = auth.get("client") if isinstance(auth, dict) else None
-    return (
-        f"mqtt:{client}"
-        if isinstance(client, str) and CLIENT_RE.fullmatch(client)
-        else "mqtt:(unsigned or malformed)"
-    )

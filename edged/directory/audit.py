@@ -11,12 +11,14 @@ Records hold operation, actor, role, target IDs (UUIDs and group IDs), result an
 names, images or templates. A directory change writes its record in its own transaction
 (``edged.service.access``): both commit, or neither.
 
-Retention (``prune``): the oldest records go, and the device key signs the chain's *anchor* (the
-seq and hash of the last record deleted, ``meta.audit_anchor``), which ``verify`` starts from; the
-pruning is itself recorded. Head and anchor are signed with different prefixes, so neither passes
-for the other. An older anchor put back does not verify (the records after it are gone). What no
-check inside the file can show is the whole file put back from a backup, or the whole log wiped
-with its head and anchor: the records forwarded to MQTT are the copy outside the device.
+Retention (``prune``): the oldest records go (by age, by count; never the newest few), and the
+device key signs the chain's *anchor* (the seq and hash of the last record deleted,
+``meta.audit_anchor``), which ``verify`` starts from; the pruning is itself recorded. Only the
+records deleted are verified first: the anchor moves over records that verified. Head and anchor
+are signed with different prefixes, so neither passes for the other. An older anchor put back does
+not verify (the records after it are gone). What no check inside the file can show is the whole
+file put back from a backup, or the whole log wiped with its head and anchor: the records forwarded
+to MQTT are the copy outside the device.
 """
 
 from __future__ import annotations
@@ -244,31 +246,73 @@ class AuditLog:
             )
         return chain
 
-    def prune(self, before: float) -> int:
-        """Delete the oldest records, those written before ``before`` (up to the first that is not:
-        the chain stays one piece), in one transaction with the anchor signed at the last one
-        deleted and a record of the pruning (``prune_audit``, actor ``edged``, role ``system``).
-        Returns how many were deleted (0: nothing changed). ``AuditBroken`` when the chain does not
-        verify: pruning it would sign whatever was done to it over."""
+    def prune(
+        self,
+        before: float | None,
+        *,
+        keep: int = 0,
+        max_records: int | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete the oldest records, in one transaction with the anchor signed at the last one
+        deleted and a record of the pruning (``prune_audit``, actor ``edged``, role ``system``). A
+        record goes when it is beyond the newest ``max_records`` (by seq), or when it and every
+        record before it were written before ``before`` (None: age prunes nothing): the chain
+        stays one piece. The newest ``keep`` records never go, whatever the clock says (a clock
+        stepped forward makes every record look old). At most ``limit`` go (None: no limit): the
+        caller prunes a large log in batches, each a short transaction. Records are counted by seq
+        (an intact chain has no gap); a log at the bound is left alone, so a pruning by count leaves
+        exactly ``max_records``, its own record included.
+
+        Only what is deleted is verified, from the signed anchor on (O(deleted), not O(chain)):
+        the new anchor is signed over records that verified, so pruning never seals a change; a
+        break in the records it keeps stays for ``verify`` to report. Returns how many were deleted
+        (0: nothing changed). ``AuditBroken`` when the anchor or the records to delete do not
+        verify: nothing is pruned."""
         with self.db.tx() as db:
-            check = self.verify()
+            newest = self.last_seq()
+            first = int(db.scalar("SELECT COALESCE(MIN(seq), 1) FROM audit"))
+            overflow = 0  # beyond the bound: down to max_records with the pruning's own record
+            if max_records is not None and newest - first + 1 > max_records:
+                overflow = newest + 1 - max_records
+            rows = db.execute(
+                "SELECT * FROM audit WHERE seq <= ? ORDER BY seq LIMIT ?",
+                (newest - keep, -1 if limit is None else limit),
+            )
+            doomed: list[AuditRecord] = []
+            for row in rows:
+                record = AuditRecord.from_row(tuple(row))
+                if record.seq > overflow and (before is None or record.time >= before):
+                    break
+                doomed.append(record)
+            if not doomed:
+                return 0
+            try:
+                start = self._mark("anchor") or (0, GENESIS)
+            except _Unverified as exc:
+                raise AuditBroken(f"the audit chain is broken ({exc}); nothing was pruned") from None
+            check = verify_chain(doomed, start)
             if not check.intact:
                 raise AuditBroken(f"the audit chain is broken ({check.reason}); nothing was pruned")
-            newer = db.scalar("SELECT MIN(seq) FROM audit WHERE time >= ?", (before,))
-            last = db.execute(
-                "SELECT seq, hash FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT 1",
-                (self.last_seq() + 1 if newer is None else newer,),
-            ).fetchone()
-            if last is None:
-                return 0
-            deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (last[0],)).rowcount
-            self._sign("anchor", int(last[0]), str(last[1]))
-            written = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
+            last = doomed[-1]
+            db.execute("DELETE FROM audit WHERE seq <= ?", (last.seq,))
+            self._sign("anchor", last.seq, last.hash)
             self.append(
                 "prune_audit",
                 "edged",
                 "system",
-                {"auditSeq": str(last[0])},
-                f"ok; {deleted} record(s) written before {written} deleted",
+                {"auditSeq": str(last.seq)},
+                f"ok; {len(doomed)} record(s) {_why(before, max_records)} deleted",
             )
-        return int(deleted)
+        return len(doomed)
+
+
+def _why(before: float | None, max_records: int | None) -> str:
+    """Which records a pruning deleted, for its record: ``written before <time>``, ``beyond the
+    newest <n>``, or both (``… or …``)."""
+    reasons = []
+    if before is not None:
+        reasons.append("written before " + datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds"))
+    if max_records is not None:
+        reasons.append(f"beyond the newest {max_records:,}")
+    return " or ".join(reasons)

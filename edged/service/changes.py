@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -18,6 +19,7 @@ from edged.directory.receipts import Receipt
 from edged.directory.scope import GroupScope, ListScope, person_scope
 from edged.errors import DuplicateIdentity, EdgedError, PersonGroupNotFound, QuotaExceeded
 from edged.matcher import Match
+from edged.service import policy
 from edged.service.access import Operations
 from edged.service.limits import (
     MAX_FACES_PER_PERSON,
@@ -187,18 +189,28 @@ class DirectoryChanges(Operations):
         quota) is left out with its error and the others go on; anything else, or a process killed
         on the way, leaves nothing."""
         results: list[Enrolment | EdgedError] = []
-        with self.access.transaction():
-            created = person_id is None
-            if person_id is None:
-                person_id = self.create_person(caller, group_id, name, user_data)
-            for embedded in faces:
-                try:
-                    results.append(self._add_person_face(caller, group_id, person_id, embedded, None))
-                except EdgedError as exc:
-                    results.append(exc)
+        with self.access.lock:
+            if faces:
+                self._load_duplicate_index(caller, group_id)
+            with self.access.transaction():
+                created = person_id is None
+                if person_id is None:
+                    person_id = self.create_person(caller, group_id, name, user_data)
+                for embedded in faces:
+                    try:
+                        results.append(self._add_person_face(caller, group_id, person_id, embedded, None))
+                    except EdgedError as exc:
+                        results.append(exc)
         return PersonEnrolment(person_id, created, tuple(results))
 
     def _add_person_face(
+        self, caller: Caller, group_id: str | None, person_id: str, embedded: Embedded, user_data: str | None
+    ) -> Enrolment:
+        with self.access.lock:  # the index loaded before the write transaction, not inside it
+            self._load_duplicate_index(caller, group_id)
+            return self._store_person_face(caller, group_id, person_id, embedded, user_data)
+
+    def _store_person_face(
         self, caller: Caller, group_id: str | None, person_id: str, embedded: Embedded, user_data: str | None
     ) -> Enrolment:
         operation = "add_person_face"
@@ -238,7 +250,21 @@ class DirectoryChanges(Operations):
         check_text("userData", user_data, MAX_USER_DATA)
         return Embedded(*self.finder.enrollable(image, target))
 
+    def _load_duplicate_index(self, caller: Caller, group_id: str | None) -> None:
+        """Under the service lock, before the change's write transaction: the index the duplicate
+        check searches, loaded (decrypted: the whole scope, in a fresh CLI process) while no SQLite
+        write lock is held, so other writers (the daemon) do not wait for the decryption. Nothing
+        for a caller the change will refuse, or a group that does not exist (the change says so)."""
+        if self.settings.duplicate_policy == "off" or not policy.allows(caller.role, "add_person_face"):
+            return
+        with suppress(PersonGroupNotFound):
+            self.indexes.get(person_scope(group_id))
+
     def _duplicate(self, group_id: str | None, person_id: str, template: FloatArray) -> Match | None:
+        """The closest face of another person within the duplicate threshold. The index was loaded
+        before the transaction (``_load_duplicate_index``); what other processes committed since is
+        added now (``refresh``: one PRAGMA when nothing changed, else only new faces decrypted)."""
+        self.access.refresh()
         index = self.indexes.get(person_scope(group_id))
         threshold = self.calibration.threshold_for(self.settings.duplicate_far)
         for match in index.search(template, 2, max_distance=threshold):

@@ -39,6 +39,10 @@ from edged.types import FloatArray
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400
+AUDIT_PRUNE_BATCH = 2_000
+"""Audit records deleted per transaction (and hold of the service lock): each is verified first
+(≈ 10 µs here) and its page zeroed (``secure_delete``): ≈ 20 ms a batch here, a few times that on a
+Pi."""
 
 
 class FaceService:
@@ -169,16 +173,35 @@ class FaceService:
         return count
 
     def prune_audit(self) -> int:
-        """Delete the audit records older than ``directory.audit_retention_days`` (0: keep them all)
-        and record it; the chain stays verifiable from its signed anchor (``AuditLog.prune``). The
-        daemon's maintenance thread calls this at start and once a day. Returns how many went."""
-        days = self.settings.audit_retention_days
-        if days == 0:
-            return 0
-        with self.access.lock:
-            count = self.store.audit.prune(self.store.clock.now() - days * SECONDS_PER_DAY)
+        """Delete the audit records beyond ``directory.audit_max_records`` and those older than
+        ``directory.audit_retention_days`` (0: none for their age), never the newest
+        ``directory.audit_min_records``, and record it; the chain stays verifiable from its signed
+        anchor (``AuditLog.prune``). In batches of ``AUDIT_PRUNE_BATCH`` records, each its own
+        transaction under the service lock, which is let go between them (a large log pruned does
+        not stop requests, the door's decisions or the refusals' records). The daemon's
+        maintenance thread calls this at start and once a day. Returns how many went."""
+        settings = self.settings
+        days = settings.audit_retention_days
+        before = None if days == 0 else self.store.clock.now() - days * SECONDS_PER_DAY
+        count = 0
+        while True:
+            with self.access.lock:
+                deleted = self.store.audit.prune(
+                    before,
+                    keep=settings.audit_min_records,
+                    max_records=settings.audit_max_records,
+                    limit=AUDIT_PRUNE_BATCH,
+                )
+            count += deleted
+            if deleted < AUDIT_PRUNE_BATCH:
+                break
         if count:
-            logger.info("retention: deleted %d audit records older than %d days", count, days)
+            logger.info(
+                "retention: deleted %d audit records (audit_retention_days %d, audit_max_records %d)",
+                count,
+                days,
+                settings.audit_max_records,
+            )
         return count
 
     def audit_after(self, seq: int | None, limit: int) -> tuple[int, list[AuditRecord]]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edged.strict import Strict
 
 __all__ = ["DirectorySettings"]
+
+MIN_RETENTION_DAYS = 30
+"""A shorter retention would erase the history an investigation needs (0 keeps every record)."""
+MAX_RETENTION_DAYS = 3650
 
 
 class DirectorySettings(Strict):
@@ -55,5 +59,34 @@ class DirectorySettings(Strict):
     audit_retention_days: int = Field(
         400,
         ge=0,
-        description="audit records older than this are deleted (the chain stays verifiable); 0 keeps all",
+        le=MAX_RETENTION_DAYS,
+        description="audit records older than this are deleted (the chain stays verifiable): 0 keeps"
+        f" them (up to audit_max_records), else {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS} days",
     )
+    audit_max_records: int = Field(
+        250_000,
+        ge=1,
+        le=100_000_000,
+        description="the audit log keeps at most this many records, the oldest go first (≈ 340 to 460"
+        " bytes each on disk: 250,000 ≤ 115 MB)",
+    )
+    audit_min_records: int = Field(
+        10_000,
+        ge=0,
+        description="the newest this many audit records are never deleted for their age, whatever the"
+        " clock says (a clock stepped forward makes every record look old); at most audit_max_records",
+    )
+
+    @model_validator(mode="after")
+    def _audit(self) -> DirectorySettings:
+        days = self.audit_retention_days
+        if 0 < days < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"audit_retention_days is {days}: 0 (keep them) or at least {MIN_RETENTION_DAYS} days"
+            )
+        if self.audit_min_records > self.audit_max_records:
+            raise ValueError(
+                f"audit_min_records ({self.audit_min_records:,}) is above audit_max_records"
+                f" ({self.audit_max_records:,})"
+            )
+        return self
