@@ -1,0 +1,90 @@
+"""Liveness (presentation-attack detection): the values every part of it shares.
+
+Three parts produce and consume these records:
+- ``pipeline/antispoof.py`` — the MiniFASNet ensemble, one frame and one face box → the probability
+  that the face is real (``PassiveModel``);
+- ``pipeline/cues.py`` — motion and geometry cues over the face mesh of a track (parallax, blink,
+  head turn for a challenge);
+- ``pipeline/fusion.py`` — per track: the model's scores over the good frames plus the cues →
+  one ``LivenessResult`` (``realface | spoofface | uncertain``, a score, the cues that decided).
+
+The terms are the reference service's: ``realface``, ``spoofface``, ``uncertain``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from edged.types import Box, FloatArray, ImageRGB
+
+__all__ = [
+    "CHALLENGES",
+    "Challenge",
+    "Cue",
+    "CueVerdict",
+    "LivenessDecision",
+    "LivenessFrame",
+    "LivenessResult",
+    "PassiveModel",
+]
+
+LivenessDecision = Literal["realface", "spoofface", "uncertain"]
+CueVerdict = Literal["real", "spoof", "none"]
+"""What one cue says on its own: ``none`` when it could not tell (too few frames, no motion …)."""
+
+Challenge = Literal["turn_left", "turn_right", "blink"]
+"""An active challenge the terminal's display shows: the subject turns their head to their own
+left or right, or blinks."""
+CHALLENGES: tuple[Challenge, ...] = ("turn_left", "turn_right", "blink")
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """One cue's reading over a frame or a track.
+
+    ``name``: ``model``, ``parallax``, ``blink`` or ``challenge``; ``value``: the raw measure in the
+    cue's own unit (documented in docs/liveness.md); ``score``: the measure mapped to [0, 1], 1 = live;
+    ``verdict``: what the cue says alone."""
+
+    name: str
+    value: float
+    score: float
+    verdict: CueVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessResult:
+    """The liveness of one face: over one image (the model cue only) or over a track.
+
+    ``decided_by`` names the cues whose verdict made ``decision`` (empty for ``uncertain`` when no
+    cue could tell); ``frames`` is how many frames were used; ``challenge`` the challenge asked, if
+    any."""
+
+    decision: LivenessDecision
+    score: float
+    cues: tuple[Cue, ...]
+    decided_by: tuple[str, ...]
+    frames: int
+    challenge: Challenge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessFrame:
+    """What the liveness of a track needs from one frame: its time (monotonic seconds), the face
+    box, the 468 mesh points (frame pixels, as ``Mesh.points``), whether the quality gate passed,
+    and the model's probability that the face is real (None when the model was not run)."""
+
+    t: float
+    box: Box
+    points: FloatArray = field(repr=False)
+    quality_ok: bool
+    model_score: float | None
+
+
+class PassiveModel(Protocol):
+    """A single-frame anti-spoofing model (``pipeline/antispoof.AntiSpoof``)."""
+
+    def real_probability(self, image: ImageRGB, box: Box) -> float:
+        """The probability, in [0, 1], that the face in ``box`` of ``image`` (RGB) is real."""
+        ...
