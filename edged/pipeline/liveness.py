@@ -13,6 +13,7 @@ The terms are the reference service's: ``realface``, ``spoofface``, ``uncertain`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -23,6 +24,7 @@ __all__ = [
     "Challenge",
     "Cue",
     "CueVerdict",
+    "LivenessAssessor",
     "LivenessDecision",
     "LivenessFrame",
     "LivenessResult",
@@ -88,3 +90,15 @@ class PassiveModel(Protocol):
     def real_probability(self, image: ImageRGB, box: Box) -> float:
         """The probability, in [0, 1], that the face in ``box`` of ``image`` (RGB) is real."""
         ...
+
+
+class LivenessAssessor(Protocol):
+    """Liveness of the face in a few images (``pipeline/fusion.LivenessChecker``): one image → the
+    model cue alone; several images (frames of one approach, in order, ``interval_s`` apart) → all
+    cues. The largest face of each image is the subject; an image without a face raises
+    ``NoFaceDetected``. ``challenge``: the challenge that was asked before the first image (its
+    motion must be in the images)."""
+
+    def assess(
+        self, images: Sequence[ImageRGB], interval_s: float = 0.1, challenge: Challenge | None = None
+    ) -> LivenessResult: ...
