@@ -220,7 +220,7 @@ STEM_SCOPE = "float_stem"
 """Name scope of the layers that run at 40×40 (the stem and the first down-sampling block)."""
 
 
-def apply(x: tf.Tensor, conv: Conv) -> tf.Tensor:
+def apply(x: tf.Tensor, conv: Conv, fused: bool = False) -> tf.Tensor:
     """The convolution and its PReLU.
 
     PReLU is written ``max(2 z, 2 alpha z)`` with ``z = y / 2`` folded into the convolution
@@ -234,7 +234,7 @@ def apply(x: tf.Tensor, conv: Conv) -> tf.Tensor:
     if size == 3:  # PyTorch's padding=1 on every side
         x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
     strides = [1, conv.stride, conv.stride, 1]
-    split = 1.0 if conv.neg_alpha is None else PRELU_SPLIT
+    split = 1.0 if conv.neg_alpha is None or fused else PRELU_SPLIT
     kernel, bias = _const(conv.kernel / split), _const(conv.bias / split)
     if conv.depthwise:
         y = tf.nn.depthwise_conv2d(x, kernel, strides=strides, padding="VALID")
@@ -243,6 +243,8 @@ def apply(x: tf.Tensor, conv: Conv) -> tf.Tensor:
     y = tf.nn.bias_add(y, bias)
     if conv.neg_alpha is None:
         return y
+    if fused:  # Keras' PReLU pattern, which the converter fuses into one PRELU op
+        return tf.nn.relu(y) + tf.nn.relu(-y) * _const(conv.neg_alpha.reshape(1, 1, -1))
     ones = np.full_like(conv.neg_alpha, split)
     return tf.maximum(y * _const(ones), y * _const(-conv.neg_alpha * split))
 
@@ -279,10 +281,10 @@ def fold_block(w: Weights, prefix: str, stride: int, residual: bool) -> FoldedBl
     return FoldedBlock(convs, se, residual)
 
 
-def apply_block(x: tf.Tensor, block: FoldedBlock) -> tf.Tensor:
+def apply_block(x: tf.Tensor, block: FoldedBlock, fused: bool = False) -> tf.Tensor:
     y = x
     for conv in block.convs:
-        y = apply(y, conv)
+        y = apply(y, conv, fused)
     if block.se is not None:
         s = tf.reduce_mean(y, axis=[1, 2])
         s = tf.nn.relu(tf.matmul(s, _const(block.se.w1)) + _const(block.se.b1))
@@ -335,8 +337,8 @@ class MiniFASNetTF(tf.Module):  # type: ignore[misc]
         x = image
         with tf.name_scope(STEM_SCOPE):  # the 40×40 layers: kept float32 in the int8 model
             for conv in self._net.stem:
-                x = apply(x, conv)
-            x = apply_block(x, self._net.blocks[0])
+                x = apply(x, conv, fused=True)
+            x = apply_block(x, self._net.blocks[0], fused=True)
         for block in self._net.blocks[1:]:
             x = apply_block(x, block)
         for conv in self._net.head:
@@ -344,80 +346,3 @@ class MiniFASNetTF(tf.Module):  # type: ignore[misc]
         x = tf.reshape(x, [1, 512])
         logits = tf.matmul(x, _const(self._net.dense)) + _const(self._net.dense_bias)
         return tf.identity(logits, name="logits")
-
-
-# --------------------------------------------------------------------------- range equalization
-
-
-def _activation(x: tf.Tensor, conv: Conv) -> tf.Tensor:
-    return apply(x, conv)
-
-
-def layer_ranges(net: FoldedNet, batch: np.ndarray) -> dict[int, np.ndarray]:
-    """Per-channel max |output| of every activated convolution (by ``id``), over a float batch."""
-    ranges: dict[int, np.ndarray] = {}
-
-    def seen(conv: Conv, y: tf.Tensor) -> tf.Tensor:
-        peak = tf.reduce_max(tf.abs(y), axis=[0, 1, 2]).numpy().astype(np.float64)
-        ranges[id(conv)] = np.maximum(ranges.get(id(conv), 0.0), peak)
-        return y
-
-    for start in range(0, len(batch), 50):
-        x = tf.constant(batch[start : start + 50].astype(np.float32))
-        for conv in net.stem:
-            x = seen(conv, apply(x, conv))
-        for block in net.blocks:
-            y = x
-            for conv in block.convs:
-                y = seen(conv, apply(y, conv))
-            if block.se is not None:
-                s = tf.reduce_mean(y, axis=[1, 2])
-                s = tf.nn.relu(tf.matmul(s, _const(block.se.w1)) + _const(block.se.b1))
-                s = tf.sigmoid(tf.matmul(s, _const(block.se.w2)) + _const(block.se.b2))
-                y = y * s[:, None, None, :]
-            x = x + y if block.residual else y
-        x = seen(net.head[0], apply(x, net.head[0]))
-    return ranges
-
-
-def _rescale(first: Conv, second: Conv, scale: np.ndarray) -> tuple[Conv, Conv]:
-    """Multiply ``first``'s output channels by ``scale`` (exact through PReLU, which is positively
-    homogeneous) and divide ``second``'s matching input channels by it: the function is unchanged."""
-    k1 = first.kernel * (scale[None, None, :, None] if first.depthwise else scale)
-    first = Conv(k1, first.bias * scale, first.stride, first.depthwise, first.neg_alpha)
-    if second.depthwise:
-        k2 = second.kernel / scale[None, None, :, None]
-    else:
-        k2 = second.kernel / scale[None, None, :, None]
-    return first, Conv(k2, second.bias, second.stride, second.depthwise, second.neg_alpha)
-
-
-def equalize(net: FoldedNet, batch: np.ndarray, strength: float = 1.0, pointwise: float = 0.0) -> FoldedNet:
-    """Cross-layer range equalization (Nagel et al., "Data-free quantization", 2019) on the
-    activations: every activated convolution's output channels are scaled so that their ranges
-    over ``batch`` approach the layer's widest channel (``strength`` 1: all equal; 0.5: halfway in
-    log scale), the next convolution absorbing the inverse. int8 quantizes each activation with one
-    scale per tensor, so a narrow channel beside a wide one otherwise gets only a few levels."""
-    ranges = layer_ranges(net, batch)
-
-    def scale_for(conv: Conv, follower: Conv) -> np.ndarray:
-        r = np.maximum(ranges[id(conv)], 1e-6)
-        power = strength if follower.depthwise else pointwise
-        return np.asarray((r.max() / r) ** power)
-
-    stem0, stem1 = net.stem
-    stem0, stem1 = _rescale(stem0, stem1, scale_for(stem0, stem1))
-    blocks = list(net.blocks)
-    first = blocks[0]
-    stem1_scale = scale_for(net.stem[1], first.convs[0])
-    stem1, expand0 = _rescale(stem1, first.convs[0], stem1_scale)
-    blocks[0] = FoldedBlock((expand0, first.convs[1], first.convs[2]), first.se, first.residual)
-    for i, block in enumerate(blocks):
-        a, b, c = block.convs
-        ra = scale_for(net.blocks[i].convs[0], b)
-        rb = scale_for(net.blocks[i].convs[1], c)
-        a, b = _rescale(a, b, ra)
-        b, c = _rescale(b, c, rb)
-        blocks[i] = FoldedBlock((a, b, c), block.se, block.residual)
-    h0, h1 = _rescale(net.head[0], net.head[1], scale_for(net.head[0], net.head[1]))
-    return FoldedNet((stem0, stem1), tuple(blocks), (h0, h1), net.dense, net.dense_bias)
