@@ -210,3 +210,15 @@ def test_the_samples_come_out_as_upstream_labels_them(pipeline: FacePipeline, in
     assert scores["image_T1.jpg"] >= 0.95, scores
     assert scores["image_F1.jpg"] <= 0.15, scores
     assert scores["image_F2.jpg"] <= 0.40, scores
+
+
+def test_the_speed_benchmark_times_each_network_and_both(pipeline: FacePipeline, int8: AntiSpoof) -> None:
+    """``edged bench speed``'s anti-spoofing stage: the three parts, positive, both ≥ each."""
+    from edged_bench.speed import ANTISPOOF_PARTS, face_box, make_frame, time_antispoof
+
+    frame = make_frame(astronaut()[0:300, 75:375], 640, 480)
+    samples = time_antispoof(int8, frame, face_box(pipeline, frame), 5)
+    assert set(samples) == set(ANTISPOOF_PARTS)
+    v2, v1se, both = (np.array(samples[part]) for part in ANTISPOOF_PARTS)
+    assert (v2 > 0).all() and (v1se > 0).all()
+    assert np.allclose(both, v2 + v1se, atol=1e-6)
