@@ -1,4 +1,5 @@
-"""The passive anti-spoofing model: Silent-Face-Anti-Spoofing's MiniFASNet pair as int8 TFLite.
+"""The passive anti-spoofing model: Silent-Face-Anti-Spoofing's MiniFASNet pair as TFLite models
+(int8, except their 40×40 layers, which stay float32; float32 references beside them).
 
 Two networks look at the same face at two crop scales — MiniFASNetV2 at 2.7× the face box,
 MiniFASNetV1SE at 4.0× — and their softmaxes over three classes (0 and 2: presentation attacks,
@@ -38,6 +39,7 @@ __all__ = [
     "AntiSpoof",
     "AntiSpoofModel",
     "CropSpec",
+    "Precision",
     "crop_face",
     "crop_window",
     "model_input",
