@@ -115,7 +115,7 @@ def crop_face(image: ImageRGB, box: Box, scale: float) -> npt.NDArray[np.uint8]:
     height, width = image.shape[:2]
     x1, y1, x2, y2 = crop_window(width, height, box, scale)
     patch = cv2.resize(image[y1 : y2 + 1, x1 : x2 + 1], (INPUT_SIZE, INPUT_SIZE))
-    return np.ascontiguousarray(patch[:, :, ::-1])
+    return np.asarray(cv2.cvtColor(patch, cv2.COLOR_RGB2BGR), dtype=np.uint8)  # faster than [..., ::-1]
 
 
 def model_input(image: ImageRGB, box: Box, scale: float) -> npt.NDArray[np.uint8]:
