@@ -78,7 +78,7 @@ class LivenessSettings(Strict):
         "(inter-ocular distances), at or below which the face moved as one plane: parallax says spoof",
     )
     parallax_real: float = Field(
-        0.10,
+        0.14,
         ge=0,
         description="nose residual (inter-ocular distances) at or above which the nose stood out of "
         "the plane of the eyes: parallax says real",
