@@ -302,12 +302,15 @@ class ChallengeCheck:
     """What happened after a challenge: the yaw excursions from the first frame's yaw (degrees,
     ``left`` ≥ 0 towards the subject's left, ``right`` ≥ 0 towards their right), the blinks, and the
     verdict: ``passed`` (exactly the asked motion), ``failed`` (another motion, or none by the end of
-    the window) or ``pending`` (the window is still open and nothing wrong has happened)."""
+    the window: ``moved`` tells the two apart) or ``pending`` (the window is still open and nothing
+    wrong has happened)."""
 
     left: float
     right: float
     blinks: int
     status: Literal["passed", "failed", "pending"]
+    moved: bool = False
+    """Whether any of the three motions happened (a failure without it is no answer, not a wrong one)."""
 
 
 def check_challenge(
@@ -343,4 +346,4 @@ def check_challenge(
         status = "passed" if seen[challenge] else "failed"
     else:
         status = "pending"
-    return ChallengeCheck(left, right, count, status)
+    return ChallengeCheck(left, right, count, status, any(seen.values()))

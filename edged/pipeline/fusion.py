@@ -2,8 +2,10 @@
 ``LivenessResult`` (docs/liveness.md has the rule and the thresholds' meaning).
 
 The rule, in order:
-1. any cue that says ``spoof`` (the model, parallax, a failed challenge) → ``spoofface``;
-2. a challenge was asked → ``realface`` only when it passed; until then ``uncertain``;
+1. any cue that says ``spoof`` (the model, parallax, a challenge answered with another motion) →
+   ``spoofface``;
+2. a challenge was asked → ``realface`` only when it passed; until then, or when the window ended
+   without any motion, ``uncertain``;
 3. the model says ``real`` → ``realface`` (with several frames: no cue said spoof, see 1);
 4. otherwise ``uncertain``.
 So a confident spoof verdict always wins, and ``realface`` never comes without the model or a passed
@@ -57,13 +59,13 @@ class LivenessSettings(Strict):
     """Thresholds of liveness (docs/liveness.md): each cue's verdict and the track's window."""
 
     model_real: float = Field(
-        0.8,
+        0.9,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or above which the model says real",
     )
     model_spoof: float = Field(
-        0.3,
+        0.2,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or below which the model says spoof",
@@ -206,7 +208,9 @@ def _challenge_cue(
     if check.status == "passed":
         return Cue("challenge", round(value, 2), 1.0, "real")
     if check.status == "failed":
-        return Cue("challenge", round(value, 2), 0.0, "spoof")
+        # another motion than the asked one is a spoof (a recording of another challenge); no
+        # motion at all is no answer: not passed, so never realface, but not proven a spoof
+        return Cue("challenge", round(value, 2), 0.0, "spoof" if check.moved else "none")
     return Cue("challenge", round(value, 2), 0.5, "none")
 
 
