@@ -13,6 +13,7 @@ __all__ = [
     "DaemonOptions",
     "IdentifyOptions",
     "IndexOptions",
+    "LivenessOptions",
     "SpeedOptions",
 ]
 
@@ -73,5 +74,17 @@ class SpeedOptions:
     repeat: int
     image: Path | None
     compare: bool
+    record: Path | None
+    json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessOptions:
+    limit: int | None
+    frames: int
+    seed: int
+    lfw: Path
+    dev: Path
+    samples: Path
     record: Path | None
     json: bool
