@@ -18,6 +18,7 @@ from edged.cli_options import (
     parse_far,
 )
 from edged_bench.settings import (
+    LIVENESS_SOURCES,
     AccuracyOptions,
     ApiOptions,
     DaemonOptions,
@@ -28,8 +29,6 @@ from edged_bench.settings import (
 )
 
 RECORD_FILE = Path("docs/BENCHMARKS.md")
-SHARED = Path("../shared")
-"""The shared data beside the checkout (faces, model sources), as the other benchmarks' commands name it."""
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -111,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most N presentations per kind (default: the full run)")
     p.add_argument("--frames", type=int, default=12, help="frames per sequence, 10 fps (12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic attacks and head turns (0)")
-    p.add_argument("--lfw", type=Path, default=SHARED / "faces/lfw-dev", help="lfw-dev (bona fide stills)")
-    p.add_argument("--dev", type=Path, default=SHARED / "faces/dev", help="the dev face set and its video")
+    p.add_argument("--lfw", type=Path, default=LIVENESS_SOURCES["lfw"], help="lfw-dev (bona fide stills)")
+    p.add_argument("--dev", type=Path, default=LIVENESS_SOURCES["dev"], help="the dev face set and its video")
     p.add_argument(
         "--samples",
         type=Path,
-        default=SHARED / "models-src/silent-face/sample",
+        default=LIVENESS_SOURCES["samples"],
         help="the upstream sample images F1, F2, T1",
     )
     _output_options(p)

@@ -39,7 +39,7 @@ from edged.pipeline.pipeline import FacePipeline
 from edged.types import Box, FloatArray, ImageRGB
 from edged_bench import attacks
 from edged_bench.record import markdown_table, record
-from edged_bench.settings import LivenessOptions
+from edged_bench.settings import LIVENESS_SOURCES, LivenessOptions
 
 SYSTEMS = ("model", "cues", "fusion")
 SYSTEM_NAMES = {"model": "model alone", "cues": "cues alone", "fusion": "fusion"}
@@ -94,13 +94,15 @@ class Presentation:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One presentation's decisions by the three systems (None: no face, a failure to acquire), the
-    model's mean p(real) over its good frames and the parallax residual when measured."""
+    model's mean p(real) over its good frames, the parallax residual when measured, and whether
+    no frame passed the quality gate (the model was not run: the fusion cannot say ``realface``)."""
 
     category: str
     name: str
     decisions: tuple[LivenessDecision, LivenessDecision, LivenessDecision] | None
     model_score: float | None
     parallax: float | None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ def judge(checker: LivenessChecker, settings: LivenessSettings, presentation: Pr
         (model.decision, cue_decision(motion), fusion.decision),
         float(np.mean(scores)) if scores else None,
         parallax,
+        not any(f.quality_ok for f in frames),
     )
 
 
@@ -309,6 +312,7 @@ class Tally:
     no_face: int
     errors: tuple[int, int, int]
     fusion: dict[str, int]
+    refused: int
     model_scores: tuple[float, ...]
     parallax: tuple[float, ...]
 
@@ -330,6 +334,7 @@ def tally(category: Category, outcomes: Sequence[Outcome]) -> Tally:
         len(mine) - len(judged),
         (errors[0], errors[1], errors[2]),
         fusion,
+        sum(o.refused for o in mine if o.decisions is not None),
         tuple(o.model_score for o in mine if o.model_score is not None),
         tuple(o.parallax for o in mine if o.parallax is not None),
     )
@@ -356,6 +361,7 @@ def tables(tallies: Sequence[Tally]) -> str:
         "fusion: realface",
         "uncertain",
         "spoofface",
+        "quality gate refused every frame",
         "model p(real), median",
         "parallax residual, median",
     ]
@@ -365,6 +371,7 @@ def tables(tallies: Sequence[Tally]) -> str:
             str(t.fusion["realface"]),
             str(t.fusion["uncertain"]),
             str(t.fusion["spoofface"]),
+            str(t.refused),
             median(t.model_scores),
             median(t.parallax) if t.category.sequence else "",
         ]
@@ -426,6 +433,8 @@ def run_liveness(
             f" --limit {settings.limit}" if settings.limit is not None else ""
         )
         command += f" --frames {settings.frames} --seed {settings.seed}"
+        for name, path in (("lfw", settings.lfw), ("dev", settings.dev), ("samples", settings.samples)):
+            command += f" --{name} {path}" if path != LIVENESS_SOURCES[name] else ""
         protocol = (
             f"ISO/IEC 30107-3 terms. APCER: attack presentations decided `realface` / attack presentations "
             f"of that type; BPCER: bona fide presentations not decided `realface` (`uncertain` or "

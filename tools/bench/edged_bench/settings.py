@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "LIVENESS_SOURCES",
+    "SHARED",
     "AccuracyOptions",
     "ApiOptions",
     "DaemonOptions",
@@ -78,8 +80,15 @@ class SpeedOptions:
     json: bool
 
 
+SHARED = Path("../shared")
+"""The shared data beside the checkout (faces, model sources), as the benchmarks' commands name it."""
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessOptions:
+    """``edged bench liveness``: ``limit`` presentations per kind at most (None: the full run),
+    ``frames`` per sequence, the attacks' ``seed``, where the faces and the sample images are."""
+
     limit: int | None
     frames: int
     seed: int
@@ -88,3 +97,11 @@ class LivenessOptions:
     samples: Path
     record: Path | None
     json: bool
+
+
+LIVENESS_SOURCES = {
+    "lfw": SHARED / "faces/lfw-dev",
+    "dev": SHARED / "faces/dev",
+    "samples": SHARED / "models-src/silent-face/sample",
+}
+"""``edged bench liveness``'s default ``--lfw``, ``--dev`` and ``--samples``."""
