@@ -404,6 +404,18 @@ def targets(tallies: Sequence[Tally]) -> list[str]:
     return lines
 
 
+def presented(outcome: Outcome) -> dict[str, object]:
+    """One presentation in the JSON report: what a threshold sweep needs (the model's mean p(real),
+    the parallax residual) beside the decisions."""
+    return {
+        "name": outcome.name,
+        "decisions": dict(zip(SYSTEMS, outcome.decisions, strict=True)) if outcome.decisions else None,
+        "model_score": outcome.model_score,
+        "parallax": outcome.parallax,
+        "quality_refused_every_frame": outcome.refused,
+    }
+
+
 def run_liveness(
     settings: LivenessOptions,
     pipeline: FacePipeline,
@@ -466,6 +478,7 @@ def run_liveness(
                         **{s: t.rate(i) for i, s in enumerate(SYSTEMS)},
                         "errors": dict(zip(SYSTEMS, t.errors, strict=True)),
                         "fusion_decisions": t.fusion,
+                        "presentations": [presented(o) for o in outcomes if o.category == t.category.key],
                     }
                     for t in tallies
                 }
