@@ -153,7 +153,8 @@ def judge(checker: LivenessChecker, settings: LivenessSettings, presentation: Pr
     )
     model: LivenessResult = fuse(scores, (), settings, len(frames))
     fusion = fuse(scores, motion, settings, len(frames))
-    parallax = next((c.value for c in motion if c.name == "parallax" and c.verdict != "none"), None)
+    # the residual when a pair of frames moved enough to measure it (whatever the verdict)
+    parallax = next((c.value for c in motion if c.name == "parallax" and c.value > 0), None)
     return Outcome(
         presentation.category,
         presentation.name,
@@ -203,7 +204,9 @@ def spread(items: Sequence[Path], count: int, offset: int = 0) -> list[Path]:
 
 
 class Library:
-    """The real faces the presentations are built from, read and meshed once (largest face)."""
+    """The real faces the presentations are built from, read and meshed once: the largest face of a
+    photo, when it passes the quality gate (a sharp, near-frontal face a door would acquire; a
+    partial or blurred photo makes neither a fair attack nor a fair head turn)."""
 
     def __init__(self, pipeline: FacePipeline, limits: ImageLimits) -> None:
         self.pipeline = pipeline
@@ -214,7 +217,7 @@ class Library:
         if image is None:
             return None
         faces = self.pipeline.faces(image, embed=False)
-        if not faces or faces[0].mesh is None:
+        if not faces or faces[0].mesh is None or not faces[0].quality.ok:
             return None
         name = path.stem if path else "astronaut"
         return Face(name, image, faces[0].detection.box, faces[0].mesh.points)
@@ -404,6 +407,38 @@ def targets(tallies: Sequence[Tally]) -> list[str]:
     return lines
 
 
+def reproduce(settings: LivenessOptions) -> str:
+    """The command line that repeats the run (paths only where not the defaults)."""
+    command = "edged bench liveness" + (f" --limit {settings.limit}" if settings.limit is not None else "")
+    command += f" --frames {settings.frames} --seed {settings.seed}"
+    for name, path in (("lfw", settings.lfw), ("dev", settings.dev), ("samples", settings.samples)):
+        command += f" --{name} {path}" if path != LIVENESS_SOURCES[name] else ""
+    return command
+
+
+def protocol(settings: LivenessOptions, count: int, elapsed: float, summary: str, notes: list[str]) -> str:
+    """The recorded section's text under the tables: how it was measured, the targets, what the
+    synthetic attacks do not cover."""
+    text = (
+        "ISO/IEC 30107-3 terms. APCER: attack presentations decided `realface` / attack presentations "
+        "of that type; BPCER: bona fide presentations not decided `realface` (`uncertain` or "
+        "`spoofface`) / bona fide presentations. *no face*: a still without a face or a sequence with a "
+        "face in fewer than two thirds of its frames (a failure to acquire, outside the rates). "
+        f"Sequences: {settings.frames} frames at {attacks.FPS:.0f} fps. *model alone*: the MiniFASNet "
+        "pair's p(real) (the mean over the frames that pass the quality gate) against the fusion's "
+        "model thresholds; *cues alone*: the motion cues without the model (a still has none: always "
+        "`uncertain`); *fusion*: `LivenessChecker`'s decision, default thresholds (`liveness:`). Attacks "
+        "are rendered (`tools/bench/edged_bench/attacks.py`, in memory, seeded) from real face photos "
+        "whose face passes the quality gate (the dev set's, then LFW's): prints resampled with a "
+        "halftone screen, in the paper's gamut and texture, held with or without the margin visible, "
+        "tilted, bent and moved by hand; screens with their sub-pixel grid (moiré), gamma, black level, "
+        "reflection and bezel, tilted and moved. Bona fide sequences: head turns re-rendered from those "
+        "photos with the face mesh's depth (yaw to ±12–20°), and overlapping windows of the dev video. "
+        f"{count} presentations, {elapsed:.0f} s.\n\n{summary}\n\n{UNCOVERED}"
+    )
+    return text + ("\n\n" + " ".join(f"{n}." for n in notes) if notes else "")
+
+
 def presented(outcome: Outcome) -> dict[str, object]:
     """One presentation in the JSON report: what a threshold sweep needs (the model's mean p(real),
     the parallax residual) beside the decisions."""
@@ -441,32 +476,12 @@ def run_liveness(
     print(UNCOVERED, file=out)
     print(f"{len(outcomes)} presentations in {elapsed:.0f} s", file=out)
     if settings.record:
-        command = "edged bench liveness" + (
-            f" --limit {settings.limit}" if settings.limit is not None else ""
+        record(
+            settings.record,
+            "liveness",
+            body + "\n\n" + protocol(settings, len(outcomes), elapsed, summary, notes),
+            reproduce(settings),
         )
-        command += f" --frames {settings.frames} --seed {settings.seed}"
-        for name, path in (("lfw", settings.lfw), ("dev", settings.dev), ("samples", settings.samples)):
-            command += f" --{name} {path}" if path != LIVENESS_SOURCES[name] else ""
-        protocol = (
-            f"ISO/IEC 30107-3 terms. APCER: attack presentations decided `realface` / attack presentations "
-            f"of that type; BPCER: bona fide presentations not decided `realface` (`uncertain` or "
-            f"`spoofface`) / bona fide presentations. *no face*: a still without a face or a sequence "
-            f"with a face in fewer than two thirds of its frames (a failure to acquire, outside the rates). "
-            f"Sequences: {settings.frames} frames at {attacks.FPS:.0f} fps. *model alone*: the MiniFASNet "
-            f"pair's p(real) (the mean over a sequence's frames that pass the quality gate) against the "
-            f"fusion's model thresholds; *cues alone*: the motion cues without the model (a still has "
-            f"none: always `uncertain`); *fusion*: `LivenessChecker`'s decision. Attacks are rendered "
-            f"(`tools/bench/edged_bench/attacks.py`) from real face photos (the dev set's, then LFW's), "
-            f"seeds {settings.seed * 1000}…: prints resampled with a halftone screen, in the paper's gamut "
-            f"and texture, held with or without the margin visible, tilted, bent and moved by hand; "
-            f"screens with their sub-pixel grid (moiré), gamma, black level, reflection and bezel, tilted "
-            f"and moved. Bona fide sequences: head turns re-rendered from a still with the face mesh's "
-            f"depth (yaw to ±12–20°), and overlapping windows of the dev video. {len(outcomes)} "
-            f"presentations, {elapsed:.0f} s.\n\n" + summary + "\n\n" + UNCOVERED
-        )
-        if notes:
-            protocol += "\n\n" + " ".join(f"{n}." for n in notes)
-        record(settings.record, "liveness", body + "\n\n" + protocol, command)
     if settings.json:
         print(
             json.dumps(
