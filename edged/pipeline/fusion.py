@@ -298,9 +298,8 @@ class LivenessChecker:
             good = face.quality.ok
             score = self.model.real_probability(image, face.detection.box) if good else None
             points, box = face.mesh.points, face.detection.box
-            several = len(images) > 1
-            openness = self.eyes.openness(image, points) if self.eyes is not None and several else None
-            patch = FacePatch.of(image, box) if several else None
+            openness = self.eyes.openness(image, points) if self.eyes is not None else None
+            patch = FacePatch.of(image, box)
             found.append(LivenessFrame(index * interval_s, box, points, good, score, openness, patch))
         return found
 
