@@ -14,7 +14,6 @@ challenge vouching for it.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 
@@ -36,8 +35,6 @@ from edged.pipeline.liveness import (
 from edged.pipeline.pipeline import FacePipeline
 from edged.strict import Strict
 from edged.types import ImageRGB
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "NOT_MEASURED",
