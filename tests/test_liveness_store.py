@@ -35,7 +35,7 @@ OUTCOME = AttemptOutcome(
     ("model",),
     1,
     None,
-    VerifyOutcome(True, 0.9),
+    VerifyOutcome(True, 0.9, 0.5, 0.8, 1e-3),
 )
 
 

@@ -104,6 +104,9 @@ class VerifyOutcome:
 
     is_identical: bool
     confidence: float
+    distance: float
+    threshold: float
+    far: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,18 @@ def check_device_correlation_id(value: str | None) -> str | None:
     return value
 
 
+def check_settings(mode: str, device_correlation_id: str | None, token_ttl_s: int, max_attempts: int) -> None:
+    """``BadArgument`` for a session setting out of its range (checked before any inference)."""
+    low, high = TOKEN_TTL_RANGE
+    if not low <= token_ttl_s <= high:
+        raise BadArgument(f"authTokenTimeToLiveInSeconds must be {low}-{high}, not {token_ttl_s}")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS:
+        raise BadArgument(f"maxAttempts must be 1-{MAX_ATTEMPTS}, not {max_attempts}")
+    if mode not in ("passive", "passive-active"):
+        raise BadArgument(f"the mode must be passive or passive-active, not {mode!r}")
+    check_device_correlation_id(device_correlation_id)
+
+
 def _token_hash(key: bytes, session_id: str, token: str) -> bytes:
     return hmac.new(key, f"token|{session_id}|{token}".encode(), hashlib.sha256).digest()
 
@@ -202,7 +217,13 @@ def _outcome_json(outcome: AttemptOutcome) -> str:
             "challenge": outcome.challenge,
             "verify": None
             if outcome.verify is None
-            else [outcome.verify.is_identical, outcome.verify.confidence],
+            else [
+                outcome.verify.is_identical,
+                outcome.verify.confidence,
+                outcome.verify.distance,
+                outcome.verify.threshold,
+                outcome.verify.far,
+            ],
         },
         sort_keys=True,
     )
@@ -218,7 +239,7 @@ def _outcome(text: str) -> AttemptOutcome:
         decided_by=tuple(data["decidedBy"]),
         frames=int(data["frames"]),
         challenge=data["challenge"],
-        verify=None if verify is None else VerifyOutcome(bool(verify[0]), float(verify[1])),
+        verify=None if verify is None else VerifyOutcome(bool(verify[0]), *(float(v) for v in verify[1:])),
     )
 
 
@@ -242,16 +263,9 @@ class LivenessSessions:
     ) -> CreatedSession:
         """A new session and its auth token. ``reference``: the template to verify attempts against
         (sealed with the session's key, with ``model_id``)."""
-        low, high = TOKEN_TTL_RANGE
-        if not low <= token_ttl_s <= high:
-            raise BadArgument(f"authTokenTimeToLiveInSeconds must be {low}-{high}, not {token_ttl_s}")
-        if not 1 <= max_attempts <= MAX_ATTEMPTS:
-            raise BadArgument(f"maxAttempts must be 1-{MAX_ATTEMPTS}, not {max_attempts}")
-        if mode not in ("passive", "passive-active"):
-            raise BadArgument(f"mode must be passive or passive-active, not {mode!r}")
+        check_settings(mode, device_correlation_id, token_ttl_s, max_attempts)
         if (reference is None) != (model_id is None):
             raise ValueError("a reference template goes with its model ID")
-        check_device_correlation_id(device_correlation_id)
         session_id = new_id()
         token = base64.urlsafe_b64encode(os.urandom(TOKEN_BYTES)).decode("ascii").rstrip("=")
         now = self.clock.now()
