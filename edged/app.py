@@ -7,9 +7,9 @@ that ran, in reverse, and joins every thread. One ``threading.Event`` stops ever
 
     pipeline → store + service (interrupted trainings recovered) → per-door index (trained group),
     decider per door, the claim inbox → MQTT client + outbox (retained birth; optional)
-    → maintenance thread (``edged.scheduler``: expired face IDs at start and every 60 s of the clock,
-    audit retention at start and once a day; directory changes by other processes and audit
-    forwarding every 1 s) → request server
+    → maintenance thread (``edged.scheduler``: expired face IDs and liveness sessions 48 h old at
+    start and every 60 s of the clock, audit retention at start and once a day; directory changes
+    by other processes and audit forwarding every 1 s) → request server
     (``edged.api.server``) → capture thread + LatestFrame → worker thread (``edged.door.worker``)
     → stats thread (``edged.mqtt.stats``, with MQTT)
 
@@ -264,13 +264,15 @@ class App:
         return undo
 
     def _start_maintenance(self) -> Callable[[], None]:
-        """One thread: expired face IDs now and every ``REAP_INTERVAL_S`` of the clock, audit
-        retention now and every ``AUDIT_PRUNE_INTERVAL_S``; every ``MAINTENANCE_TICK_S`` directory
-        changes by other processes and (with MQTT) the audit records to forward."""
+        """One thread: expired face IDs and liveness sessions 48 h old now and every
+        ``REAP_INTERVAL_S`` of the clock, audit retention now and every ``AUDIT_PRUNE_INTERVAL_S``;
+        every ``MAINTENANCE_TICK_S`` directory changes by other processes and (with MQTT) the audit
+        records to forward."""
         service = self.service
         assert service is not None
         jobs = [
             Job("expired face IDs", service.reap, REAP_INTERVAL_S, at_start=True),
+            Job("expired liveness sessions", service.liveness.reap, REAP_INTERVAL_S, at_start=True),
             Job("audit retention", service.prune_audit, AUDIT_PRUNE_INTERVAL_S, at_start=True),
             Job("directory changes", service.refresh),
         ]
