@@ -84,7 +84,7 @@ class LivenessSessionAttemptRequest(LivenessSessionRef):
 
 class LivenessCue(Closed):
     name: str = Field(description="model, parallax, blink or challenge (docs/liveness.md)")
-    value: float = Field(description="the raw measure, in the cue's own unit")
+    value: float | None = Field(description="the raw measure, in the cue's own unit (null: not measured)")
     score: float = Field(description="the measure mapped to [0, 1]; 1 = live")
     verdict: Literal["real", "spoof", "none"]
 

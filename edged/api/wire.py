@@ -6,6 +6,7 @@ service itself returns plain typed values."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel
@@ -113,7 +114,12 @@ def liveness(result: LivenessResult | AttemptOutcome) -> ls.LivenessOutcome:
             "livenessDecision": result.decision,
             "score": round(result.score, 4),
             "cues": [
-                {"name": c.name, "value": round(c.value, 4), "score": round(c.score, 4), "verdict": c.verdict}
+                {
+                    "name": c.name,
+                    "value": round(c.value, 4) if math.isfinite(c.value) else None,
+                    "score": round(c.score, 4),
+                    "verdict": c.verdict,
+                }
                 for c in result.cues
             ],
             "decidedBy": list(result.decided_by),
