@@ -54,6 +54,8 @@ from edged.mqtt.outbox import Outbox, OutboxPublisher
 from edged.mqtt.settings import BrokerAddress
 from edged.mqtt.stats import StatsReporter
 from edged.mqtt.topics import Topics
+from edged.pipeline.antispoof import AntiSpoof
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.scheduler import Job, Scheduler
 from edged.service.faces import FaceService
@@ -221,16 +223,23 @@ class App:
                     Manifest.load(self.config.model_dir), self.config.pipeline
                 )
             pipeline = self.service_pipeline
+        # the request API's liveness checks, on the same interpreters as its other operations
+        liveness = self._liveness_checker(pipeline) if self.serves_api else None
         store = self.store = Store.open(self.state_dir, self.kek, self.clock)
         try:
             self.service = FaceService(
-                pipeline, store, self.config.directory, pipeline.embedder.model.path.name
+                pipeline, store, self.config.directory, pipeline.embedder.model.path.name, liveness=liveness
             )
             self.service.recover_interrupted_training()  # a train cut short by a kill or power loss
         except BaseException:
             store.close()
             raise
         return store.close
+
+    def _liveness_checker(self, pipeline: FacePipeline) -> LivenessChecker:
+        """The anti-spoofing models and the cues over ``pipeline`` (``edged.pipeline.fusion``)."""
+        model = AntiSpoof.load(Manifest.load(self.config.model_dir), self.config.pipeline.threads)
+        return LivenessChecker(pipeline, model, self.config.liveness)
 
     def _start_doors(self) -> None:
         service = self.service
