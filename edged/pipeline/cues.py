@@ -33,6 +33,7 @@ from edged.types import FloatArray, Mesh
 __all__ = [
     "FLAT_POINTS",
     "NOSE_POINTS",
+    "Blinks",
     "ChallengeCheck",
     "Motion",
     "Parallax",
@@ -74,7 +75,10 @@ NOSE_POINTS: tuple[int, ...] = (1, 4, 5, 195, 197)
 _RIGHT_EYE = (33, 160, 158, 133, 153, 144)
 _LEFT_EYE = (263, 387, 385, 362, 380, 373)
 
-Turn = Literal["turn_left", "turn_right"]
+BLINK_MAX_CLOSED_S = 0.5
+"""The longest closure that is a blink (a blink lasts 0.1–0.4 s)."""
+BLINK_REFERENCE_S = 0.6
+"""How far back the open-eye reference of a frame looks."""
 
 
 def inter_ocular(points: FloatArray) -> float:
@@ -103,30 +107,24 @@ def yaw_degrees(points: FloatArray) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Motion:
-    """How far the viewpoint changed between two frames, degrees: the larger of the yaw change, the
-    pitch change (``pose_degrees``) and the tilt of the flat points' plane (from the anisotropy of
-    the affine map between them: a plane seen under a tilt θ shrinks by cos θ across the tilt)."""
+    """How far the head's pose changed between two frames, degrees (``pose_degrees``).
+
+    Only the pose counts as motion: the tilt of the flat points' plane (their foreshortening) was
+    measured and is too noisy to use: mesh jitter on a still face reads as 5–15° of tilt."""
 
     yaw: float
     pitch: float
-    tilt: float
 
     @property
     def degrees(self) -> float:
-        return max(abs(self.yaw), abs(self.pitch), self.tilt)
+        return max(abs(self.yaw), abs(self.pitch))
 
 
 def motions(a: FloatArray, b: FloatArray) -> Motion:
-    """The viewpoint change from frame ``a``'s points to frame ``b``'s."""
+    """The pose change from frame ``a``'s points to frame ``b``'s."""
     ya, pa, _ = pose_degrees(Mesh(a, 1.0))
     yb, pb, _ = pose_degrees(Mesh(b, 1.0))
-    src = a[list(FLAT_POINTS), :2].astype(np.float64)
-    dst = b[list(FLAT_POINTS), :2].astype(np.float64)
-    src_c, dst_c = src - src.mean(axis=0), dst - dst.mean(axis=0)
-    linear, *_ = np.linalg.lstsq(src_c, dst_c, rcond=None)
-    s = np.linalg.svd(linear, compute_uv=False)
-    tilt = math.degrees(math.acos(min(1.0, float(s[1] / max(s[0], 1e-9)))))
-    return Motion(yb - ya, pb - pa, tilt)
+    return Motion(yb - ya, pb - pa)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,57 +154,78 @@ def pair_parallax(a: FloatArray, b: FloatArray) -> float:
     return float(error.mean() / max(inter_ocular(b), 1e-6))
 
 
-def track_parallax(tracks: Sequence[FloatArray], min_motion_deg: float) -> Parallax | None:
-    """The parallax of the pair of frames with the most viewpoint change, or None when no pair moved
-    by ``min_motion_deg`` (a still face says nothing about its depth). Candidate pairs: the yaw and
-    pitch extremes, and the first frame against each other frame (O(n) fits, not O(n²))."""
+def track_parallax(tracks: Sequence[FloatArray], min_motion_deg: float, pairs: int = 5) -> Parallax | None:
+    """The parallax over a track: the median residual of the (up to ``pairs``) pairs of frames with
+    the most pose change, among the pairs of the three lowest against the three highest yaws and
+    pitches; None when no pair moved by ``min_motion_deg`` (a still face says nothing about its
+    depth). The median keeps one bad mesh from deciding; ``motion`` is the smallest of the pairs
+    used, ``first``/``second`` the pair with the most."""
     n = len(tracks)
     if n < 2:
         return None
-    poses = [pose_degrees(Mesh(p, 1.0)) for p in tracks]
-    yaws = [pose[0] for pose in poses]
-    pitches = [pose[1] for pose in poses]
-    pairs = {(0, i) for i in range(1, n)}
-    for values in (yaws, pitches):
-        lo, hi = int(np.argmin(values)), int(np.argmax(values))
-        if lo != hi:
-            pairs.add((min(lo, hi), max(lo, hi)))
-    best: tuple[float, int, int] | None = None
-    for i, j in sorted(pairs):
-        moved = motions(tracks[i], tracks[j]).degrees
-        if moved >= min_motion_deg and (best is None or moved > best[0]):
-            best = (moved, i, j)
-    if best is None:
+    poses = np.array([pose_degrees(Mesh(p, 1.0))[:2] for p in tracks])
+    candidates: set[tuple[int, int]] = set()
+    for axis in (0, 1):
+        order = np.argsort(poses[:, axis])
+        for i in order[:3]:
+            for j in order[-3:]:
+                if i != j:
+                    candidates.add((int(min(i, j)), int(max(i, j))))
+    moved = sorted(((float(np.abs(poses[j] - poses[i]).max()), i, j) for i, j in candidates), reverse=True)
+    chosen = [m for m in moved if m[0] >= min_motion_deg][:pairs]
+    if not chosen:
         return None
-    moved, i, j = best
-    return Parallax(pair_parallax(tracks[i], tracks[j]), moved, i, j)
+    residual = float(np.median([pair_parallax(tracks[i], tracks[j]) for _, i, j in chosen]))
+    return Parallax(residual, chosen[-1][0], chosen[0][1], chosen[0][2])
+
+
+@dataclass(frozen=True, slots=True)
+class Blinks:
+    """The blinks in a sequence of eye aspect ratios, and the deepest dip: the lowest ratio relative
+    to the open-eye reference just before it (1.0 = no dip)."""
+
+    count: int
+    deepest: float
 
 
 def blinks(
-    ratios: Sequence[float], closed_fraction: float, baseline: float | None = None
-) -> tuple[int, float]:
-    """Blinks in a sequence of eye aspect ratios, and the lowest ratio relative to the open-eye
-    baseline (default: the 75th percentile of the sequence). A blink: a frame below
-    ``closed_fraction`` × baseline with a frame at or above the re-open level (half-way back to the
-    baseline) before and after it."""
-    if len(ratios) < 3:
-        return 0, 1.0
-    values = np.asarray(ratios, np.float64)
-    if baseline is None:
-        baseline = float(np.percentile(values, 75))
-    if baseline <= 0:
-        return 0, 1.0
-    closed = closed_fraction * baseline
-    reopen = (closed_fraction + 1.0) / 2.0 * baseline
-    count, state = 0, "start"
-    for value in values:
-        if state in ("start", "closed_seen") and value >= reopen:
-            if state == "closed_seen":
-                count += 1
-            state = "open"
-        elif state == "open" and value < closed:
-            state = "closed_seen"
-    return count, float(values.min() / baseline)
+    ratios: Sequence[float],
+    times: Sequence[float],
+    closed_fraction: float,
+    max_closed_s: float = BLINK_MAX_CLOSED_S,
+    reference_s: float = BLINK_REFERENCE_S,
+    since: float = -math.inf,
+) -> Blinks:
+    """Blinks in eye aspect ratios over time. The open-eye reference of a frame is the largest
+    ratio of the ``reference_s`` before it (a slow change, a head turn or a look down, moves it
+    along); a blink is a frame below ``closed_fraction`` × reference, then a frame back above
+    half-way between the closed level and the reference within ``max_closed_s`` (a longer closure
+    is not a blink). A blink is fast: a slow drift of the ratio is not one. Only closures at or
+    after ``since`` count (earlier frames still serve as the reference)."""
+    count, deepest = 0, 1.0
+    closed_at: float | None = None
+    closed_ref = 0.0
+    for i, (value, t) in enumerate(zip(ratios, times, strict=True)):
+        window = [r for r, u in zip(ratios[:i], times[:i], strict=True) if t - u <= reference_s]
+        if closed_at is not None:
+            if value >= (closed_fraction + 1.0) / 2.0 * closed_ref:
+                if t - closed_at <= max_closed_s:
+                    count += 1
+                closed_at = None
+            elif t - closed_at > max_closed_s:
+                closed_at = None
+            continue
+        if not window:
+            continue
+        reference = max(window)
+        if reference <= 0:
+            continue
+        if t < since:
+            continue
+        deepest = min(deepest, value / reference)
+        if value < closed_fraction * reference:
+            closed_at, closed_ref = t, reference
+    return Blinks(count, deepest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,28 +243,33 @@ class ChallengeCheck:
 
 def check_challenge(
     challenge: Challenge,
-    tracks: Sequence[FloatArray],
+    points: Sequence[FloatArray],
+    times: Sequence[float],
+    shown: float,
     complete: bool,
     turn_deg: float,
     closed_fraction: float,
-    baseline_ratios: Sequence[float] = (),
+    eyes: Sequence[float] | None = None,
 ) -> ChallengeCheck:
-    """Whether exactly ``challenge`` happened in ``tracks`` (the mesh points of the frames after the
-    challenge was shown, in order). ``complete``: the window is over (no more frames will come).
-    ``baseline_ratios``: eye aspect ratios of earlier frames, to steady the open-eye baseline."""
-    if not tracks:
+    """Whether exactly ``challenge`` happened after ``shown``: ``points``/``times`` are the track's
+    mesh points and times in order (frames before ``shown`` only give the blink's open-eye
+    reference); the turns are measured from the yaw of the first frame at or after ``shown``.
+    ``complete``: the window is over (no more frames will come). ``eyes``: how open the eyes are on
+    each frame (``EyeModel.openness``); default: the mesh's eye aspect ratio."""
+    after = [p for p, t in zip(points, times, strict=True) if t >= shown]
+    if not after:
         return ChallengeCheck(0.0, 0.0, 0, "failed" if complete else "pending")
-    yaws = np.array([yaw_degrees(p) for p in tracks])
+    yaws = np.array([yaw_degrees(p) for p in after])
     start = float(yaws[0])
     left = max(0.0, float(yaws.max()) - start)
     right = max(0.0, start - float(yaws.min()))
-    ratios = [eye_aspect_ratio(p) for p in tracks]
-    baseline = float(np.percentile([*baseline_ratios, *ratios], 75))
-    count, _ = blinks(ratios, closed_fraction, baseline)
+    ratios = list(eyes) if eyes is not None else [eye_aspect_ratio(p) for p in points]
+    count = blinks(ratios, times, closed_fraction, since=shown).count
     seen = {"turn_left": left >= turn_deg, "turn_right": right >= turn_deg, "blink": count > 0}
     wrong = any(happened for motion, happened in seen.items() if motion != challenge)
+    status: Literal["passed", "failed", "pending"]
     if wrong:
-        status: Literal["passed", "failed", "pending"] = "failed"
+        status = "failed"
     elif complete:
         status = "passed" if seen[challenge] else "failed"
     else:

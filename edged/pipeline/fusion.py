@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from edged.errors import NoFaceDetected
 from edged.pipeline import cues
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.liveness import (
     Challenge,
     Cue,
@@ -131,8 +132,9 @@ def track_cues(
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
     if len(frames) >= 2:
-        points = [f.points for f in frames]
-        parallax = cues.track_parallax(points, settings.parallax_min_motion_deg)
+        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far off
+        good = [f.points for f in frames if f.quality_ok]
+        parallax = cues.track_parallax(good, settings.parallax_min_motion_deg)
         if parallax is None:
             found.append(Cue("parallax", 0.0, 0.5, "none"))
         else:
@@ -145,12 +147,22 @@ def track_cues(
             )
             score = _ramp(parallax.residual, settings.parallax_spoof, settings.parallax_real)
             found.append(Cue("parallax", round(parallax.residual, 4), round(score, 4), verdict))
-        ratios = [cues.eye_aspect_ratio(p) for p in points]
-        count, lowest = cues.blinks(ratios, settings.blink_closed_fraction)
-        found.append(Cue("blink", round(lowest, 4), 1.0 if count else 0.5, "real" if count else "none"))
+        seen = cues.blinks(eye_series(frames), [f.t for f in frames], settings.blink_closed_fraction)
+        found.append(
+            Cue("blink", round(seen.deepest, 4), 1.0 if seen.count else 0.5, "real" if seen.count else "none")
+        )
     if challenge is not None:
         found.append(_challenge_cue(frames, settings, challenge, now))
     return tuple(found)
+
+
+def eye_series(frames: Sequence[LivenessFrame]) -> list[float]:
+    """How open the eyes are on each frame: the iris model's openness when every frame has it,
+    else the mesh's eye aspect ratio (one measure per track: the two are not on one scale)."""
+    openness = [f.eye_openness for f in frames]
+    if all(value is not None for value in openness):
+        return [float(value) for value in openness if value is not None]
+    return [cues.eye_aspect_ratio(f.points) for f in frames]
 
 
 def _challenge_cue(
@@ -161,11 +173,17 @@ def _challenge_cue(
 ) -> Cue:
     asked, shown = challenge
     end = shown + settings.challenge_window_s
-    after = [f.points for f in frames if shown <= f.t <= end]
-    before = [cues.eye_aspect_ratio(f.points) for f in frames if f.t < shown]
+    inside = [f for f in frames if f.t <= end]
     now = now if now is not None else (frames[-1].t if frames else shown)
     check = cues.check_challenge(
-        asked, after, now >= end, settings.turn_deg, settings.blink_closed_fraction, before
+        asked,
+        [f.points for f in inside],
+        [f.t for f in inside],
+        shown,
+        now >= end,
+        settings.turn_deg,
+        settings.blink_closed_fraction,
+        eye_series(inside),
     )
     value = {"turn_left": check.left, "turn_right": check.right, "blink": float(check.blinks)}[asked]
     if check.status == "passed":
@@ -232,10 +250,19 @@ class LivenessChecker:
     """``LivenessAssessor`` over the face pipeline and a passive model: the largest face of each
     image, the model on each frame that passes the quality gate, the cues over the frames."""
 
-    def __init__(self, pipeline: FacePipeline, model: PassiveModel, settings: LivenessSettings) -> None:
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        model: PassiveModel,
+        settings: LivenessSettings,
+        eyes: EyeModel | None = None,
+    ) -> None:
+        """``eyes``: the iris model for the blink cue (``EyeModel.load()``); without it the blink
+        cue uses the mesh's eye aspect ratio, which misses most blinks (docs/liveness.md)."""
         self.pipeline = pipeline
         self.model = model
         self.settings = settings
+        self.eyes = eyes
 
     def frames(self, images: Sequence[ImageRGB], interval_s: float = 0.1) -> list[LivenessFrame]:
         """One ``LivenessFrame`` per image, ``interval_s`` apart from t = 0 (``NoFaceDetected`` for
@@ -249,7 +276,11 @@ class LivenessChecker:
             assert face.mesh is not None  # faces() meshes every face it returns
             good = face.quality.ok
             score = self.model.real_probability(image, face.detection.box) if good else None
-            found.append(LivenessFrame(index * interval_s, face.detection.box, face.mesh.points, good, score))
+            points = face.mesh.points
+            openness = (
+                self.eyes.openness(image, points) if self.eyes is not None and len(images) > 1 else None
+            )
+            found.append(LivenessFrame(index * interval_s, face.detection.box, points, good, score, openness))
         return found
 
     def assess(

@@ -75,13 +75,16 @@ class LivenessResult:
 class LivenessFrame:
     """What the liveness of a track needs from one frame: its time (monotonic seconds), the face
     box, the 468 mesh points (frame pixels, as ``Mesh.points``), whether the quality gate passed,
-    and the model's probability that the face is real (None when the model was not run)."""
+    the model's probability that the face is real (None when the model was not run), and how open
+    the eyes are by the iris model (``pipeline/eyes.EyeModel.openness``; None when it was not run:
+    the blink cue then falls back to the mesh's eye aspect ratio, which misses most blinks)."""
 
     t: float
     box: Box
     points: FloatArray = field(repr=False)
     quality_ok: bool
     model_score: float | None
+    eye_openness: float | None = None
 
 
 class PassiveModel(Protocol):
