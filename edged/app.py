@@ -55,6 +55,7 @@ from edged.mqtt.settings import BrokerAddress
 from edged.mqtt.stats import StatsReporter
 from edged.mqtt.topics import Topics
 from edged.pipeline.antispoof import AntiSpoof
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.scheduler import Job, Scheduler
@@ -81,6 +82,16 @@ MAINTENANCE_TICK_S = 1.0
 """The maintenance thread wakes this often (real time): directory changes by other processes are
 picked up within about this long, audit records forwarded, and the clock looked at for a due reaper
 pass."""
+
+
+def load_liveness_checker(config: Config, pipeline: FacePipeline) -> LivenessChecker:
+    """The liveness checker of ``config`` over ``pipeline`` (``edged.pipeline.fusion``): the
+    anti-spoofing models, the iris model for blinks, the cues' thresholds (``liveness:``); its own
+    interpreters, as many threads as the pipeline's."""
+    manifest = Manifest.load(config.model_dir)
+    threads = config.pipeline.threads
+    model = AntiSpoof.load(manifest, threads)
+    return LivenessChecker(pipeline, model, config.liveness, EyeModel.load(manifest, threads))
 
 
 class App:
@@ -224,7 +235,7 @@ class App:
                 )
             pipeline = self.service_pipeline
         # the request API's liveness checks, on the same interpreters as its other operations
-        liveness = self._liveness_checker(pipeline) if self.serves_api else None
+        liveness = load_liveness_checker(self.config, pipeline) if self.serves_api else None
         store = self.store = Store.open(self.state_dir, self.kek, self.clock)
         try:
             self.service = FaceService(
@@ -235,11 +246,6 @@ class App:
             store.close()
             raise
         return store.close
-
-    def _liveness_checker(self, pipeline: FacePipeline) -> LivenessChecker:
-        """The anti-spoofing models and the cues over ``pipeline`` (``edged.pipeline.fusion``)."""
-        model = AntiSpoof.load(Manifest.load(self.config.model_dir), self.config.pipeline.threads)
-        return LivenessChecker(pipeline, model, self.config.liveness)
 
     def _start_doors(self) -> None:
         service = self.service

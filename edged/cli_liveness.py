@@ -88,10 +88,8 @@ def video_frames(path: Path, interval_s: float | None) -> tuple[list[ImageRGB], 
 
 def cmd_liveness(request: LivenessOptions, options: GlobalOptions) -> int:
     from edged.api import wire
+    from edged.app import load_liveness_checker
     from edged.cli import quiet_read
-    from edged.inference.manifest import Manifest
-    from edged.pipeline.antispoof import AntiSpoof
-    from edged.pipeline.fusion import LivenessChecker
 
     if bool(request.images) == (request.video is not None):
         raise BadArgument("give IMAGE … or --video FILE (one of them)")
@@ -103,9 +101,7 @@ def cmd_liveness(request: LivenessOptions, options: GlobalOptions) -> int:
     else:
         images = [quiet_read(path, config.images) for path in request.images]
         interval_s = request.interval or DEFAULT_INTERVAL_S
-    pipeline = load_pipeline(config)
-    model = AntiSpoof.load(Manifest.load(config.model_dir), config.pipeline.threads)
-    result = LivenessChecker(pipeline, model, config.liveness).assess(images, interval_s)
+    result = load_liveness_checker(config, load_pipeline(config)).assess(images, interval_s)
     out = wire.liveness(result).model_dump(mode="json", exclude={"challenge"})
     if request.json:
         print(json.dumps(out))

@@ -33,13 +33,14 @@ from edged.api.client import RequestClient
 from edged.api.operations import OPERATIONS
 from edged.api.server import ApiServer
 from edged.api.settings import ApiSettings, ClientSettings
+from edged.app import load_liveness_checker
 from edged.clock import SystemClock
+from edged.config import Config
 from edged.directory.crypto import create_key_file
 from edged.directory.store import Store
 from edged.mqtt.client import MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
-from edged.pipeline.antispoof import AntiSpoof
-from edged.pipeline.fusion import LivenessChecker, LivenessSettings
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.liveness import LivenessAssessor
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
@@ -156,7 +157,7 @@ def make_env(
 @pytest.fixture(scope="module")
 def checker(pipeline: FacePipeline) -> LivenessChecker:
     """The liveness checker on the service's pipeline: the anti-spoofing models and the cues."""
-    return LivenessChecker(pipeline, AntiSpoof.load(), LivenessSettings())
+    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture(params=["5", "3.1.1"])

@@ -285,12 +285,9 @@ def test_images_in_order_and_a_verify_image_for_the_liveness_operations(
     reference = tmp_path / "ref.jpg"
     reference.write_bytes(b"\xff\xd8 reference")
     body = '{"sessionId": "s", "authToken": "t"}'
-    code, out, err = run_main(
-        ["request", "liveness_session_attempt", "--body", body, "--images", *map(str, frames)]
-        + ["--verify-image", str(reference), "--mqtt", f"mqtt://127.0.0.1:{module_broker.port}"]
-        + ["--device-id", DEVICE],
-        capsys,
-    )
+    args = ["request", "liveness_session_attempt", "--body", body, "--images", *map(str, frames)]
+    args += ["--verify-image", str(reference), "--mqtt", f"mqtt://127.0.0.1:{module_broker.port}"]
+    code, out, err = run_main([*args, "--device-id", DEVICE], capsys)
     assert code == 0, err
     echo = json.loads(out)["result"]["echo"]
     assert [base64.b64decode(i) for i in echo["images"]] == [f.read_bytes() for f in frames]

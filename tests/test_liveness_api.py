@@ -17,8 +17,9 @@ from mqtt_broker import Broker
 from skimage import data
 from test_api import Env, make_env
 
-from edged.pipeline.antispoof import AntiSpoof
-from edged.pipeline.fusion import LivenessChecker, LivenessSettings
+from edged.app import load_liveness_checker
+from edged.config import Config
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
 
@@ -27,7 +28,7 @@ DECISIONS = ("realface", "spoofface", "uncertain")
 
 @pytest.fixture(scope="module")
 def checker(pipeline: FacePipeline) -> LivenessChecker:
-    return LivenessChecker(pipeline, AntiSpoof.load(), LivenessSettings())
+    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture(params=["5", "3.1.1"])

@@ -15,7 +15,9 @@ import pytest
 from directory_helpers import found_on_disk, int8_bytes
 from skimage import data
 
+from edged.app import load_liveness_checker
 from edged.clock import ManualClock
+from edged.config import Config
 from edged.directory.crypto import create_key_file, unseal
 from edged.directory.liveness import SESSION_LIFETIME_S
 from edged.directory.store import Store
@@ -29,8 +31,7 @@ from edged.errors import (
     LivenessTokenInvalid,
     NoFaceDetected,
 )
-from edged.pipeline.antispoof import AntiSpoof
-from edged.pipeline.fusion import LivenessChecker, LivenessSettings
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.policy import Caller
@@ -55,7 +56,7 @@ def cameraman() -> ImageRGB:
 
 @pytest.fixture(scope="module")
 def checker(pipeline: FacePipeline) -> LivenessChecker:
-    return LivenessChecker(pipeline, AntiSpoof.load(), LivenessSettings())
+    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture
