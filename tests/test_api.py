@@ -33,9 +33,7 @@ from edged.api.client import RequestClient
 from edged.api.operations import OPERATIONS
 from edged.api.server import ApiServer
 from edged.api.settings import ApiSettings, ClientSettings
-from edged.app import load_liveness_checker
 from edged.clock import SystemClock
-from edged.config import Config
 from edged.directory.crypto import create_key_file
 from edged.directory.store import Store
 from edged.mqtt.client import MqttClient, MqttSettings
@@ -152,12 +150,6 @@ def make_env(
         mqtt.stop()
         auth.close()
         store.close()
-
-
-@pytest.fixture(scope="module")
-def checker(pipeline: FacePipeline) -> LivenessChecker:
-    """The liveness checker on the service's pipeline: the anti-spoofing models and the cues."""
-    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture(params=["5", "3.1.1"])

@@ -17,18 +17,11 @@ from mqtt_broker import Broker
 from skimage import data
 from test_api import Env, make_env
 
-from edged.app import load_liveness_checker
-from edged.config import Config
 from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import ImageRGB
 
 DECISIONS = ("realface", "spoofface", "uncertain")
-
-
-@pytest.fixture(scope="module")
-def checker(pipeline: FacePipeline) -> LivenessChecker:
-    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture(params=["5", "3.1.1"])

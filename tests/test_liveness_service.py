@@ -15,9 +15,7 @@ import pytest
 from directory_helpers import found_on_disk, int8_bytes
 from skimage import data
 
-from edged.app import load_liveness_checker
 from edged.clock import ManualClock
-from edged.config import Config
 from edged.directory.crypto import create_key_file, unseal
 from edged.directory.liveness import SESSION_LIFETIME_S
 from edged.directory.store import Store
@@ -52,11 +50,6 @@ def shifted(image: ImageRGB, dx: int) -> ImageRGB:
 @pytest.fixture(scope="module")
 def cameraman() -> ImageRGB:
     return np.ascontiguousarray(np.stack([data.camera()] * 3, axis=-1))
-
-
-@pytest.fixture(scope="module")
-def checker(pipeline: FacePipeline) -> LivenessChecker:
-    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture
