@@ -27,6 +27,7 @@ from edged.errors import (
     LivenessSessionNotFound,
     LivenessTokenExpired,
     LivenessTokenInvalid,
+    ModelError,
     NoFaceDetected,
 )
 from edged.pipeline.fusion import LivenessChecker
@@ -110,7 +111,7 @@ def test_attempts_need_the_sessions_token_and_are_each_audited(
     sid = created.session.session_id
     with pytest.raises(LivenessTokenInvalid):
         service.liveness.attempt(TERMINAL, sid, other.token, [astronaut])
-    with pytest.raises(LivenessSessionNotFound):
+    with pytest.raises(LivenessSessionNotFound):  # not audited: the ID names nothing
         service.liveness.attempt(TERMINAL, "no-such-session", created.token, [astronaut])
     first = service.liveness.attempt(TERMINAL, sid, created.token, [astronaut])
     assert first.number == 1 and first.remaining == 1 and first.verification is None
@@ -134,7 +135,6 @@ def test_attempts_need_the_sessions_token_and_are_each_audited(
     ]
     assert attempts == [
         ({"sessionId": sid}, "refused: LivenessTokenInvalid"),
-        ({"sessionId": "no-such-session"}, "refused: LivenessSessionNotFound"),
         ({"sessionId": sid, "attempt": "1"}, f"ok; {first.liveness.decision}"),
         ({"sessionId": sid, "attempt": "2"}, "failed: NoFaceDetected"),
         ({"sessionId": sid}, "refused: LivenessAttemptsExhausted"),
@@ -236,6 +236,22 @@ def test_a_session_and_its_template_are_gone_48_hours_after_creation(
         service.liveness.attempt(TERMINAL, sid, created.token, [astronaut])
     assert service.store.liveness.count() == 0
     assert found_on_disk(tmp_path / "state", secrets) == []
+
+
+def test_without_the_models_a_check_is_a_model_error_and_no_attempt_is_counted(
+    tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB
+) -> None:
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"))
+    try:
+        service = FaceService(pipeline, store, DirectorySettings(), pipeline.embedder.model.path.name)
+        with pytest.raises(ModelError, match="not loaded"):
+            service.liveness.detect_liveness(TERMINAL, [astronaut])
+        created = service.liveness.create_session(MANAGER, "passive")  # sessions work without them
+        with pytest.raises(ModelError):
+            service.liveness.attempt(TERMINAL, created.session.session_id, created.token, [astronaut])
+        assert service.liveness.get_session(MANAGER, created.session.session_id).attempts == ()
+    finally:
+        store.close()
 
 
 def test_the_reaper_deletes_sessions_48_hours_old(service: FaceService, clock: ManualClock) -> None:

@@ -5,8 +5,9 @@ liveness-with-verify.
 Who may: a recognizer runs ``detect_liveness`` and a session's attempt (with the session's auth
 token); only a manager creates, gets, lists and deletes sessions (``edged.service.policy``).
 Session changes and every attempt are audit records (IDs, the attempt's number and its decision;
-never an image, a template or a token); a refused attempt (wrong or expired token, an expired or
-unknown session, attempts used up) is one too.
+never an image, a template or a token); a refused attempt of a session (wrong or expired token, an
+expired session, attempts used up) is one too (an unknown session ID is not: it is the caller's
+text, and names nothing).
 
 The liveness itself is a ``LivenessAssessor`` (``edged.pipeline.fusion.LivenessChecker`` over the
 anti-spoofing model and the face mesh's cues), run under the finder's inference lock (the service's
@@ -40,7 +41,14 @@ from edged.directory.liveness import (
     check_settings,
 )
 from edged.directory.receipts import Receipt
-from edged.errors import BadArgument, EdgedError, ModelError, NoFaceDetected
+from edged.errors import (
+    BadArgument,
+    EdgedError,
+    LivenessSessionExpired,
+    LivenessSessionNotFound,
+    ModelError,
+    NoFaceDetected,
+)
 from edged.inference.manifest import Calibration
 from edged.pipeline.liveness import CHALLENGES, Challenge, LivenessAssessor, LivenessResult
 from edged.pipeline.verify import Verification, verify
@@ -112,16 +120,19 @@ class Liveness(Operations):
 
     # -- the checks ---------------------------------------------------------------------------------
 
+    def _checker(self) -> LivenessAssessor:
+        if self.assessor is None:
+            raise ModelError("liveness is not available: the anti-spoofing models are not loaded")
+        return self.assessor
+
     def _assess(
         self, images: Sequence[ImageRGB], interval_s: float, challenge: Challenge | None
     ) -> LivenessResult:
-        if self.assessor is None:
-            raise ModelError("liveness is not available: the anti-spoofing models are not loaded")
+        assessor = self._checker()
         check_range("images count", len(images), 1, MAX_IMAGES)
         check_range("intervalS", interval_s, *INTERVAL_RANGE)
         if challenge is not None and challenge not in CHALLENGES:
             raise BadArgument(f"challenge must be one of {', '.join(CHALLENGES)}, not {challenge!r}")
-        assessor = self.assessor
         return self.finder.exclusive(lambda: assessor.assess(images, interval_s, challenge))
 
     def detect_liveness(
@@ -222,6 +233,7 @@ class Liveness(Operations):
         a reference face for this call only (not with a session that has one)."""
         operation = "liveness_session_attempt"
         self.access.allow(caller, operation)
+        self._checker()  # before the attempt is counted
         check_range("images count", len(images), 1, MAX_IMAGES)
         check_range("intervalS", interval_s, *INTERVAL_RANGE)
         try:
@@ -229,9 +241,11 @@ class Liveness(Operations):
                 admitted = self.store.liveness.start_attempt(session_id, token)
                 session = self.store.liveness.get(session_id)
         except EdgedError as exc:
-            self.access.audit(
-                operation, caller.actor, caller.role, {"sessionId": session_id}, f"refused: {exc.code}"
-            )
+            if not isinstance(exc, LivenessSessionNotFound) or isinstance(exc, LivenessSessionExpired):
+                # a session that exists (an unknown ID is the caller's text: not for the audit log)
+                self.access.audit(
+                    operation, caller.actor, caller.role, {"sessionId": session_id}, f"refused: {exc.code}"
+                )
             raise
         targets = {"sessionId": session_id, "attempt": str(admitted.number)}
         try:
