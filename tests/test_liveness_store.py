@@ -12,12 +12,15 @@ import pytest
 from directory_helpers import MODEL, found_on_disk, int8_bytes, template
 
 from edged.clock import ManualClock
+from edged.directory import store as store_module
+from edged.directory.crypto import Kek
 from edged.directory.liveness import (
     SESSION_LIFETIME_S,
     AttemptOutcome,
     CueReading,
     VerifyOutcome,
 )
+from edged.directory.schema import MIGRATIONS
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -198,3 +201,24 @@ def test_sessions_expire_48_hours_after_creation_and_the_reaper_deletes_them(
     with pytest.raises(LivenessSessionExpired):  # found expired before the reaper ran: reaped now
         store.liveness.start_attempt(young.session.session_id, young.token)
     assert store.liveness.count() == 0
+
+
+def test_migration_5_adds_the_sessions_to_a_directory_of_version_4(
+    state_dir: Path, kek: Kek, clock: ManualClock, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:4])
+    old = Store.open(state_dir, kek, clock)
+    try:
+        assert old.db.user_version() == 4
+        face_id = old.transient.add(template(rng), MODEL, 600, client="cli").face_id
+    finally:
+        old.close()
+    monkeypatch.undo()
+    store = Store.open(state_dir, kek, clock)
+    try:
+        assert store.db.user_version() == 5 == len(MIGRATIONS)
+        assert store.transient.get(face_id).shape == (128,)  # what version 4 held is kept
+        created = store.liveness.create("passive")
+        assert store.liveness.start_attempt(created.session.session_id, created.token).number == 1
+    finally:
+        store.close()
