@@ -7,9 +7,9 @@ that ran, in reverse, and joins every thread. One ``threading.Event`` stops ever
 
     pipeline → store + service (interrupted trainings recovered) → per-door index (trained group),
     decider per door, the claim inbox → MQTT client + outbox (retained birth; optional)
-    → maintenance thread (``edged.scheduler``: expired face IDs at start and every 60 s of the clock,
-    audit retention at start and once a day; directory changes by other processes and audit
-    forwarding every 1 s) → request server
+    → maintenance thread (``edged.scheduler``: expired face IDs and liveness sessions 48 h old at
+    start and every 60 s of the clock, audit retention at start and once a day; directory changes
+    by other processes and audit forwarding every 1 s) → request server
     (``edged.api.server``) → capture thread + LatestFrame → worker thread (``edged.door.worker``)
     → stats thread (``edged.mqtt.stats``, with MQTT)
 
@@ -54,6 +54,9 @@ from edged.mqtt.outbox import Outbox, OutboxPublisher
 from edged.mqtt.settings import BrokerAddress
 from edged.mqtt.stats import StatsReporter
 from edged.mqtt.topics import Topics
+from edged.pipeline.antispoof import AntiSpoof
+from edged.pipeline.eyes import EyeModel
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline
 from edged.scheduler import Job, Scheduler
 from edged.service.faces import FaceService
@@ -79,6 +82,16 @@ MAINTENANCE_TICK_S = 1.0
 """The maintenance thread wakes this often (real time): directory changes by other processes are
 picked up within about this long, audit records forwarded, and the clock looked at for a due reaper
 pass."""
+
+
+def load_liveness_checker(config: Config, pipeline: FacePipeline) -> LivenessChecker:
+    """The liveness checker of ``config`` over ``pipeline`` (``edged.pipeline.fusion``): the
+    anti-spoofing models, the iris model for blinks, the cues' thresholds (``liveness:``); its own
+    interpreters, as many threads as the pipeline's."""
+    manifest = Manifest.load(config.model_dir)
+    threads = config.pipeline.threads
+    model = AntiSpoof.load(manifest, threads)
+    return LivenessChecker(pipeline, model, config.liveness, EyeModel.load(manifest, threads))
 
 
 class App:
@@ -221,10 +234,12 @@ class App:
                     Manifest.load(self.config.model_dir), self.config.pipeline
                 )
             pipeline = self.service_pipeline
+        # the request API's liveness checks, on the same interpreters as its other operations
+        liveness = load_liveness_checker(self.config, pipeline) if self.serves_api else None
         store = self.store = Store.open(self.state_dir, self.kek, self.clock)
         try:
             self.service = FaceService(
-                pipeline, store, self.config.directory, pipeline.embedder.model.path.name
+                pipeline, store, self.config.directory, pipeline.embedder.model.path.name, liveness=liveness
             )
             self.service.recover_interrupted_training()  # a train cut short by a kill or power loss
         except BaseException:
@@ -264,13 +279,15 @@ class App:
         return undo
 
     def _start_maintenance(self) -> Callable[[], None]:
-        """One thread: expired face IDs now and every ``REAP_INTERVAL_S`` of the clock, audit
-        retention now and every ``AUDIT_PRUNE_INTERVAL_S``; every ``MAINTENANCE_TICK_S`` directory
-        changes by other processes and (with MQTT) the audit records to forward."""
+        """One thread: expired face IDs and liveness sessions 48 h old now and every
+        ``REAP_INTERVAL_S`` of the clock, audit retention now and every ``AUDIT_PRUNE_INTERVAL_S``;
+        every ``MAINTENANCE_TICK_S`` directory changes by other processes and (with MQTT) the audit
+        records to forward."""
         service = self.service
         assert service is not None
         jobs = [
             Job("expired face IDs", service.reap, REAP_INTERVAL_S, at_start=True),
+            Job("expired liveness sessions", service.liveness.reap, REAP_INTERVAL_S, at_start=True),
             Job("audit retention", service.prune_audit, AUDIT_PRUNE_INTERVAL_S, at_start=True),
             Job("directory changes", service.refresh),
         ]

@@ -1,6 +1,7 @@
 """The ``edged`` command line: the parser, ``--version``, and the pipeline and daemon commands
 (detect, verify, demo, run, check-config; ``bench`` hands over to the benchmarks in tools/bench).
-The directory and request commands are in ``cli_directory``, ``cli_faces`` and ``cli_request``.
+The directory and request commands are in ``cli_directory``, ``cli_faces`` and ``cli_request``;
+``edged liveness`` in ``cli_liveness``.
 
 Arguments become frozen settings (``cli_options``) before a command runs. Parsing and output only;
 the work is done elsewhere, in modules each command imports when it runs: ``edged --help`` and
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edged import __version__, cli_directory, cli_faces, cli_request, environment, log
+from edged import __version__, cli_directory, cli_faces, cli_liveness, cli_request, environment, log
 from edged.cli_options import (
     GlobalOptions,
     add_command,
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_faces.add_commands(sub)
     cli_directory.add_list_commands(sub)
     cli_request.add_commands(sub)
+    cli_liveness.add_commands(sub)
 
     p = sub.add_parser("check-config", help="validate a configuration file and print every error")
     p.add_argument("file", type=Path, nargs="?", help="default: --config, $EDGED_CONFIG")

@@ -34,6 +34,8 @@ class Request:
     body: str | None
     body_file: Path | None
     image: Path | None
+    images: tuple[Path, ...] | None
+    verify_image: Path | None
     sign_key: Path | None
     client: str | None
     mqtt: str
@@ -65,6 +67,10 @@ def add_commands(sub: Any) -> None:
     body.add_argument("--body", help="the request as a JSON object (camelCase fields)")
     body.add_argument("--body-file", type=Path, help="file holding the request JSON object")
     p.add_argument("--image", type=Path, help="image sent base64-encoded as the body's 'image'")
+    p.add_argument(
+        "--images", type=Path, nargs="+", metavar="IMAGE", help="images sent in order as the body's 'images'"
+    )
+    p.add_argument("--verify-image", type=Path, help="image sent as the body's 'verifyImage' (liveness)")
     p.add_argument("--sign-key", type=Path, help="private key PEM to sign with (with --client)")
     p.add_argument("--client", help="client ID the signing key is configured under (with --sign-key)")
     p.add_argument("--mqtt", required=True, metavar="mqtt://HOST:PORT", help="broker (mqtts:// for TLS)")
@@ -151,15 +157,27 @@ def request_body(request: Request) -> dict[str, Any]:
         raise BadArgument(f"{source} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadArgument(f"{source} must be a JSON object, not {type(body).__name__}")
-    if request.image is not None:
-        if "image" in body:
-            raise BadArgument("give the image either in the body or with --image, not both")
-        try:
-            data = request.image.read_bytes()  # in memory only, never written anywhere
-        except OSError as exc:
-            raise ImageError(f"cannot read {request.image}: {exc.strerror or exc}") from None
-        body["image"] = base64.b64encode(data).decode("ascii")
+    given = {
+        ("image", "--image"): request.image,
+        ("images", "--images"): request.images,
+        ("verifyImage", "--verify-image"): request.verify_image,
+    }
+    for (name, option), value in given.items():
+        if value is None:
+            continue
+        if name in body:
+            raise BadArgument(f"give the {name} either in the body or with {option}, not both")
+        encoded = [_base64_file(path) for path in value] if isinstance(value, tuple) else _base64_file(value)
+        body[name] = encoded
     return body
+
+
+def _base64_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()  # in memory only, never written anywhere
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return base64.b64encode(data).decode("ascii")
 
 
 def cmd_request(request: Request, options: GlobalOptions) -> int:

@@ -16,13 +16,18 @@ non-zero; the MQTT API will answer ``{"error": {"code", "message"}}``.
     │   ├── NotFound                (exit 6) a referenced object does not exist (or has expired)
     │   │   ├── PersonGroupNotFound, PersonNotFound, FaceListNotFound, DynamicPersonGroupNotFound
     │   │   ├── CardNotFound        no person has this card (verify-mode claims)
-    │   │   └── FaceNotFound        face ID unknown or expired, persisted face unknown
+    │   │   ├── FaceNotFound        face ID unknown or expired, persisted face unknown
+    │   │   └── LivenessSessionNotFound  unknown (or deleted, or reaped) liveness session
+    │   │       └── LivenessSessionExpired  past its 48 h, not yet reaped (it is, on the spot)
     │   ├── Conflict                (exit 7) PersonGroupExists, FaceListExists, PersonGroupNotTrained,
     │   │                           DuplicateIdentity (enrolment matches another person)
+    │   │   └── LivenessAttemptsExhausted  a liveness session has used its maxAttempts
     │   ├── QuotaExceeded           a limit of the data model (persons, faces, sizes)
     │   ├── QualityTooLow           enrolment refused by the quality gate (reasons in the message)
     │   ├── Forbidden               (exit 10) the caller's role may not do this (recognizer enrolling)
     │   ├── Unauthorized            (exit 10) a request's signature is missing, wrong, stale or replayed
+    │   │   ├── LivenessTokenInvalid   not the liveness session's auth token
+    │   │   └── LivenessTokenExpired   the session's auth token outlived its time-to-live
     │   └── Busy                    the request queue is full: try again later
     ├── CryptoError                 (exit 8) the key-encryption key: WrongKey, DecryptionFailed
     └── CameraError                 (exit 11) a frame source that cannot be opened or read
@@ -111,6 +116,14 @@ class CardNotFound(NotFound):
     code = "CardNotFound"
 
 
+class LivenessSessionNotFound(NotFound):
+    code = "LivenessSessionNotFound"
+
+
+class LivenessSessionExpired(LivenessSessionNotFound):
+    code = "LivenessSessionExpired"
+
+
 class Conflict(FaceError):
     code = "Conflict"
     exit_code = 7
@@ -130,6 +143,10 @@ class PersonGroupNotTrained(Conflict):
 
 class DuplicateIdentity(Conflict):
     code = "DuplicateIdentity"
+
+
+class LivenessAttemptsExhausted(Conflict):
+    code = "LivenessAttemptsExhausted"
 
 
 class QuotaExceeded(FaceError):
@@ -186,3 +203,15 @@ class Busy(FaceError):
 
     code = "Busy"
     exit_code = 12
+
+
+class LivenessTokenInvalid(Unauthorized):
+    """An attempt with a token that is not its liveness session's (nothing else is told)."""
+
+    code = "LivenessTokenInvalid"
+
+
+class LivenessTokenExpired(Unauthorized):
+    """A liveness session's auth token past its ``authTokenTimeToLiveInSeconds``."""
+
+    code = "LivenessTokenExpired"

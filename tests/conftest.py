@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from skimage import data
 
+from edged.app import load_liveness_checker
 from edged.clock import ManualClock
+from edged.config import Config
 from edged.directory import crypto
 from edged.directory.store import Store
+from edged.pipeline.fusion import LivenessChecker
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.types import Box, Face, ImageRGB
 
@@ -28,6 +31,13 @@ pytest_plugins = ["mqtt_broker"]  # the test broker: broker, module_broker, pers
 def pipeline() -> FacePipeline:
     """The default pipeline: short-range detector, face mesh, int8 embedder."""
     return FacePipeline.load()
+
+
+@pytest.fixture(scope="session")
+def checker(pipeline: FacePipeline) -> LivenessChecker:
+    """The liveness checker on the default pipeline: the anti-spoofing models, the iris model and
+    the cues with the default thresholds (as the daemon's request API builds it)."""
+    return load_liveness_checker(Config(), pipeline)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,8 @@ from edged.directory.crypto import create_key_file
 from edged.directory.store import Store
 from edged.mqtt.client import MqttClient, MqttSettings
 from edged.mqtt.topics import Topics
+from edged.pipeline.fusion import LivenessChecker
+from edged.pipeline.liveness import LivenessAssessor
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.settings import DirectorySettings
@@ -106,6 +108,7 @@ def make_env(
     protocol: str,
     exercised: set[str],
     directory: DirectorySettings | None = None,
+    liveness: LivenessAssessor | None = None,
     **api: Any,
 ) -> Iterator[Env]:
     manager, recognizer, admin = (Ed25519PrivateKey.generate() for _ in range(3))
@@ -122,7 +125,11 @@ def make_env(
     clock = SystemClock()
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
     service = FaceService(
-        pipeline, store, directory or DirectorySettings(), pipeline.embedder.model.path.name
+        pipeline,
+        store,
+        directory or DirectorySettings(),
+        pipeline.embedder.model.path.name,
+        liveness=liveness,
     )
     topics = Topics(DEVICE)
     mqtt = MqttClient(MqttSettings(port=broker.port, protocol="5"), topics, {"edged": "test"}, clock)
@@ -151,8 +158,9 @@ def env(
     tmp_path: Path,
     broker: Broker,
     pipeline: FacePipeline,
+    checker: LivenessChecker,
 ) -> Iterator[Env]:
-    with make_env(tmp_path, broker, pipeline, request.param, set()) as e:
+    with make_env(tmp_path, broker, pipeline, request.param, set(), liveness=checker) as e:
         yield e
 
 
@@ -227,6 +235,19 @@ def test_every_operation_round_trips(
     )
     env.ok("delete_person_group", {"personGroupId": "staff"})
     assert env.ok("list_person_groups", {})["personGroups"] == []
+    # liveness: a one-shot check (unsigned recognizer), and a session with verify (test_liveness_api.py)
+    checked = env.ok("detect_liveness", {"images": [astro]}, signer=None)
+    assert checked["livenessDecision"] in ("realface", "spoofface", "uncertain") and checked["frames"] == 1
+    session = env.ok("create_liveness_session", {"deviceCorrelationId": "kiosk-1", "verifyImage": astro})
+    attempt = {"sessionId": session["sessionId"], "authToken": session["authToken"], "images": [astro]}
+    tried = env.ok("liveness_session_attempt", attempt, signer=None)
+    assert tried["attemptId"] == 1 and tried["verifyResult"]["isIdentical"]
+    got = env.ok("get_liveness_session", {"sessionId": session["sessionId"]})
+    assert got["status"] == "ResultAvailable" and got["attempts"][0]["result"]["livenessDecision"]
+    assert [s["sessionId"] for s in env.ok("list_liveness_sessions", {})["sessions"]] == [
+        session["sessionId"]
+    ]
+    assert env.ok("delete_liveness_session", {"sessionId": session["sessionId"]})["signature"]
     # admin: the audit chain of everything above is intact; a manager may not ask
     assert env.error("verify_audit", {}, "manager")["code"] == "Forbidden"
     audit = env.ok("verify_audit", {}, signer="root")

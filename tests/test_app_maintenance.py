@@ -25,6 +25,7 @@ from edged.app import AUDIT_PRUNE_INTERVAL_S, REAP_INTERVAL_S, App
 from edged.clock import ManualClock
 from edged.config import Config
 from edged.directory import crypto
+from edged.directory.liveness import SESSION_LIFETIME_S
 from edged.directory.store import Store
 from edged.errors import ConfigError, FaceNotFound
 from edged.mqtt.client import MqttSettings
@@ -134,6 +135,33 @@ def test_face_ids_from_detect_are_deleted_once_expired_while_the_daemon_runs(
         app.stop()
     assert app.error is None
     assert app.scheduler is not None and not app.scheduler.is_alive(), "stop() stops the maintenance thread"
+
+
+def test_liveness_sessions_are_deleted_48_hours_after_creation_while_the_daemon_runs(
+    tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline
+) -> None:
+    state_dir = tmp_path / "state"
+    clock = ManualClock()
+    other = Store.open(state_dir, kek, clock)  # the session's creator, beside the daemon
+    old = other.liveness.create("passive", "kiosk-1").session.session_id
+    clock.advance(3600)
+    young = other.liveness.create("passive").session.session_id
+    config = Config.model_validate({"device_id": DEVICE})
+    app = App(config, state_dir, kek, None, threading.Event(), None, pipeline=pipeline, clock=clock)
+    try:
+        app.start()
+        scheduler = app.scheduler
+        assert scheduler is not None
+        job = "expired liveness sessions"
+        assert scheduler.runs[job] == 1 and scheduler.done[job] == 0  # at start: none is 48 h old
+        clock.advance(SESSION_LIFETIME_S - 3600 + REAP_INTERVAL_S)  # the old one is 48 h old
+        wait_until(lambda: other.liveness.count() == 1 and scheduler.done[job] == 1, "the reaper ran")
+        assert [s.session_id for s in other.liveness.page()] == [young]
+        assert old not in {r[0] for r in other.db.execute("SELECT session_id FROM liveness_attempts")}
+    finally:
+        app.stop()
+        other.close()
+    assert app.error is None
 
 
 def test_a_person_deleted_by_another_process_stops_matching_without_a_restart(

@@ -276,6 +276,25 @@ def test_keygen_then_a_signed_request_with_an_image(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "ops.pem"]  # the broker lives elsewhere
 
 
+def test_images_in_order_and_a_verify_image_for_the_liveness_operations(
+    tmp_path: Path, module_broker: Broker, responder: Responder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = [tmp_path / f"f{i}.jpg" for i in range(3)]
+    for i, frame in enumerate(frames):
+        frame.write_bytes(b"\xff\xd8 frame %d" % i)
+    reference = tmp_path / "ref.jpg"
+    reference.write_bytes(b"\xff\xd8 reference")
+    body = '{"sessionId": "s", "authToken": "t"}'
+    args = ["request", "liveness_session_attempt", "--body", body, "--images", *map(str, frames)]
+    args += ["--verify-image", str(reference), "--mqtt", f"mqtt://127.0.0.1:{module_broker.port}"]
+    code, out, err = run_main([*args, "--device-id", DEVICE], capsys)
+    assert code == 0, err
+    echo = json.loads(out)["result"]["echo"]
+    assert [base64.b64decode(i) for i in echo["images"]] == [f.read_bytes() for f in frames]
+    assert base64.b64decode(echo["verifyImage"]) == reference.read_bytes()
+    assert echo["sessionId"] == "s" and "image" not in echo
+
+
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()
@@ -321,6 +340,7 @@ def test_error_replies_and_timeouts_exit_non_zero(
         (["--sign-key", "k.pem"], "--sign-key and --client go together"),
         (["--image", "missing.jpg"], "InvalidImage: cannot read missing.jpg"),
         (["--body", '{"image": "x"}', "--image", "x.jpg"], "either in the body or with --image"),
+        (["--body", '{"images": []}', "--images", "x.jpg"], "either in the body or with --images"),
     ],
 )
 def test_bad_request_arguments_are_one_error_line(

@@ -46,6 +46,12 @@ def test_each_role_includes_the_roles_below(role: str, needed: policy.Role, incl
         ("set_person_card", "manager"),
         ("delete_card", "manager"),
         ("verify_audit", "admin"),
+        ("detect_liveness", "recognizer"),
+        ("liveness_session_attempt", "recognizer"),
+        ("create_liveness_session", "manager"),
+        ("get_liveness_session", "manager"),
+        ("list_liveness_sessions", "manager"),
+        ("delete_liveness_session", "manager"),
     ],
 )
 def test_the_role_each_operation_needs(operation: str, role: str) -> None:

@@ -31,6 +31,7 @@ LAYERS: dict[str, str] = {
     "edged.cli_faces": "entry",
     "edged.cli_options": "entry",
     "edged.cli_request": "entry",
+    "edged.cli_liveness": "entry",
     # composition: the only code that sees the whole configuration
     "edged.app": "composition",
     "edged.config": "composition",

@@ -2,7 +2,8 @@
 registered with its request and result schemas and whether it changes the directory
 (``@operation``). The role each needs is the service's policy (``edged.service.policy``). The JSON
 Schema files of ``edged/api/jsonschema/`` are generated from ``OPERATIONS`` (``edged.api.catalog``).
-A new operation: a request and a result model in ``schemas``, a role in the policy, a handler here."""
+A new operation: a request and a result model in ``schemas``, a role in the policy, a handler here
+(the liveness operations: ``liveness_schemas`` and ``liveness_ops``, imported at the end)."""
 
 from __future__ import annotations
 
@@ -300,3 +301,7 @@ def _verify_audit(c: Context, r: s.EmptyRequest) -> s.AuditStatus:
     return s.AuditStatus(
         intact=chain.intact, records=chain.records, reason="" if chain.intact else chain.reason
     )
+
+
+# the liveness operations register themselves in OPERATIONS as this module's own do
+from edged.api import liveness_ops as _liveness_ops  # noqa: E402, F401

@@ -6,15 +6,19 @@ service itself returns plain typed values."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel
 
+from edged.api import liveness_schemas as ls
 from edged.api import schemas as s
 from edged.directory.groups import PersonGroup
 from edged.directory.lists import FaceList
+from edged.directory.liveness import AttemptOutcome
 from edged.directory.persons import Person
 from edged.directory.receipts import Receipt
+from edged.pipeline.liveness import LivenessResult
 from edged.pipeline.verify import Verification
 from edged.service.recognition import Candidate, DetectedFace, Similar
 
@@ -99,3 +103,27 @@ def receipt_json(value: Receipt) -> dict[str, Any]:
 def receipt(value: Receipt) -> BaseModel:
     """A receipt as the reply of a deletion (``ReceiptResult``)."""
     return s.ReceiptResult.model_validate(receipt_json(value))
+
+
+def liveness(result: LivenessResult | AttemptOutcome) -> ls.LivenessOutcome:
+    """A liveness result (of a check, or as an attempt stored it): ``livenessDecision``, ``score``,
+    ``cues``, ``decidedBy``, ``frames`` and the challenge checked (also what ``edged liveness``
+    prints)."""
+    return ls.LivenessOutcome.model_validate(
+        {
+            "livenessDecision": result.decision,
+            "score": round(result.score, 4),
+            "cues": [
+                {
+                    "name": c.name,
+                    "value": round(c.value, 4) if math.isfinite(c.value) else None,
+                    "score": round(c.score, 4),
+                    "verdict": c.verdict,
+                }
+                for c in result.cues
+            ],
+            "decidedBy": list(result.decided_by),
+            "frames": result.frames,
+            "challenge": result.challenge,
+        }
+    )

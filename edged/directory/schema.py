@@ -4,7 +4,8 @@
 ``Keys.seed``); 3. the directory version: one counter that every change to groups, persons, faces,
 face lists, dynamic groups and cards raises in its own transaction (triggers), and that transient
 face IDs, keys and the audit log leave alone; 4. the owner of each face ID (``client``: who asked
-for it, for the per-client quota of live face IDs), indexed with its expiry.
+for it, for the per-client quota of live face IDs), indexed with its expiry; 5. liveness sessions and
+their attempts (``edged.directory.liveness``; outside the directory version, like face IDs).
 """
 
 from __future__ import annotations
@@ -135,4 +136,39 @@ _FACE_ID_OWNER: Migration = (
     "CREATE INDEX transient_by_client ON transient_faces (client, expires)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _CARDS, _DIRECTORY_VERSION, _FACE_ID_OWNER)
+_LIVENESS_SESSIONS: Migration = (
+    # the token only as HMAC-SHA256 under the session's data key; the reference template sealed with it
+    """CREATE TABLE liveness_sessions (
+        session_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES data_keys (key_id),
+        token_hash BLOB NOT NULL,
+        token_ttl INTEGER NOT NULL,
+        token_expires REAL NOT NULL,
+        device_correlation_id TEXT,
+        mode TEXT NOT NULL CHECK (mode IN ('passive', 'passive-active')),
+        max_attempts INTEGER NOT NULL,
+        reference BLOB,
+        model_id TEXT,
+        challenge TEXT,
+        created REAL NOT NULL,
+        expires REAL NOT NULL
+    )""",
+    "CREATE INDEX liveness_sessions_by_expiry ON liveness_sessions (expires)",
+    # outcome: JSON of decision, score, cues, decidedBy, frames, challenge, verify (no image, no template)
+    """CREATE TABLE liveness_attempts (
+        session_id TEXT NOT NULL REFERENCES liveness_sessions (session_id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        time REAL NOT NULL,
+        outcome TEXT,
+        error TEXT,
+        PRIMARY KEY (session_id, attempt)
+    )""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _INITIAL,
+    _CARDS,
+    _DIRECTORY_VERSION,
+    _FACE_ID_OWNER,
+    _LIVENESS_SESSIONS,
+)

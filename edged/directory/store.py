@@ -11,17 +11,19 @@ of record::
     store.dynamic_groups  dynamic person groups                        (dynamic.py)
     store.transient       face IDs (transient faces)                   (transient.py)
     store.cards           cards for verify-mode claims                 (cards.py)
+    store.liveness        liveness sessions and their attempts         (liveness.py)
     store.audit           the audit log                                (audit.py)
     store.keys            the key material: KEK check, device key, card key, data keys (keys.py)
 
 Everything about a person (name, userData, templates, face userData) is sealed with that person's
-data key; face lists have their own key; every transient face has its own key. Deleting an owner
-deletes its rows and its wrapped data key, then checkpoints the WAL (TRUNCATE), so neither the
-database nor the WAL keeps a byte of it. The repositories hand out decrypted values and take
-plaintext values; they never log them. All SQL of the directory side lives in ``edged.directory``.
+data key; face lists have their own key; every transient face and every liveness session has its
+own key. Deleting an owner deletes its rows and its wrapped data key, then checkpoints the WAL
+(TRUNCATE), so neither the database nor the WAL keeps a byte of it. The repositories hand out
+decrypted values and take plaintext values; they never log them. All SQL of the directory side
+lives in ``edged.directory``.
 
-Liveness sessions and sync state will be two more repositories beside these: a module with a
-class over the ``Db``, a migration for its tables, and an attribute here.
+Sync state will be one more repository beside these: a module with a class over the ``Db``, a
+migration for its tables, and an attribute here.
 
 ``Store`` (not ``Directory``): "the person directory" already names the persons in no group.
 """
@@ -40,6 +42,7 @@ from edged.directory.faces import Faces
 from edged.directory.groups import Groups
 from edged.directory.keys import Keys, key_check
 from edged.directory.lists import FaceLists
+from edged.directory.liveness import LivenessSessions
 from edged.directory.persons import Persons
 from edged.directory.schema import MIGRATIONS
 from edged.directory.transient import TransientFaces
@@ -65,6 +68,7 @@ class Store:
         self.transient = TransientFaces(db, keys, clock)
         self.cards = Cards(db, keys, clock, self.persons)
         self.audit = AuditLog(db, keys, clock)
+        self.liveness = LivenessSessions(db, keys, clock)
 
     @classmethod
     def open(cls, state_dir: Path, kek: Kek, clock: Clock | None = None) -> Store:

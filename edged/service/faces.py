@@ -2,7 +2,8 @@
 directory and the in-memory matching indexes.
 
 ``FaceService`` composes them: ``recognition`` (detect, verify, identify, find similar, group),
-``changes`` (groups, persons, faces, face lists, cards, train: each with its ``Caller``), the
+``changes`` (groups, persons, faces, face lists, cards, train: each with its ``Caller``),
+``liveness`` (liveness checks and liveness sessions, ``edged.service.liveness``), the
 directory reads of the request API, and what the door daemon calls (its per-frame search, the
 trained index of a door's group, cards, the directory version, maintenance).
 
@@ -26,10 +27,12 @@ from edged.directory.store import Store
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration
 from edged.matcher import Match, TemplateIndex
+from edged.pipeline.liveness import LivenessAssessor
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.access import DirectoryAccess
 from edged.service.changes import DirectoryChanges
 from edged.service.finder import FaceFinder
+from edged.service.liveness import Liveness
 from edged.service.policy import Caller
 from edged.service.quota import FaceIdQuota, FaceIdUsage, FreeBytes, free_bytes
 from edged.service.recognition import Recognition
@@ -59,9 +62,11 @@ class FaceService:
         model_id: str,
         *,
         free: FreeBytes | None = None,
+        liveness: LivenessAssessor | None = None,
     ) -> None:
         """``free``: the free bytes of the directory's filesystem (default: ``statvfs`` of the
-        directory's folder), for the face IDs' disk floor (``edged.service.quota``)."""
+        directory's folder), for the face IDs' disk floor (``edged.service.quota``). ``liveness``:
+        the liveness checker on this service's pipeline (None: liveness checks are ``ModelError``)."""
         if pipeline.calibration is None:
             raise BadArgument("the embedder has no calibration: run tools/calibrate.py")
         self.pipeline = pipeline
@@ -75,6 +80,7 @@ class FaceService:
         self.quota = FaceIdQuota(store.transient, settings, free or (lambda: free_bytes(folder)), store.clock)
         self.recognition = Recognition(self.access, finder, settings, self.calibration, model_id, self.quota)
         self.changes = DirectoryChanges(self.access, finder, settings, self.calibration, model_id)
+        self.liveness = Liveness(self.access, finder, settings, self.calibration, model_id, liveness)
 
     # -- the door daemon's --------------------------------------------------------------------------
 

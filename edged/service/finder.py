@@ -5,10 +5,14 @@ service lock, so the door keeps searching and the directory keeps answering mean
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from edged.errors import BadArgument, NoFaceDetected, QualityTooLow
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import Box, Face, FloatArray, ImageRGB
+
+T = TypeVar("T")
 
 MIN_TARGET_IOU = 0.3
 """How much a ``targetFace`` must overlap a detected face to choose it."""
@@ -24,6 +28,12 @@ class FaceFinder:
         """Every face in ``image``, not embedded."""
         with self._infer:
             return self.pipeline.faces(image, embed=False)
+
+    def exclusive(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (more inference on the pipeline's interpreters: a liveness check) holding
+        the finder's inference lock."""
+        with self._infer:
+            return work()
 
     def embed(self, image: ImageRGB, face: Face) -> Face:
         with self._infer:

@@ -2,8 +2,12 @@
 
 Roles are ranked; each includes the roles below it:
 
-- recognizer: detect, verify, identify, find similar, group (they change nothing);
+- recognizer: detect, verify, identify, find similar, group (they change nothing); liveness: a
+  one-shot ``detect_liveness`` and a liveness session's attempt (which also needs the session's
+  auth token: the terminal's scoped permission);
 - manager: also read and change the directory (groups, persons, faces, face lists, cards, train);
+  create, get, list and delete liveness sessions (a session's results are the relying party's to
+  read: the terminal gets its attempt's result in the attempt's reply, and nothing else);
 - admin: also keys, configuration and the audit chain.
 
 ``OPERATION_ROLES`` names the role each operation needs. The service enforces it for every caller
@@ -36,6 +40,14 @@ OPERATION_ROLES: Mapping[str, Role] = {
     "identify": _R,
     "find_similar": _R,
     "group": _R,
+    # liveness: a one-shot check, and a session's attempt (with the session's auth token; audited)
+    "detect_liveness": _R,
+    "liveness_session_attempt": _R,
+    # liveness sessions (audited changes; get and list show results and device correlation IDs)
+    "create_liveness_session": _M,
+    "get_liveness_session": _M,
+    "list_liveness_sessions": _M,
+    "delete_liveness_session": _M,
     # directory reads
     "get_person_group": _M,
     "list_person_groups": _M,
