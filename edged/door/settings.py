@@ -9,10 +9,11 @@ from pydantic import Field
 from edged.door.zone import CaptureZoneSettings
 from edged.strict import Strict
 
-__all__ = ["DoorMode", "DoorSettings", "MultiFacePolicy"]
+__all__ = ["DoorLiveness", "DoorMode", "DoorSettings", "MultiFacePolicy"]
 
 DoorMode = Literal["identify", "verify", "verify_only"]
 MultiFacePolicy = Literal["deny", "hold"]
+DoorLiveness = Literal["off", "passive", "challenge"]
 
 
 class DoorSettings(Strict):
@@ -66,4 +67,29 @@ class DoorSettings(Strict):
     )
     capture_zone: CaptureZoneSettings | None = Field(
         None, description="region of interest of the door's camera; null: the whole frame"
+    )
+    liveness: DoorLiveness = Field(
+        "off",
+        description="presentation-attack detection before any match decision (docs/decisions.md): off: "
+        "none (faces are matched as they are, today's behaviour); passive: the anti-spoofing model and "
+        "the motion cues of the track (the root liveness: settings), a spoof is decided spoof, never "
+        "granted, and a track still uncertain after liveness_window_s is denied liveness_uncertain; "
+        "challenge: like passive, but a track still uncertain after liveness_window_s is asked a random "
+        "head turn or blink on the door's challenge topic, and denied challenge_timeout when it is not "
+        "done within challenge_s",
+    )
+    liveness_window_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="liveness passive or challenge: how long a track that is otherwise ready to be "
+        "decided (trigger_frames good frames) may stay uncertain before it is denied (passive) or "
+        "challenged (challenge)",
+    )
+    challenge_s: float = Field(
+        5.0,
+        ge=1,
+        le=60,
+        description="liveness challenge: how long the subject has to do the challenge shown (the "
+        "challenge message's expiry)",
     )
