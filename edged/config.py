@@ -20,6 +20,7 @@ from edged.errors import ConfigError
 from edged.log import LogLevel
 from edged.mqtt.settings import HaSettings, MqttSettings
 from edged.mqtt.topics import check_id
+from edged.pipeline.fusion import LivenessSettings
 from edged.pipeline.image import ImageLimits
 from edged.pipeline.pipeline import PipelineSettings
 from edged.pipeline.verify import VerifySettings
@@ -55,6 +56,9 @@ class Config(Strict):
     )
     camera: CameraSettings = Field(default_factory=CameraSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    liveness: LivenessSettings = Field(
+        default_factory=LivenessSettings, description="liveness cues and their thresholds (docs/liveness.md)"
+    )
     doors: dict[str, DoorSettings] = Field(
         default_factory=dict, description="the doors of this terminal by door ID (docs/decisions.md)"
     )

@@ -1,0 +1,266 @@
+"""Liveness per track: the model's scores over the good frames plus the motion cues → one
+``LivenessResult`` (docs/liveness.md has the rule and the thresholds' meaning).
+
+The rule, in order:
+1. any cue that says ``spoof`` (the model, parallax, a failed challenge) → ``spoofface``;
+2. a challenge was asked → ``realface`` only when it passed; until then ``uncertain``;
+3. the model says ``real`` → ``realface`` (with several frames: no cue said spoof, see 1);
+4. otherwise ``uncertain``.
+So a confident spoof verdict always wins, and ``realface`` never comes without the model or a passed
+challenge vouching for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from pydantic import Field, model_validator
+
+from edged.errors import NoFaceDetected
+from edged.pipeline import cues
+from edged.pipeline.liveness import (
+    Challenge,
+    Cue,
+    CueVerdict,
+    LivenessDecision,
+    LivenessFrame,
+    LivenessResult,
+    PassiveModel,
+)
+from edged.pipeline.pipeline import FacePipeline
+from edged.strict import Strict
+from edged.types import ImageRGB
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LivenessChecker", "LivenessSettings", "LivenessTrack", "fuse", "track_cues"]
+
+
+class LivenessSettings(Strict):
+    """Thresholds of liveness (docs/liveness.md): each cue's verdict and the track's window."""
+
+    model_real: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="mean model p(real) over the good frames at or above which the model says real",
+    )
+    model_spoof: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="mean model p(real) over the good frames at or below which the model says spoof",
+    )
+    min_frames: int = Field(
+        1, ge=1, le=100, description="good frames with a model score the model cue needs to say anything"
+    )
+    parallax_spoof: float = Field(
+        0.03,
+        ge=0,
+        description="nose residual under the flat points' homography (inter-ocular distances) at or "
+        "below which the face moved as one plane: parallax says spoof",
+    )
+    parallax_real: float = Field(
+        0.08,
+        ge=0,
+        description="nose residual (inter-ocular distances) at or above which the nose stood out of "
+        "the plane of the eyes: parallax says real",
+    )
+    parallax_min_motion_deg: float = Field(
+        12.0,
+        gt=0,
+        le=90,
+        description="viewpoint change (yaw, pitch or plane tilt, degrees) a pair of frames needs before "
+        "parallax says anything",
+    )
+    blink_closed_fraction: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="eye aspect ratio below this fraction of the open-eye baseline counts as closed "
+        "(a blink: closed, then back half-way to the baseline)",
+    )
+    turn_deg: float = Field(
+        15.0,
+        gt=0,
+        le=90,
+        description="yaw change from the first frame after a challenge that counts as a turn",
+    )
+    challenge_window_s: float = Field(
+        3.0, gt=0, le=30, description="how long after a challenge is shown its motion must happen"
+    )
+    window_frames: int = Field(
+        40, ge=2, le=300, description="frames a track keeps (the newest): the cues look at these"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LivenessSettings:
+        if self.model_spoof >= self.model_real:
+            raise ValueError("model_spoof must be below model_real")
+        if self.parallax_spoof >= self.parallax_real:
+            raise ValueError("parallax_spoof must be below parallax_real")
+        return self
+
+
+def _ramp(value: float, low: float, high: float) -> float:
+    """``value`` mapped linearly from [low, high] to [0, 1], clipped."""
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def model_cue(scores: Sequence[float], settings: LivenessSettings) -> Cue:
+    """The model's cue: the mean p(real) of the good frames' scores."""
+    if len(scores) < settings.min_frames or not scores:
+        return Cue("model", float("nan"), 0.5, "none")
+    mean = float(sum(scores) / len(scores))
+    verdict: CueVerdict = (
+        "real" if mean >= settings.model_real else "spoof" if mean <= settings.model_spoof else "none"
+    )
+    return Cue("model", round(mean, 4), round(mean, 4), verdict)
+
+
+def track_cues(
+    frames: Sequence[LivenessFrame],
+    settings: LivenessSettings,
+    challenge: tuple[Challenge, float] | None = None,
+    now: float | None = None,
+) -> tuple[Cue, ...]:
+    """The motion cues over ``frames`` (in time order): parallax and blink when there are several
+    frames, and the challenge's check when one was asked (``(challenge, shown at)``). ``now``: the
+    current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
+    found: list[Cue] = []
+    if len(frames) >= 2:
+        points = [f.points for f in frames]
+        parallax = cues.track_parallax(points, settings.parallax_min_motion_deg)
+        if parallax is None:
+            found.append(Cue("parallax", 0.0, 0.5, "none"))
+        else:
+            verdict: CueVerdict = (
+                "spoof"
+                if parallax.residual <= settings.parallax_spoof
+                else "real"
+                if parallax.residual >= settings.parallax_real
+                else "none"
+            )
+            score = _ramp(parallax.residual, settings.parallax_spoof, settings.parallax_real)
+            found.append(Cue("parallax", round(parallax.residual, 4), round(score, 4), verdict))
+        ratios = [cues.eye_aspect_ratio(p) for p in points]
+        count, lowest = cues.blinks(ratios, settings.blink_closed_fraction)
+        found.append(Cue("blink", round(lowest, 4), 1.0 if count else 0.5, "real" if count else "none"))
+    if challenge is not None:
+        found.append(_challenge_cue(frames, settings, challenge, now))
+    return tuple(found)
+
+
+def _challenge_cue(
+    frames: Sequence[LivenessFrame],
+    settings: LivenessSettings,
+    challenge: tuple[Challenge, float],
+    now: float | None,
+) -> Cue:
+    asked, shown = challenge
+    end = shown + settings.challenge_window_s
+    after = [f.points for f in frames if shown <= f.t <= end]
+    before = [cues.eye_aspect_ratio(f.points) for f in frames if f.t < shown]
+    now = now if now is not None else (frames[-1].t if frames else shown)
+    check = cues.check_challenge(
+        asked, after, now >= end, settings.turn_deg, settings.blink_closed_fraction, before
+    )
+    value = {"turn_left": check.left, "turn_right": check.right, "blink": float(check.blinks)}[asked]
+    if check.status == "passed":
+        return Cue("challenge", round(value, 2), 1.0, "real")
+    if check.status == "failed":
+        return Cue("challenge", round(value, 2), 0.0, "spoof")
+    return Cue("challenge", round(value, 2), 0.5, "none")
+
+
+def fuse(
+    model_scores: Sequence[float],
+    motion_cues: Sequence[Cue],
+    settings: LivenessSettings,
+    frames: int,
+    challenge: Challenge | None = None,
+) -> LivenessResult:
+    """The decision from the model's scores over the good frames and the other cues' verdicts (the
+    module's rule). ``score``: the weakest score among the cues that decided (the model's mean when
+    none decided)."""
+    model = model_cue(model_scores, settings)
+    every = (model, *motion_cues)
+    spoof = tuple(c for c in every if c.verdict == "spoof")
+    decision: LivenessDecision
+    if spoof:
+        decision, deciders = "spoofface", spoof
+    else:
+        asked = next((c for c in motion_cues if c.name == "challenge"), None)
+        real = tuple(c for c in every if c.verdict == "real")
+        vouched = asked.verdict == "real" if asked is not None else model.verdict == "real"
+        decision, deciders = ("realface", real) if vouched else ("uncertain", ())
+    score = min(c.score for c in deciders) if deciders else model.score
+    return LivenessResult(
+        decision, round(score, 4), every, tuple(c.name for c in deciders), frames, challenge
+    )
+
+
+class LivenessTrack:
+    """The liveness of one face track: a bounded window of its frames (the newest
+    ``window_frames``), the challenge asked if any, and the result at any time."""
+
+    def __init__(self, settings: LivenessSettings) -> None:
+        self.settings = settings
+        self.frames: deque[LivenessFrame] = deque(maxlen=settings.window_frames)
+        self.challenge: tuple[Challenge, float] | None = None
+
+    def add(self, frame: LivenessFrame) -> None:
+        """One more frame of the track (frames come in time order)."""
+        self.frames.append(frame)
+
+    def ask(self, challenge: Challenge, t: float) -> None:
+        """``challenge`` was shown to the subject at ``t`` (the track's clock)."""
+        self.challenge = (challenge, t)
+
+    def result(self, now: float) -> LivenessResult:
+        """The liveness over the frames in the window at time ``now``."""
+        frames = list(self.frames)
+        scores = [f.model_score for f in frames if f.quality_ok and f.model_score is not None]
+        motion = track_cues(frames, self.settings, self.challenge, now)
+        asked = self.challenge[0] if self.challenge else None
+        return fuse(scores, motion, self.settings, len(frames), asked)
+
+
+class LivenessChecker:
+    """``LivenessAssessor`` over the face pipeline and a passive model: the largest face of each
+    image, the model on each frame that passes the quality gate, the cues over the frames."""
+
+    def __init__(self, pipeline: FacePipeline, model: PassiveModel, settings: LivenessSettings) -> None:
+        self.pipeline = pipeline
+        self.model = model
+        self.settings = settings
+
+    def frames(self, images: Sequence[ImageRGB], interval_s: float = 0.1) -> list[LivenessFrame]:
+        """One ``LivenessFrame`` per image, ``interval_s`` apart from t = 0 (``NoFaceDetected`` for
+        an image without a face)."""
+        found = []
+        for index, image in enumerate(images):
+            faces = self.pipeline.faces(image, embed=False)
+            if not faces:
+                raise NoFaceDetected(f"no face in image {index + 1} of {len(images)}")
+            face = faces[0]
+            assert face.mesh is not None  # faces() meshes every face it returns
+            good = face.quality.ok
+            score = self.model.real_probability(image, face.detection.box) if good else None
+            found.append(LivenessFrame(index * interval_s, face.detection.box, face.mesh.points, good, score))
+        return found
+
+    def assess(
+        self, images: Sequence[ImageRGB], interval_s: float = 0.1, challenge: Challenge | None = None
+    ) -> LivenessResult:
+        """One image → the model cue alone; several → every cue (``LivenessAssessor``)."""
+        frames = self.frames(images, interval_s)
+        scores = [f.model_score for f in frames if f.model_score is not None]
+        asked = (challenge, 0.0) if challenge is not None else None
+        end = frames[-1].t if frames else 0.0
+        # the images are the whole record: a challenge's window is over once they are
+        now = end + self.settings.challenge_window_s
+        motion = track_cues(frames, self.settings, asked, now) if len(frames) > 1 or asked else ()
+        return fuse(scores, motion, self.settings, len(frames), challenge)
