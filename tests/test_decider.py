@@ -23,11 +23,13 @@ from skimage import data
 from edged.clock import ManualClock
 from edged.door.decider import Decider
 from edged.door.events import OUTCOMES, ChallengeEvent, Decision, Events, FaceObservation, SessionEvent
+from edged.door.liveness import CHALLENGE_GRACE_S
 from edged.door.settings import DoorSettings
 from edged.door.zone import CaptureZone, CaptureZoneSettings
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.matcher import Match, TemplateIndex
+from edged.pipeline.fusion import LivenessSettings
 from edged.pipeline.liveness import CHALLENGES, Cue, LivenessResult
 from edged.pipeline.pipeline import FacePipeline
 from edged.tracker import FaceTracker
@@ -789,7 +791,9 @@ def live(face: FaceObservation, result: LivenessResult | None) -> FaceObservatio
 
 
 def live_door(clock: ManualClock, liveness: str = "passive", **overrides: Any) -> Decider:
-    return make(clock, liveness=liveness, liveness_window_s=WINDOW_S, challenge_s=CHALLENGE_S, **overrides)
+    """A door with liveness on; the root liveness settings give a challenge CHALLENGE_S."""
+    settings = door(liveness=liveness, liveness_window_s=WINDOW_S, **overrides)
+    return Decider("front", settings, CAL, clock, liveness=LivenessSettings(challenge_window_s=CHALLENGE_S))
 
 
 def frames_for(seconds: float) -> int:
@@ -982,18 +986,37 @@ def test_a_challenge_done_grants_and_one_failed_is_spoof() -> None:
     assert summary(events) == [("spoof", ("presentation_attack",), None)]
 
 
+NOT_DONE = dataclasses.replace(
+    SPOOFED,
+    cues=(Cue("model", 0.5, 0.5, "none"), Cue("challenge", 0.0, 0.0, "spoof")),
+    decided_by=("challenge",),
+)
+"""The track's result at the end of a challenge's window when the motion never came."""
+
+
+@pytest.mark.parametrize("result", ["not-done", "still-uncertain"])
 @pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
-def test_a_challenge_not_done_in_time_is_denied_challenge_timeout(mode: str, face: FaceObservation) -> None:
+def test_a_challenge_not_done_in_time_is_denied_challenge_timeout(
+    mode: str, face: FaceObservation, result: str
+) -> None:
     clock = ManualClock()
     decider = live_door(clock, "challenge", mode=mode, verify_window_s=30)
     if mode != "identify":
         decider.claim("ada")
     _, asked = ask(decider, clock, face)
-    events = run(decider, clock, [[live(face, UNSURE)]] * (frames_for(CHALLENGE_S) + 2))
+    waiting = frames_for(CHALLENGE_S) - 1
+    events = run(decider, clock, [[live(face, UNSURE)]] * waiting)
+    assert decisions(events) == [], "held while the challenge's window runs"
+    if result == "not-done":  # the track's verdict at the window's end: the challenge cue alone says spoof
+        events = run(decider, clock, [[live(face, NOT_DONE)]] * 2)
+        deadline = asked.asked_at + CHALLENGE_S
+    else:  # no verdict at all: denied a moment after the window
+        events = run(decider, clock, [[live(face, UNSURE)]] * (frames_for(CHALLENGE_GRACE_S) + 3))
+        deadline = asked.asked_at + CHALLENGE_S + CHALLENGE_GRACE_S
     person = None if mode == "identify" else "ada"
     assert summary(events) == [("denied", ("challenge_timeout",), person)]
     [decision] = decisions(events)
-    assert decision.decided_at >= asked.asked_at + CHALLENGE_S
+    assert decision.decided_at >= deadline
     assert challenges(events) == []
     assert decisions(run(decider, clock, [[live(face, UNSURE)]] * 10)) == []
 
@@ -1034,12 +1057,11 @@ def test_granted_only_ever_on_a_realface_frame(mode: str, liveness: str) -> None
 
 def test_liveness_settings() -> None:
     settings = door(liveness="challenge")
-    assert (settings.liveness, settings.liveness_window_s, settings.challenge_s) == ("challenge", 3.0, 5.0)
+    assert (settings.liveness, settings.liveness_window_s) == ("challenge", 3.0)
     for bad_settings in [
         {"liveness": "on"},
         {"liveness": True},
         {"liveness_window_s": 0},
-        {"challenge_s": 0.5},
     ]:
         with pytest.raises(ValidationError):
             door(**bad_settings)

@@ -58,6 +58,7 @@ from edged.door.settings import DoorMode, DoorSettings
 from edged.door.state import OpenClaim, TrackState, Verdict
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration
+from edged.pipeline.fusion import LivenessSettings
 
 __all__ = ["SEARCH_K", "UNKNOWN_CLAIM", "Decider"]
 
@@ -73,7 +74,8 @@ def _new_id() -> str:
 
 class Decider:
     """Decisions for one door (module doc). ``model`` (the embedder's identity) is copied into every
-    decision; ``update(directory_version=…)`` names the directory the matches came from."""
+    decision; ``update(directory_version=…)`` names the directory the matches came from;
+    ``liveness``: the root liveness settings (a challenge's window)."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class Decider:
         calibration: Calibration,
         clock: Clock,
         model: str | None = None,
+        liveness: LivenessSettings | None = None,
     ) -> None:
         if not door:
             raise BadArgument("a door needs a non-empty name")
@@ -97,7 +100,8 @@ class Decider:
         self._tracks: dict[int, TrackState] = {}
         self._recent: dict[str, float] = {}  # person → monotonic time of their latest decision
         self._claim: OpenClaim | None = None
-        self.liveness = LivenessGate(door, settings, clock)
+        window = (liveness or LivenessSettings()).challenge_window_s
+        self.liveness = LivenessGate(door, settings, clock, window)
         self._challenges: list[ChallengeEvent] = []  # asked during the current update
 
     # -- queries -------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ PRESENTATION_ATTACK = "presentation_attack"
 LIVENESS_UNCERTAIN = "liveness_uncertain"
 """``denied`` (liveness passive): still ``uncertain`` ``liveness_window_s`` after the track was ready."""
 CHALLENGE_TIMEOUT = "challenge_timeout"
-"""``denied`` (liveness challenge): the challenge was not done (nor failed) within ``challenge_s``."""
+"""``denied`` (liveness challenge): no motion at all within the challenge's window (a wrong motion is
+``spoof``)."""
 
 FULL_WEIGHT_PX = 100.0
 """A face box side (pixels) at or above which a frame's size factor is 1 (the chip is 150 px)."""
@@ -341,8 +342,8 @@ class ChallengeEvent:
     """An active liveness challenge for one session (the ``challenge`` topic, for the terminal's
     display): show ``challenge`` (turn_left | turn_right | blink: the subject turns their head to their
     own left or right, or blinks) until ``expires_at`` (wall clock, epoch seconds; ``time`` + the
-    door's ``challenge_s``). ``asked_at`` is monotonic: when ``LivenessTrack.ask`` is told it was
-    shown."""
+    root ``liveness.challenge_window_s``). ``asked_at`` is monotonic: when ``LivenessTrack.ask`` is
+    told it was shown."""
 
     event_id: str
     door: str

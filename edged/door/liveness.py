@@ -11,10 +11,13 @@ and asks ``LivenessGate.check`` before any other decision on the track:
   good frames) → as without liveness (nothing is decided, ``low_quality`` may be);
 - ``uncertain`` on a ready track → held (the match evidence keeps accumulating) for up to
   ``liveness_window_s``; then ``passive`` doors deny (``liveness_uncertain``) and ``challenge`` doors
-  ask a random challenge (``secrets.choice``: turn_left | turn_right | blink), held for up to
-  ``challenge_s`` more: a ``realface`` result grants as usual, ``spoofface`` (e.g. the wrong motion)
-  is ``spoof``, and still ``uncertain`` at the expiry is denied ``challenge_timeout`` (no evidence of
-  an attack: the subject may not have seen the display).
+  ask a random challenge (``secrets.choice``: turn_left | turn_right | blink), held while the
+  ``LivenessTrack`` checks it (``liveness.challenge_window_s``, the root settings): ``realface`` (the
+  motion was done) goes on as usual; ``spoofface`` is ``spoof`` — a wrong motion (a recording of
+  another challenge) fails as soon as it is seen, within the window — except when the challenge cue
+  alone said so at the window's end: no motion at all, denied ``challenge_timeout`` (no evidence of
+  an attack: the subject may not have seen the display). Still ``uncertain`` a moment
+  (``CHALLENGE_GRACE_S``) after the window is denied ``challenge_timeout`` too.
 
 Pure: the time is the decider's monotonic clock; the randomness is ``secrets``.
 """
@@ -32,7 +35,11 @@ from edged.door.settings import DoorSettings
 from edged.door.state import TrackState
 from edged.pipeline.liveness import CHALLENGES
 
-__all__ = ["Gate", "LivenessGate"]
+__all__ = ["CHALLENGE_GRACE_S", "Gate", "LivenessGate"]
+
+CHALLENGE_GRACE_S = 0.5
+"""After a challenge's window, how long an ``uncertain`` result is still waited for (the worker's
+frame time and the decider's may differ by a moment)."""
 
 GateAction = Literal["pass", "hold", "ask", "spoof", "deny"]
 
@@ -56,10 +63,12 @@ SPOOF = Gate("spoof")
 class LivenessGate:
     """The liveness rules of one door (module doc)."""
 
-    def __init__(self, door: str, settings: DoorSettings, clock: Clock) -> None:
+    def __init__(self, door: str, settings: DoorSettings, clock: Clock, challenge_s: float) -> None:
         self.door = door
         self.settings = settings
         self.clock = clock
+        self.challenge_s = challenge_s
+        """The challenge's window (``LivenessSettings.challenge_window_s``)."""
 
     @property
     def on(self) -> bool:
@@ -69,14 +78,16 @@ class LivenessGate:
         """The gate for ``track`` now (``ready``: it has ``trigger_frames`` good frames). Notes on the
         track since when it has been held and the challenge asked."""
         result = track.liveness
-        decision = "uncertain" if result is None else result.decision
-        if decision == "spoofface":
-            return SPOOF
-        if decision == "realface" or not ready:
+        if result is not None and result.decision == "spoofface":
+            asked = track.challenge is not None and now >= track.challenge_expires
+            not_done = asked and result.decided_by == ("challenge",)
+            return Gate("deny", CHALLENGE_TIMEOUT) if not_done else SPOOF
+        if (result is not None and result.decision == "realface") or not ready:
             return PASS
         settings = self.settings
         if track.challenge is not None:
-            return Gate("deny", CHALLENGE_TIMEOUT) if now >= track.challenge_expires else HOLD
+            late = now >= track.challenge_expires + CHALLENGE_GRACE_S
+            return Gate("deny", CHALLENGE_TIMEOUT) if late else HOLD
         if track.uncertain_since is None:
             track.uncertain_since = now
         if now - track.uncertain_since < settings.liveness_window_s:
@@ -85,7 +96,7 @@ class LivenessGate:
             return Gate("deny", LIVENESS_UNCERTAIN)
         challenge = secrets.choice(CHALLENGES)
         track.challenge = challenge
-        track.challenge_expires = now + settings.challenge_s
+        track.challenge_expires = now + self.challenge_s
         time = self.clock.now()
         event = ChallengeEvent(
             event_id=str(uuid.uuid4()),
@@ -95,6 +106,6 @@ class LivenessGate:
             challenge=challenge,
             asked_at=now,
             time=time,
-            expires_at=time + settings.challenge_s,
+            expires_at=time + self.challenge_s,
         )
         return Gate("ask", asked=event)

@@ -75,8 +75,8 @@ class DoorSettings(Strict):
         "the motion cues of the track (the root liveness: settings), a spoof is decided spoof, never "
         "granted, and a track still uncertain after liveness_window_s is denied liveness_uncertain; "
         "challenge: like passive, but a track still uncertain after liveness_window_s is asked a random "
-        "head turn or blink on the door's challenge topic, and denied challenge_timeout when it is not "
-        "done within challenge_s",
+        "head turn or blink on the door's challenge topic (within liveness.challenge_window_s): done, "
+        "decided as usual; a wrong motion, spoof; no motion, denied challenge_timeout",
     )
     liveness_window_s: float = Field(
         3.0,
@@ -85,11 +85,4 @@ class DoorSettings(Strict):
         description="liveness passive or challenge: how long a track that is otherwise ready to be "
         "decided (trigger_frames good frames) may stay uncertain before it is denied (passive) or "
         "challenged (challenge)",
-    )
-    challenge_s: float = Field(
-        5.0,
-        ge=1,
-        le=60,
-        description="liveness challenge: how long the subject has to do the challenge shown (the "
-        "challenge message's expiry)",
     )

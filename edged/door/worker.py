@@ -43,6 +43,7 @@ from edged.door.zone import CaptureZone
 from edged.errors import EdgedError
 from edged.inference.manifest import Calibration
 from edged.matcher import Match
+from edged.pipeline.fusion import LivenessSettings
 from edged.pipeline.liveness import Challenge, LivenessFrame, LivenessResult, PassiveModel
 from edged.pipeline.pipeline import FacePipeline
 from edged.stats import StatsCollector
@@ -116,10 +117,17 @@ class Door:
 
     @classmethod
     def build(
-        cls, name: str, settings: DoorSettings, calibration: Calibration, clock: Clock, model: str | None
+        cls,
+        name: str,
+        settings: DoorSettings,
+        calibration: Calibration,
+        clock: Clock,
+        model: str | None,
+        liveness: LivenessSettings | None = None,
     ) -> Door:
         zone = None if settings.capture_zone is None else settings.capture_zone.zone()
-        return cls(name, Decider(name, settings, calibration, clock, model=model), settings.group, zone)
+        decider = Decider(name, settings, calibration, clock, model=model, liveness=liveness)
+        return cls(name, decider, settings.group, zone)
 
     def sees(self, face: Face, frame_size: tuple[int, int]) -> bool:
         """Whether ``face`` is in this door's capture zone (the whole frame without one)."""
