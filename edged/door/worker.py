@@ -15,7 +15,9 @@ liveness tracker (``liveness()``, the app's ``LivenessTrack`` of ``edged.pipelin
 ``LivenessFrame`` each frame (box, mesh points, the gate's verdict, and on frames that pass the gate
 the passive model's ``real_probability``: once per frame and track, shared by the doors); its
 ``result`` goes to those doors' deciders on the ``FaceObservation``. A challenge a decider asks is
-told to the track's tracker (``ask``); a track that ends drops its tracker.
+told to the track's tracker (``ask``); a challenge answers one decision: the track's tracker starts
+afresh after it (the tracker would go on checking the old challenge against frames that have left
+its window); a track that ends drops its tracker.
 
 Between frames it applies the verify-mode claims that the network thread queued in the
 ``ClaimInbox`` (card → person, the person's membership in the door's group, ``decider.claim``): the
@@ -276,7 +278,13 @@ class DoorWorker:
             )
             decide_s += time.perf_counter() - started
             for asked in events.challenges:
-                self._live[asked.track_id].ask(asked.challenge, asked.asked_at)
+                tracker = self._live.get(asked.track_id)
+                if tracker is not None:
+                    tracker.ask(asked.challenge, asked.asked_at)
+            for decision in events.decisions:
+                if decision.liveness is not None and decision.liveness.challenge is not None:
+                    assert decision.track_id is not None
+                    self._live.pop(decision.track_id, None)
             self._emit(door.name, events, frame.timestamp)
         self.frames += 1
         self.stats.add_frame(detect_s, decide_s, embed_s, search_s)
