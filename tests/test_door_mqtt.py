@@ -1,6 +1,8 @@
 """The door daemon (edged/app.py) over a real Mosquitto: verify-mode claims by person and by card,
-malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, and the
-Home Assistant discovery (retained, re-published on HA's birth and after a broker restart).
+malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, the
+Home Assistant discovery (retained, re-published on HA's birth and after a broker restart), and a
+door with liveness ``passive`` publishing ``spoof`` for a printed photograph moved in front of an
+in-memory camera (the real anti-spoofing model and liveness tracks).
 
 Real models, the built-in demo camera (the astronaut walks up every 12 s; the stranger in profile
 fails the default quality gate), a real encrypted directory, a real broker on a free port."""
@@ -18,6 +20,7 @@ import pytest
 from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.app import App
+from edged.capture.source import Frame, Pacer, SourceBase
 from edged.config import Config
 from edged.directory import crypto
 from edged.directory.store import Store
@@ -25,7 +28,8 @@ from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.policy import Caller
-from edged.types import ImageRGB
+from edged.types import Box, ImageRGB
+from edged_bench.attacks import portrait, print_attack
 
 MANAGER = Caller("cli", "manager")
 
@@ -55,7 +59,12 @@ def state(tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline, astronaut: Im
 
 
 def make_app(
-    broker: Broker, state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline, door: dict[str, Any]
+    broker: Broker,
+    state_dir: Path,
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    door: dict[str, Any],
+    source: SourceBase | None = None,
 ) -> App:
     config = Config.model_validate(
         {
@@ -66,7 +75,7 @@ def make_app(
         }
     )
     address = BrokerAddress("127.0.0.1", broker.port)
-    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline)
+    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline, source=source)
 
 
 def all_keys(value: Any) -> set[str]:
@@ -233,3 +242,66 @@ def test_stats_and_home_assistant_discovery(
     assert seen[-1]["decisions_total"] >= 1
     decisions = of(messages, "/decision")
     assert decisions and all(d["captured_at"] <= d["time"] for d in decisions)
+
+
+class Shown(SourceBase):
+    """An in-memory camera: ``images`` at ``fps``, forth and back, again and again (nothing is written
+    anywhere)."""
+
+    name = "memory"
+
+    def __init__(self, images: list[ImageRGB], fps: float = 10.0) -> None:
+        super().__init__()
+        self.images = images + images[-2:0:-1]
+        self._pacer = Pacer(fps)
+        self._next = 0
+
+    def open(self) -> None:
+        self._pacer.reset()
+
+    def read(self) -> Frame | None:
+        self._pacer.wait()
+        image = self.images[self._next % len(self.images)]
+        self._next += 1
+        return self._frame(image)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_passive_door_publishes_spoof_for_a_printed_photo(
+    broker: Broker,
+    state: tuple[Path, str],
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    astronaut_box: Box,
+) -> None:
+    state_dir, _ = state
+    attack = print_attack(portrait(astronaut, astronaut_box), seed=1, frames=20)
+    discovery_topic = f"homeassistant/device/edged_{DEVICE}/config"
+    watcher = Watcher(broker.port, f"edged/{DEVICE}/door/+/decision", discovery_topic)
+    app = make_app(broker, state_dir, kek, pipeline, {"liveness": "passive"}, source=Shown(attack))
+    try:
+        app.start()
+        assert app.antispoof is not None, "a door with liveness on: the model is loaded"
+        messages = watcher.wait_for(
+            lambda m: any(p["outcome"] == "spoof" for p in of(m, "/decision")), DECISION_TIMEOUT_S
+        )
+    finally:
+        app.stop()
+        watcher.close()
+    assert app.error is None
+    decisions = of(messages, "/decision")
+    assert granted(messages) == [], "a printed photo of an enrolled person is never granted"
+    spoof = next(d for d in decisions if d["outcome"] == "spoof")
+    assert (spoof["door"], spoof["reasons"], spoof["person_id"]) == ("front", ["presentation_attack"], None)
+    assert spoof["liveness"]["decision"] == "spoofface" and spoof["liveness"]["decided_by"]
+    cues = {c["name"]: c for c in spoof["liveness"]["cues"]}
+    assert set(spoof["liveness"]["decided_by"]) <= set(cues) and "model" in cues
+    assert all(cues[name]["verdict"] == "spoof" for name in spoof["liveness"]["decided_by"])
+    assert all(d["liveness"] is not None for d in decisions), "every decision carries the liveness"
+    assert not all_keys(spoof) & FORBIDDEN_KEYS
+    [discovery] = [p for t, p, _ in messages if t == discovery_topic]
+    [event] = [c for c in discovery["components"].values() if c["platform"] == "event"]
+    assert "spoof" in event["event_types"]
