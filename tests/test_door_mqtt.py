@@ -2,7 +2,8 @@
 malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, the
 Home Assistant discovery (retained, re-published on HA's birth and after a broker restart), and a
 door with liveness ``passive`` publishing ``spoof`` for a printed photograph moved in front of an
-in-memory camera (the real anti-spoofing model and liveness tracks).
+in-memory camera, and a ``challenge`` door asking its challenge on the challenge topic (the real
+anti-spoofing model and liveness tracks).
 
 Real models, the built-in demo camera (the astronaut walks up every 12 s; the stranger in profile
 fails the default quality gate), a real encrypted directory, a real broker on a free port."""
@@ -29,7 +30,7 @@ from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.policy import Caller
 from edged.types import Box, ImageRGB
-from edged_bench.attacks import portrait, print_attack
+from edged_bench.attacks import head_turn, portrait, print_attack
 
 MANAGER = Caller("cli", "manager")
 
@@ -168,6 +169,7 @@ def test_stats_and_home_assistant_discovery(
     app = make_app(broker, state_dir, kek, pipeline, {"mode": "identify"})
     try:
         app.start()
+        assert app.antispoof is None, "no door has liveness on: the anti-spoofing model is not loaded"
         messages = watcher.wait_for(lambda m: len(discoveries(m)) == 1)
         (discovery,) = discoveries(messages)
         kinds = {c["unique_id"]: c["platform"] for c in discovery["components"].values()}
@@ -305,3 +307,49 @@ def test_a_passive_door_publishes_spoof_for_a_printed_photo(
     [discovery] = [p for t, p, _ in messages if t == discovery_topic]
     [event] = [c for c in discovery["components"].values() if c["platform"] == "event"]
     assert "spoof" in event["event_types"]
+
+
+def test_a_challenge_door_asks_its_challenge_on_the_challenge_topic(
+    broker: Broker,
+    state: tuple[Path, str],
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+) -> None:
+    state_dir, _ = state
+    [face] = pipeline.faces(astronaut, embed=False)
+    assert face.mesh is not None
+    # the astronaut turning her head (the model is unsure of the scanned portrait: uncertain, so the
+    # door asks a challenge once its liveness window is over)
+    turn = head_turn(astronaut, face.mesh.points, seed=0, frames=12)
+    watcher = Watcher(broker.port, f"edged/{DEVICE}/door/+/decision", f"edged/{DEVICE}/door/+/challenge")
+    app = make_app(broker, state_dir, kek, pipeline, {"liveness": "challenge"}, source=Shown(turn))
+    try:
+        app.start()
+        messages = watcher.wait_for(lambda m: of(m, "/challenge") and of(m, "/decision"), DECISION_TIMEOUT_S)
+    finally:
+        app.stop()
+        watcher.close()
+    assert app.error is None
+    [challenge] = [(t, p, r) for t, p, r in messages if t.endswith("/challenge")]
+    topic, payload, retained = challenge
+    assert topic == f"edged/{DEVICE}/door/front/challenge" and not retained
+    assert set(payload) == {
+        "schema",
+        "event_id",
+        "door",
+        "session_id",
+        "track_id",
+        "challenge",
+        "time",
+        "expires_at",
+    }
+    assert payload["challenge"] in ("turn_left", "turn_right", "blink")
+    assert payload["expires_at"] == pytest.approx(payload["time"] + 3.0, abs=0.002)
+    [decision] = of(messages, "/decision")
+    assert decision["session_id"] == payload["session_id"]
+    assert decision["liveness"]["challenge"] == payload["challenge"]
+    # the recording turns both ways: the asked turn (granted) or another motion too (spoof), never none
+    expected = {"granted": ("realface", ["match"]), "spoof": ("spoofface", ["presentation_attack"])}
+    assert (decision["liveness"]["decision"], decision["reasons"]) == expected[decision["outcome"]]
+    assert "challenge" in decision["liveness"]["decided_by"]
