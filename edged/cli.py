@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_command(p, VerifyOptions, cmd_verify)
 
     p = sub.add_parser(
-        "bench", help="accuracy, identification, index, speed, daemon and API benchmarks", add_help=False
+        "bench",
+        help="accuracy, identification, index, speed, daemon, API and liveness benchmarks",
+        add_help=False,
     )
     p.add_argument("-h", "--help", action="store_true", dest="bench_help", help="the benchmarks and options")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="BENCH ...")

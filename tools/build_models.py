@@ -107,6 +107,14 @@ COPIED_MODELS = (
         "MediaPipe face mesh: 468 3-D landmarks and a face score on a 192x192 face crop",
         "RGB, x/255",
     ),
+    CopiedModel(
+        "iris_landmark",
+        "iris_landmark.tflite",
+        "mediapipe/modules/iris_landmark/iris_landmark.tflite",
+        "MediaPipe iris landmarks: 71 eye-contour and brow points and 5 iris points on a 64x64 crop of "
+        "one eye (a left eye in the image; the other eye is mirrored); the liveness blink cue",
+        "RGB, x/255",
+    ),
 )
 
 

@@ -26,21 +26,25 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edged.pipeline.liveness import Challenge
+from edged.pipeline.liveness import Challenge, FacePatch
 from edged.pipeline.quality import pose_degrees
 from edged.types import FloatArray, Mesh
 
 __all__ = [
     "FLAT_POINTS",
     "NOSE_POINTS",
+    "Blinks",
     "ChallengeCheck",
     "Motion",
     "Parallax",
     "blinks",
     "check_challenge",
     "eye_aspect_ratio",
+    "image_parallax",
     "inter_ocular",
+    "inter_ocular_2d",
     "motions",
+    "moving_pairs",
     "pair_parallax",
     "track_parallax",
     "yaw_degrees",
@@ -74,7 +78,16 @@ NOSE_POINTS: tuple[int, ...] = (1, 4, 5, 195, 197)
 _RIGHT_EYE = (33, 160, 158, 133, 153, 144)
 _LEFT_EYE = (263, 387, 385, 362, 380, 373)
 
-Turn = Literal["turn_left", "turn_right"]
+BLINK_MAX_CLOSED_S = 0.5
+"""The longest closure that is a blink (a blink lasts 0.1–0.4 s)."""
+BLINK_REFERENCE_S = 0.6
+"""How far back the open-eye reference of a frame looks."""
+
+
+LK_WINDOW = 15
+"""Lucas–Kanade window, patch pixels (a face box is ``PATCH_BOX_PX`` = 128 across)."""
+LK_BACK_IOD = 0.05
+"""A point tracked forward then back must land this close (inter-ocular distances) to be used."""
 
 
 def inter_ocular(points: FloatArray) -> float:
@@ -103,110 +116,185 @@ def yaw_degrees(points: FloatArray) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Motion:
-    """How far the viewpoint changed between two frames, degrees: the larger of the yaw change, the
-    pitch change (``pose_degrees``) and the tilt of the flat points' plane (from the anisotropy of
-    the affine map between them: a plane seen under a tilt θ shrinks by cos θ across the tilt)."""
+    """How far the head's pose changed between two frames, degrees (``pose_degrees``).
+
+    Only the pose counts as motion: the tilt of the flat points' plane (their foreshortening) was
+    measured and is too noisy to use: mesh jitter on a still face reads as 5–15° of tilt."""
 
     yaw: float
     pitch: float
-    tilt: float
 
     @property
     def degrees(self) -> float:
-        return max(abs(self.yaw), abs(self.pitch), self.tilt)
+        return max(abs(self.yaw), abs(self.pitch))
 
 
 def motions(a: FloatArray, b: FloatArray) -> Motion:
-    """The viewpoint change from frame ``a``'s points to frame ``b``'s."""
+    """The pose change from frame ``a``'s points to frame ``b``'s."""
     ya, pa, _ = pose_degrees(Mesh(a, 1.0))
     yb, pb, _ = pose_degrees(Mesh(b, 1.0))
-    src = a[list(FLAT_POINTS), :2].astype(np.float64)
-    dst = b[list(FLAT_POINTS), :2].astype(np.float64)
-    src_c, dst_c = src - src.mean(axis=0), dst - dst.mean(axis=0)
-    linear, *_ = np.linalg.lstsq(src_c, dst_c, rcond=None)
-    s = np.linalg.svd(linear, compute_uv=False)
-    tilt = math.degrees(math.acos(min(1.0, float(s[1] / max(s[0], 1e-9)))))
-    return Motion(yb - ya, pb - pa, tilt)
+    return Motion(yb - ya, pb - pa)
 
 
 @dataclass(frozen=True, slots=True)
 class Parallax:
-    """The parallax of one pair of frames: ``residual`` is the mean distance of the nose points
-    from where the flat points' homography puts them, in inter-ocular distances; ``motion`` the
-    viewpoint change of the pair, degrees; ``first``/``second`` the frames' indices."""
+    """The parallax over a track: ``residual`` is the median over the pairs used of the nose points'
+    mean distance from where the flat points' homography puts them, in inter-ocular distances;
+    ``motion`` the smallest pose change among those pairs, degrees; ``pairs`` how many pairs."""
 
     residual: float
     motion: float
-    first: int
-    second: int
+    pairs: int
 
 
 def pair_parallax(a: FloatArray, b: FloatArray) -> float:
     """The nose points' residual under the flat points' homography from ``a`` to ``b``, in
-    inter-ocular distances (of ``b``)."""
-    flat = list(FLAT_POINTS)
-    nose = list(NOSE_POINTS)
-    src = a[flat, :2].astype(np.float64)
-    dst = b[flat, :2].astype(np.float64)
-    homography, _ = cv2.findHomography(src, dst, 0)
+    inter-ocular distances (of ``b``), on the mesh's own points. Measured, not used for a verdict:
+    the mesh puts a tilted photo's nose where a turned head's would be (its 3-D prior), so this
+    grows with the estimated pose change whether the face is flat or not (docs/liveness.md)."""
+    return _residual(
+        a[list(FLAT_POINTS), :2], a[list(NOSE_POINTS), :2], b[list(FLAT_POINTS), :2], b[list(NOSE_POINTS), :2]
+    )
+
+
+def _residual(flat_a: FloatArray, nose_a: FloatArray, flat_b: FloatArray, nose_b: FloatArray) -> float:
+    homography, _ = cv2.findHomography(flat_a.astype(np.float64), flat_b.astype(np.float64), 0)
     if homography is None:
         return math.inf
-    moved = cv2.perspectiveTransform(a[nose, :2].astype(np.float64)[None], homography)[0]
-    error = np.linalg.norm(moved - b[nose, :2].astype(np.float64), axis=1)
-    return float(error.mean() / max(inter_ocular(b), 1e-6))
+    moved = cv2.perspectiveTransform(nose_a.astype(np.float64)[None], homography)[0]
+    error = np.linalg.norm(moved - nose_b.astype(np.float64), axis=1)
+    right, left = flat_b[:2].mean(axis=0), flat_b[2:4].mean(axis=0)  # the eye corners: 33, 133 | 362, 263
+    return float(error.mean() / max(float(np.linalg.norm(left - right)), 1e-6))
 
 
-def track_parallax(tracks: Sequence[FloatArray], min_motion_deg: float) -> Parallax | None:
-    """The parallax of the pair of frames with the most viewpoint change, or None when no pair moved
-    by ``min_motion_deg`` (a still face says nothing about its depth). Candidate pairs: the yaw and
-    pitch extremes, and the first frame against each other frame (O(n) fits, not O(n²))."""
-    n = len(tracks)
-    if n < 2:
+def image_parallax(
+    patch_a: FacePatch, a: FloatArray, patch_b: FacePatch, b: FloatArray, window: int = LK_WINDOW
+) -> float | None:
+    """The parallax of two frames measured in the images: the flat and nose points of ``a`` are
+    tracked into frame ``b`` by pyramidal Lucas–Kanade on the grey face patches (starting from the
+    mesh's points of ``b``, kept only when tracking back lands within ``LK_BACK_IOD`` of where it
+    started), and the tracked nose points' residual under the tracked flat points' homography, in
+    inter-ocular distances. What a flat print or screen shows moves exactly by one homography; a head
+    does not. None when too few points track."""
+    index = [*FLAT_POINTS, *NOSE_POINTS]
+    src = patch_a.to_patch(a[index]).reshape(-1, 1, 2)
+    start = patch_b.to_patch(b[index]).reshape(-1, 1, 2)
+    size = (window, window)
+    flags = cv2.OPTFLOW_USE_INITIAL_FLOW
+    dst, ok, _ = cv2.calcOpticalFlowPyrLK(
+        patch_a.gray, patch_b.gray, src, start.copy(), winSize=size, maxLevel=3, flags=flags
+    )
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
+        patch_b.gray, patch_a.gray, dst, src.copy(), winSize=size, maxLevel=3, flags=flags
+    )
+    iod = max(inter_ocular_2d(src.reshape(-1, 2)), 1e-6)
+    drift = np.linalg.norm((back - src).reshape(-1, 2), axis=1) / iod
+    good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (drift < LK_BACK_IOD)
+    n = len(FLAT_POINTS)
+    flat, nose = good[:n], good[n:]
+    if flat.sum() < 6 or nose.sum() < 2:
         return None
-    poses = [pose_degrees(Mesh(p, 1.0)) for p in tracks]
-    yaws = [pose[0] for pose in poses]
-    pitches = [pose[1] for pose in poses]
-    pairs = {(0, i) for i in range(1, n)}
-    for values in (yaws, pitches):
-        lo, hi = int(np.argmin(values)), int(np.argmax(values))
-        if lo != hi:
-            pairs.add((min(lo, hi), max(lo, hi)))
-    best: tuple[float, int, int] | None = None
-    for i, j in sorted(pairs):
-        moved = motions(tracks[i], tracks[j]).degrees
-        if moved >= min_motion_deg and (best is None or moved > best[0]):
-            best = (moved, i, j)
-    if best is None:
+    src2, dst2 = src.reshape(-1, 2), dst.reshape(-1, 2).astype(np.float32)
+    flat_a, flat_b = src2[:n][flat], dst2[:n][flat]
+    homography, _ = cv2.findHomography(flat_a.astype(np.float64), flat_b.astype(np.float64), 0)
+    if homography is None:
         return None
-    moved, i, j = best
-    return Parallax(pair_parallax(tracks[i], tracks[j]), moved, i, j)
+    moved = cv2.perspectiveTransform(src2[n:][nose].astype(np.float64)[None], homography)[0]
+    error = np.linalg.norm(moved - dst2[n:][nose].astype(np.float64), axis=1)
+    return float(error.mean() / max(inter_ocular_2d(dst2), 1e-6))
+
+
+def inter_ocular_2d(flat: FloatArray) -> float:
+    """The inter-ocular distance from the first four flat points (the eye corners 33, 133, 362, 263)."""
+    right, left = flat[:2].astype(np.float64).mean(axis=0), flat[2:4].astype(np.float64).mean(axis=0)
+    return float(np.linalg.norm(left - right))
+
+
+def moving_pairs(
+    tracks: Sequence[FloatArray], min_motion_deg: float, pairs: int = 5
+) -> list[tuple[float, int, int]]:
+    """The (up to ``pairs``) pairs of frames with the most pose change, at least ``min_motion_deg``,
+    as (degrees, i, j), most first; candidates: the three lowest against the three highest yaws and
+    pitches (a few fits, not one per pair of frames)."""
+    if len(tracks) < 2:
+        return []
+    poses = np.array([pose_degrees(Mesh(p, 1.0))[:2] for p in tracks])
+    candidates: set[tuple[int, int]] = set()
+    for axis in (0, 1):
+        order = np.argsort(poses[:, axis])
+        for i in order[:3]:
+            for j in order[-3:]:
+                if i != j:
+                    candidates.add((int(min(i, j)), int(max(i, j))))
+    moved = sorted(((float(np.abs(poses[j] - poses[i]).max()), i, j) for i, j in candidates), reverse=True)
+    return [m for m in moved if m[0] >= min_motion_deg][:pairs]
+
+
+def track_parallax(
+    tracks: Sequence[FloatArray], patches: Sequence[FacePatch], min_motion_deg: float, pairs: int = 5
+) -> Parallax | None:
+    """The image parallax over a track (``image_parallax``): the median over the pairs of frames
+    with the most pose change (``moving_pairs``) that track; None when no pair moved by
+    ``min_motion_deg`` (a still face says nothing about its depth) or none tracked. The median
+    keeps one bad pair from deciding."""
+    chosen = moving_pairs(tracks, min_motion_deg, pairs)
+    measured = [
+        (moved, r)
+        for moved, i, j in chosen
+        if (r := image_parallax(patches[i], tracks[i], patches[j], tracks[j])) is not None
+    ]
+    if not measured:
+        return None
+    return Parallax(float(np.median([r for _, r in measured])), min(m for m, _ in measured), len(measured))
+
+
+@dataclass(frozen=True, slots=True)
+class Blinks:
+    """The blinks in a sequence of eye aspect ratios, and the deepest dip: the lowest ratio relative
+    to the open-eye reference just before it (1.0 = no dip)."""
+
+    count: int
+    deepest: float
 
 
 def blinks(
-    ratios: Sequence[float], closed_fraction: float, baseline: float | None = None
-) -> tuple[int, float]:
-    """Blinks in a sequence of eye aspect ratios, and the lowest ratio relative to the open-eye
-    baseline (default: the 75th percentile of the sequence). A blink: a frame below
-    ``closed_fraction`` × baseline with a frame at or above the re-open level (half-way back to the
-    baseline) before and after it."""
-    if len(ratios) < 3:
-        return 0, 1.0
-    values = np.asarray(ratios, np.float64)
-    if baseline is None:
-        baseline = float(np.percentile(values, 75))
-    if baseline <= 0:
-        return 0, 1.0
-    closed = closed_fraction * baseline
-    reopen = (closed_fraction + 1.0) / 2.0 * baseline
-    count, state = 0, "start"
-    for value in values:
-        if state in ("start", "closed_seen") and value >= reopen:
-            if state == "closed_seen":
-                count += 1
-            state = "open"
-        elif state == "open" and value < closed:
-            state = "closed_seen"
-    return count, float(values.min() / baseline)
+    ratios: Sequence[float],
+    times: Sequence[float],
+    closed_fraction: float,
+    max_closed_s: float = BLINK_MAX_CLOSED_S,
+    reference_s: float = BLINK_REFERENCE_S,
+    since: float = -math.inf,
+) -> Blinks:
+    """Blinks in eye aspect ratios over time. The open-eye reference of a frame is the largest
+    ratio of the ``reference_s`` before it (a slow change, a head turn or a look down, moves it
+    along); a blink is a frame below ``closed_fraction`` × reference, then a frame back above
+    half-way between the closed level and the reference within ``max_closed_s`` (a longer closure
+    is not a blink). A blink is fast: a slow drift of the ratio is not one. Only closures at or
+    after ``since`` count (earlier frames still serve as the reference)."""
+    count, deepest = 0, 1.0
+    closed_at: float | None = None
+    closed_ref = 0.0
+    for i, (value, t) in enumerate(zip(ratios, times, strict=True)):
+        window = [r for r, u in zip(ratios[:i], times[:i], strict=True) if t - u <= reference_s]
+        if closed_at is not None:
+            if value >= (closed_fraction + 1.0) / 2.0 * closed_ref:
+                if t - closed_at <= max_closed_s:
+                    count += 1
+                closed_at = None
+            elif t - closed_at > max_closed_s:
+                closed_at = None
+            continue
+        if not window:
+            continue
+        reference = max(window)
+        if reference <= 0:
+            continue
+        if t < since:
+            continue
+        deepest = min(deepest, value / reference)
+        if value < closed_fraction * reference:
+            closed_at, closed_ref = t, reference
+    return Blinks(count, deepest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,40 +302,48 @@ class ChallengeCheck:
     """What happened after a challenge: the yaw excursions from the first frame's yaw (degrees,
     ``left`` ≥ 0 towards the subject's left, ``right`` ≥ 0 towards their right), the blinks, and the
     verdict: ``passed`` (exactly the asked motion), ``failed`` (another motion, or none by the end of
-    the window) or ``pending`` (the window is still open and nothing wrong has happened)."""
+    the window: ``moved`` tells the two apart) or ``pending`` (the window is still open and nothing
+    wrong has happened)."""
 
     left: float
     right: float
     blinks: int
     status: Literal["passed", "failed", "pending"]
+    moved: bool = False
+    """Whether any of the three motions happened (a failure without it is no answer, not a wrong one)."""
 
 
 def check_challenge(
     challenge: Challenge,
-    tracks: Sequence[FloatArray],
+    points: Sequence[FloatArray],
+    times: Sequence[float],
+    shown: float,
     complete: bool,
     turn_deg: float,
     closed_fraction: float,
-    baseline_ratios: Sequence[float] = (),
+    eyes: Sequence[float] | None = None,
 ) -> ChallengeCheck:
-    """Whether exactly ``challenge`` happened in ``tracks`` (the mesh points of the frames after the
-    challenge was shown, in order). ``complete``: the window is over (no more frames will come).
-    ``baseline_ratios``: eye aspect ratios of earlier frames, to steady the open-eye baseline."""
-    if not tracks:
+    """Whether exactly ``challenge`` happened after ``shown``: ``points``/``times`` are the track's
+    mesh points and times in order (frames before ``shown`` only give the blink's open-eye
+    reference); the turns are measured from the yaw of the first frame at or after ``shown``.
+    ``complete``: the window is over (no more frames will come). ``eyes``: how open the eyes are on
+    each frame (``EyeModel.openness``); default: the mesh's eye aspect ratio."""
+    after = [p for p, t in zip(points, times, strict=True) if t >= shown]
+    if not after:
         return ChallengeCheck(0.0, 0.0, 0, "failed" if complete else "pending")
-    yaws = np.array([yaw_degrees(p) for p in tracks])
+    yaws = np.array([yaw_degrees(p) for p in after])
     start = float(yaws[0])
     left = max(0.0, float(yaws.max()) - start)
     right = max(0.0, start - float(yaws.min()))
-    ratios = [eye_aspect_ratio(p) for p in tracks]
-    baseline = float(np.percentile([*baseline_ratios, *ratios], 75))
-    count, _ = blinks(ratios, closed_fraction, baseline)
+    ratios = list(eyes) if eyes is not None else [eye_aspect_ratio(p) for p in points]
+    count = blinks(ratios, times, closed_fraction, since=shown).count
     seen = {"turn_left": left >= turn_deg, "turn_right": right >= turn_deg, "blink": count > 0}
     wrong = any(happened for motion, happened in seen.items() if motion != challenge)
+    status: Literal["passed", "failed", "pending"]
     if wrong:
-        status: Literal["passed", "failed", "pending"] = "failed"
+        status = "failed"
     elif complete:
         status = "passed" if seen[challenge] else "failed"
     else:
         status = "pending"
-    return ChallengeCheck(left, right, count, status)
+    return ChallengeCheck(left, right, count, status, any(seen.values()))

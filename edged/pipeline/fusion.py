@@ -2,8 +2,10 @@
 ``LivenessResult`` (docs/liveness.md has the rule and the thresholds' meaning).
 
 The rule, in order:
-1. any cue that says ``spoof`` (the model, parallax, a failed challenge) → ``spoofface``;
-2. a challenge was asked → ``realface`` only when it passed; until then ``uncertain``;
+1. any cue that says ``spoof`` (the model, parallax, a challenge answered with another motion) →
+   ``spoofface``;
+2. a challenge was asked → ``realface`` only when it passed; until then, or when the window ended
+   without any motion, ``uncertain``;
 3. the model says ``real`` → ``realface`` (with several frames: no cue said spoof, see 1);
 4. otherwise ``uncertain``.
 So a confident spoof verdict always wins, and ``realface`` never comes without the model or a passed
@@ -20,10 +22,12 @@ from pydantic import Field, model_validator
 
 from edged.errors import NoFaceDetected
 from edged.pipeline import cues
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.liveness import (
     Challenge,
     Cue,
     CueVerdict,
+    FacePatch,
     LivenessDecision,
     LivenessFrame,
     LivenessResult,
@@ -35,20 +39,33 @@ from edged.types import ImageRGB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LivenessChecker", "LivenessSettings", "LivenessTrack", "fuse", "track_cues"]
+__all__ = [
+    "NOT_MEASURED",
+    "LivenessChecker",
+    "LivenessSettings",
+    "LivenessTrack",
+    "eye_series",
+    "fuse",
+    "model_cue",
+    "track_cues",
+]
+
+
+NOT_MEASURED = float("nan")
+"""A cue's value when it could not be measured (no good frame, no motion, no face patch)."""
 
 
 class LivenessSettings(Strict):
     """Thresholds of liveness (docs/liveness.md): each cue's verdict and the track's window."""
 
     model_real: float = Field(
-        0.8,
+        0.9,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or above which the model says real",
     )
     model_spoof: float = Field(
-        0.3,
+        0.2,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or below which the model says spoof",
@@ -59,11 +76,11 @@ class LivenessSettings(Strict):
     parallax_spoof: float = Field(
         0.03,
         ge=0,
-        description="nose residual under the flat points' homography (inter-ocular distances) at or "
-        "below which the face moved as one plane: parallax says spoof",
+        description="nose points' residual under the flat points' homography, tracked in the image "
+        "(inter-ocular distances), at or below which the face moved as one plane: parallax says spoof",
     )
     parallax_real: float = Field(
-        0.08,
+        0.14,
         ge=0,
         description="nose residual (inter-ocular distances) at or above which the nose stood out of "
         "the plane of the eyes: parallax says real",
@@ -72,15 +89,15 @@ class LivenessSettings(Strict):
         12.0,
         gt=0,
         le=90,
-        description="viewpoint change (yaw, pitch or plane tilt, degrees) a pair of frames needs before "
+        description="pose change (yaw or pitch from the mesh, degrees) a pair of frames needs before "
         "parallax says anything",
     )
     blink_closed_fraction: float = Field(
         0.6,
         gt=0,
         lt=1,
-        description="eye aspect ratio below this fraction of the open-eye baseline counts as closed "
-        "(a blink: closed, then back half-way to the baseline)",
+        description="eye openness below this fraction of the open-eye reference (the largest of the "
+        "0.6 s before) counts as closed; a blink: closed, then back half-way within 0.5 s",
     )
     turn_deg: float = Field(
         15.0,
@@ -112,7 +129,7 @@ def _ramp(value: float, low: float, high: float) -> float:
 def model_cue(scores: Sequence[float], settings: LivenessSettings) -> Cue:
     """The model's cue: the mean p(real) of the good frames' scores."""
     if len(scores) < settings.min_frames or not scores:
-        return Cue("model", float("nan"), 0.5, "none")
+        return Cue("model", NOT_MEASURED, 0.5, "none")
     mean = float(sum(scores) / len(scores))
     verdict: CueVerdict = (
         "real" if mean >= settings.model_real else "spoof" if mean <= settings.model_spoof else "none"
@@ -131,10 +148,14 @@ def track_cues(
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
     if len(frames) >= 2:
-        points = [f.points for f in frames]
-        parallax = cues.track_parallax(points, settings.parallax_min_motion_deg)
+        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far
+        # off; a frame without its face patch cannot be tracked in the image
+        good = [(f.points, f.patch) for f in frames if f.quality_ok and f.patch is not None]
+        parallax = cues.track_parallax(
+            [points for points, _ in good], [patch for _, patch in good], settings.parallax_min_motion_deg
+        )
         if parallax is None:
-            found.append(Cue("parallax", 0.0, 0.5, "none"))
+            found.append(Cue("parallax", NOT_MEASURED, 0.5, "none"))
         else:
             verdict: CueVerdict = (
                 "spoof"
@@ -145,12 +166,22 @@ def track_cues(
             )
             score = _ramp(parallax.residual, settings.parallax_spoof, settings.parallax_real)
             found.append(Cue("parallax", round(parallax.residual, 4), round(score, 4), verdict))
-        ratios = [cues.eye_aspect_ratio(p) for p in points]
-        count, lowest = cues.blinks(ratios, settings.blink_closed_fraction)
-        found.append(Cue("blink", round(lowest, 4), 1.0 if count else 0.5, "real" if count else "none"))
+        seen = cues.blinks(eye_series(frames), [f.t for f in frames], settings.blink_closed_fraction)
+        found.append(
+            Cue("blink", round(seen.deepest, 4), 1.0 if seen.count else 0.5, "real" if seen.count else "none")
+        )
     if challenge is not None:
         found.append(_challenge_cue(frames, settings, challenge, now))
     return tuple(found)
+
+
+def eye_series(frames: Sequence[LivenessFrame]) -> list[float]:
+    """How open the eyes are on each frame: the iris model's openness when every frame has it,
+    else the mesh's eye aspect ratio (one measure per track: the two are not on one scale)."""
+    openness = [f.eye_openness for f in frames]
+    if all(value is not None for value in openness):
+        return [float(value) for value in openness if value is not None]
+    return [cues.eye_aspect_ratio(f.points) for f in frames]
 
 
 def _challenge_cue(
@@ -161,17 +192,25 @@ def _challenge_cue(
 ) -> Cue:
     asked, shown = challenge
     end = shown + settings.challenge_window_s
-    after = [f.points for f in frames if shown <= f.t <= end]
-    before = [cues.eye_aspect_ratio(f.points) for f in frames if f.t < shown]
+    inside = [f for f in frames if f.t <= end]
     now = now if now is not None else (frames[-1].t if frames else shown)
     check = cues.check_challenge(
-        asked, after, now >= end, settings.turn_deg, settings.blink_closed_fraction, before
+        asked,
+        [f.points for f in inside],
+        [f.t for f in inside],
+        shown,
+        now >= end,
+        settings.turn_deg,
+        settings.blink_closed_fraction,
+        eye_series(inside),
     )
     value = {"turn_left": check.left, "turn_right": check.right, "blink": float(check.blinks)}[asked]
     if check.status == "passed":
         return Cue("challenge", round(value, 2), 1.0, "real")
     if check.status == "failed":
-        return Cue("challenge", round(value, 2), 0.0, "spoof")
+        # another motion than the asked one is a spoof (a recording of another challenge); no
+        # motion at all is no answer: not passed, so never realface, but not proven a spoof
+        return Cue("challenge", round(value, 2), 0.0, "spoof" if check.moved else "none")
     return Cue("challenge", round(value, 2), 0.5, "none")
 
 
@@ -232,10 +271,19 @@ class LivenessChecker:
     """``LivenessAssessor`` over the face pipeline and a passive model: the largest face of each
     image, the model on each frame that passes the quality gate, the cues over the frames."""
 
-    def __init__(self, pipeline: FacePipeline, model: PassiveModel, settings: LivenessSettings) -> None:
+    def __init__(
+        self,
+        pipeline: FacePipeline,
+        model: PassiveModel,
+        settings: LivenessSettings,
+        eyes: EyeModel | None = None,
+    ) -> None:
+        """``eyes``: the iris model for the blink cue (``EyeModel.load()``); without it the blink
+        cue uses the mesh's eye aspect ratio, which misses most blinks (docs/liveness.md)."""
         self.pipeline = pipeline
         self.model = model
         self.settings = settings
+        self.eyes = eyes
 
     def frames(self, images: Sequence[ImageRGB], interval_s: float = 0.1) -> list[LivenessFrame]:
         """One ``LivenessFrame`` per image, ``interval_s`` apart from t = 0 (``NoFaceDetected`` for
@@ -249,7 +297,10 @@ class LivenessChecker:
             assert face.mesh is not None  # faces() meshes every face it returns
             good = face.quality.ok
             score = self.model.real_probability(image, face.detection.box) if good else None
-            found.append(LivenessFrame(index * interval_s, face.detection.box, face.mesh.points, good, score))
+            points, box = face.mesh.points, face.detection.box
+            openness = self.eyes.openness(image, points) if self.eyes is not None else None
+            patch = FacePatch.of(image, box)
+            found.append(LivenessFrame(index * interval_s, box, points, good, score, openness, patch))
         return found
 
     def assess(

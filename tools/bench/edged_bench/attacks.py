@@ -127,18 +127,6 @@ def warp_triangles(
     return np.asarray(warped, np.uint8), mask
 
 
-def _grid(width: int, height: int, nx: int, ny: int) -> tuple[Array, npt.NDArray[np.int64]]:
-    """Points of an ``nx`` × ``ny`` grid over a width × height texture and its two triangles per cell."""
-    xs, ys = np.meshgrid(np.linspace(0, width - 1, nx), np.linspace(0, height - 1, ny))
-    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    cells = []
-    for j in range(ny - 1):
-        for i in range(nx - 1):
-            a, b, c, d = j * nx + i, j * nx + i + 1, (j + 1) * nx + i, (j + 1) * nx + i + 1
-            cells += [(a, b, c), (b, d, c)]
-    return points, np.array(cells, np.int64)
-
-
 @dataclass(frozen=True, slots=True)
 class Pose:
     """A sheet's pose: rotations (radians: about the vertical axis, the horizontal axis, the view
@@ -197,46 +185,47 @@ def _poses(rng: np.random.Generator, frames: int, tilt: float, move: float) -> l
     return poses
 
 
-def _sheet_points(width: int, height: int, grid: Array, scale: float, bend: float) -> Array:
-    """3D points (pixels at the nominal distance) of a texture's grid: centred, scaled by ``scale``
-    and bent around a vertical cylinder whose arc over the sheet's width is ``bend`` radians (the
-    edges away from the camera)."""
-    x = (grid[:, 0] - (width - 1) / 2) * scale
-    y = (grid[:, 1] - (height - 1) / 2) * scale
-    if bend < 1e-3:
-        return np.stack([x, y, np.zeros_like(x)], axis=1)
-    radius = width * scale / bend
-    phi = x / radius
-    return np.stack([radius * np.sin(phi), y, radius * (1 - np.cos(phi))], axis=1)
-
-
-def _project(points: Array, pose: Pose, size: tuple[int, int]) -> tuple[Array, Array]:
-    """Image positions and depths of 3D sheet points under ``pose`` (pinhole camera, focal _FOCAL)."""
-    width, height = size
-    f = _FOCAL * width / 640
-    p = points @ _rotation(pose.yaw, pose.pitch, pose.roll).T
-    z = p[:, 2] + f * pose.distance
-    u = f * (p[:, 0] + pose.dx) / z + width / 2
-    v = f * (p[:, 1] + pose.dy) / z + height / 2
-    return np.stack([u, v], axis=1), z
-
-
 def _render_sheet(
     texture: ImageRGB, background: ImageRGB, pose: Pose, scale: float, bend: float
 ) -> tuple[ImageRGB, npt.NDArray[np.bool_]]:
-    """The texture as a (possibly bent) sheet under ``pose`` over the background, shaded by the
-    angle between the surface and the view (a bent sheet's sides darken); with the sheet's mask."""
+    """The texture as a sheet under ``pose`` over the background, ray-cast exactly for each pixel
+    (a flat sheet: exactly one homography of the texture), with the sheet's mask. The sheet is
+    ``scale`` frame pixels per texture pixel at the nominal distance; ``bend`` > 0 bends it around
+    a vertical cylinder (its arc over the width, radians; the edges away from the camera). Shaded
+    by the angle between the surface and the view (a bent sheet's sides darken)."""
     th, tw = texture.shape[:2]
-    size = (background.shape[1], background.shape[0])
-    bent = bend > 1e-3
-    grid, cells = _grid(tw, th, 17 if bent else 3, 13 if bent else 3)
-    image_points, depth = _project(_sheet_points(tw, th, grid, scale, bend), pose, size)
-    cells = cells[np.argsort(-depth[cells].mean(axis=1))]  # far cells first
-    map_x, map_y, mask = _maps(grid, image_points, cells, size)
+    height, width = background.shape[:2]
+    f = _FOCAL * width / 640
+    rotation = _rotation(pose.yaw, pose.pitch, pose.roll)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    # each pixel's ray from the camera centre, in the sheet's frame (p_camera = R p_sheet + T)
+    rays = np.stack([(xs - width / 2) / f, (ys - height / 2) / f, np.ones_like(xs)], axis=-1) @ rotation
+    origin = -rotation.T @ np.array([pose.dx, pose.dy, f * pose.distance])
+    dx, dy, dz = rays[..., 0], rays[..., 1], rays[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if bend < 1e-3:
+            t = -origin[2] / dz
+            x = origin[0] + t * dx
+            phi = np.zeros_like(x)
+        else:
+            radius = tw * scale / bend  # the cylinder x² + (z - r)² = r², its front at z = 0
+            oz = origin[2] - radius
+            a = dx**2 + dz**2
+            b = 2 * (origin[0] * dx + oz * dz)
+            c = origin[0] ** 2 + oz**2 - radius**2
+            t = (-b - np.sqrt(b**2 - 4 * a * c)) / (2 * a)
+            phi = np.arctan2(origin[0] + t * dx, -(oz + t * dz))
+            x = radius * phi  # the arc length along the sheet
+        y = origin[1] + t * dy
+        u = x / scale + (tw - 1) / 2
+        v = y / scale + (th - 1) / 2
+        mask = (t > 0) & (u >= 0) & (u <= tw - 1) & (v >= 0) & (v <= th - 1)
+    map_x = np.where(mask, u, -1).astype(np.float32)
+    map_y = np.where(mask, v, -1).astype(np.float32)
     warped = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    phi = (map_x[mask] - (tw - 1) / 2) / tw * bend + pose.yaw
     frame = background.astype(np.float32)
-    frame[mask] = warped[mask].astype(np.float32) * (0.8 + 0.2 * np.cos(phi))[:, None]
+    shade = 0.8 + 0.2 * np.cos(phi[mask] + pose.yaw)
+    frame[mask] = warped[mask].astype(np.float32) * shade[:, None]
     return np.clip(frame, 0, 255).astype(np.uint8), mask
 
 
@@ -488,9 +477,9 @@ def head_turn(
     return out
 
 
-def video_frames(path: Path, step: int = 3, limit: int | None = None) -> list[ImageRGB]:
-    """Every ``step``-th frame of a video, decoded in memory with OpenCV, as RGB (at most ``limit``
-    frames); empty when the file cannot be opened."""
+def video_frames(path: Path, step: int = 3, limit: int | None = None, offset: int = 0) -> list[ImageRGB]:
+    """Every ``step``-th frame of a video from frame ``offset`` on, decoded in memory with OpenCV, as
+    RGB (at most ``limit`` frames); empty when the file cannot be opened."""
     capture = cv2.VideoCapture(str(path))
     out: list[ImageRGB] = []
     try:
@@ -499,7 +488,7 @@ def video_frames(path: Path, step: int = 3, limit: int | None = None) -> list[Im
             ok, frame = capture.read()
             if not ok:
                 break
-            if index % step == 0:
+            if index >= offset and (index - offset) % step == 0:
                 out.append(np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), np.uint8))
             index += 1
     finally:

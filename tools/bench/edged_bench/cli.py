@@ -18,11 +18,13 @@ from edged.cli_options import (
     parse_far,
 )
 from edged_bench.settings import (
+    LIVENESS_SOURCES,
     AccuracyOptions,
     ApiOptions,
     DaemonOptions,
     IdentifyOptions,
     IndexOptions,
+    LivenessOptions,
     SpeedOptions,
 )
 
@@ -101,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
     _output_options(p)
     add_command(p, SpeedOptions, speed)
+
+    p = bench.add_parser(
+        "liveness", help="presentation-attack detection: APCER per attack type, BPCER (ISO/IEC 30107-3)"
+    )
+    p.add_argument("--limit", type=int, help="at most N presentations per kind (default: the full run)")
+    p.add_argument("--frames", type=int, default=12, help="frames per sequence, 10 fps (12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic attacks and head turns (0)")
+    p.add_argument("--lfw", type=Path, default=LIVENESS_SOURCES["lfw"], help="lfw-dev (bona fide stills)")
+    p.add_argument("--dev", type=Path, default=LIVENESS_SOURCES["dev"], help="the dev face set and its video")
+    p.add_argument(
+        "--samples",
+        type=Path,
+        default=LIVENESS_SOURCES["samples"],
+        help="the upstream sample images F1, F2, T1",
+    )
+    _output_options(p)
+    add_command(p, LivenessOptions, liveness)
     return parser
 
 
@@ -144,6 +163,17 @@ def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
 
     config = effective_config(options)
     return run_speed(settings, lambda threads: load_pipeline(config, threads))
+
+
+def liveness(settings: LivenessOptions, options: GlobalOptions) -> int:
+    from edged.pipeline.antispoof import AntiSpoof
+
+    from edged.inference.manifest import Manifest
+    from edged_bench.liveness import run_liveness
+
+    config = effective_config(options)
+    model = AntiSpoof.load(Manifest.load(config.model_dir), config.pipeline.threads)
+    return run_liveness(settings, load_pipeline(config), model, config.liveness, config.images)
 
 
 def main(argv: Sequence[str], options: GlobalOptions) -> int:

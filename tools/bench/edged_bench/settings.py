@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "LIVENESS_SOURCES",
+    "SHARED",
     "AccuracyOptions",
     "ApiOptions",
     "DaemonOptions",
     "IdentifyOptions",
     "IndexOptions",
+    "LivenessOptions",
     "SpeedOptions",
 ]
 
@@ -75,3 +78,30 @@ class SpeedOptions:
     compare: bool
     record: Path | None
     json: bool
+
+
+SHARED = Path("../shared")
+"""The shared data beside the checkout (faces, model sources), as the benchmarks' commands name it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessOptions:
+    """``edged bench liveness``: ``limit`` presentations per kind at most (None: the full run),
+    ``frames`` per sequence, the attacks' ``seed``, where the faces and the sample images are."""
+
+    limit: int | None
+    frames: int
+    seed: int
+    lfw: Path
+    dev: Path
+    samples: Path
+    record: Path | None
+    json: bool
+
+
+LIVENESS_SOURCES = {
+    "lfw": SHARED / "faces/lfw-dev",
+    "dev": SHARED / "faces/dev",
+    "samples": SHARED / "models-src/silent-face/sample",
+}
+"""``edged bench liveness``'s default ``--lfw``, ``--dev`` and ``--samples``."""
