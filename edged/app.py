@@ -5,7 +5,7 @@ the work is done by the components.
 ``App.start()`` runs an ordered list of steps, each with its undo; ``App.stop()`` undoes the steps
 that ran, in reverse, and joins every thread. One ``threading.Event`` stops everything.
 
-    pipeline (+ the anti-spoofing model when a door has liveness on) → store + service (interrupted
+    pipeline (+ the anti-spoofing and iris models when a door has liveness on) → store + service (interrupted
     trainings recovered) → per-door index (trained group),
     decider per door, the claim inbox → MQTT client + outbox (retained birth; optional)
     → maintenance thread (``edged.scheduler``: expired face IDs at start and every 60 s of the clock,
@@ -56,6 +56,7 @@ from edged.mqtt.settings import BrokerAddress
 from edged.mqtt.stats import StatsReporter
 from edged.mqtt.topics import Topics
 from edged.pipeline.antispoof import AntiSpoof
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.fusion import LivenessTrack
 from edged.pipeline.pipeline import FacePipeline
 from edged.scheduler import Job, Scheduler
@@ -121,6 +122,8 @@ class App:
         self.doors: list[Door] = []
         self.antispoof: AntiSpoof | None = None
         """The passive anti-spoofing model of the doors with liveness on (None: no such door)."""
+        self.eyes: EyeModel | None = None
+        """The iris model of the blink cue, with ``antispoof``."""
         self.client: MqttClient | None = None
         self.outbox: Outbox | None = None
         self.publisher: OutboxPublisher | None = None
@@ -222,6 +225,7 @@ class App:
         if self.liveness_on and self.antispoof is None:
             manifest = Manifest.load(self.config.model_dir)
             self.antispoof = AntiSpoof.load(manifest, threads=self.config.pipeline.threads)
+            self.eyes = EyeModel.load(manifest, threads=self.config.pipeline.threads)
 
     def _start_directory(self) -> Callable[[], None]:
         assert self.pipeline is not None
@@ -366,6 +370,7 @@ class App:
             directory_version=self.service.directory_version,
             antispoof=self.antispoof,
             liveness=(lambda: LivenessTrack(liveness)) if self.antispoof is not None else None,
+            eyes=self.eyes,
         )
         buffer = self.buffer
         thread = threading.Thread(

@@ -37,6 +37,7 @@ from edged.mqtt.door import DoorPublisher
 from edged.mqtt.outbox import Outbox
 from edged.mqtt.topics import Topics
 from edged.pipeline.antispoof import AntiSpoof
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.fusion import LivenessSettings, LivenessTrack
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
@@ -351,7 +352,14 @@ def liveness_worker(
 ) -> DoorWorker:
     settings = LivenessSettings()
     return make_worker(
-        pipeline, service, doors, sink, clock, antispoof=antispoof, liveness=lambda: LivenessTrack(settings)
+        pipeline,
+        service,
+        doors,
+        sink,
+        clock,
+        antispoof=antispoof,
+        liveness=lambda: LivenessTrack(settings),
+        eyes=EyeModel.load(),
     )
 
 

@@ -13,11 +13,10 @@ and asks ``LivenessGate.check`` before any other decision on the track:
   ``liveness_window_s``; then ``passive`` doors deny (``liveness_uncertain``) and ``challenge`` doors
   ask a random challenge (``secrets.choice``: turn_left | turn_right | blink), held while the
   ``LivenessTrack`` checks it (``liveness.challenge_window_s``, the root settings): ``realface`` (the
-  motion was done) goes on as usual; ``spoofface`` is ``spoof`` — a wrong motion (a recording of
-  another challenge) fails as soon as it is seen, within the window — except when the challenge cue
-  alone said so at the window's end: no motion at all, denied ``challenge_timeout`` (no evidence of
-  an attack: the subject may not have seen the display). Still ``uncertain`` a moment
-  (``CHALLENGE_GRACE_S``) after the window is denied ``challenge_timeout`` too.
+  motion was done) goes on as usual; ``spoofface`` is ``spoof`` (another motion than the asked one:
+  a recording of another challenge); still ``uncertain`` a moment (``CHALLENGE_GRACE_S``) after the
+  window (no motion at all: the track's challenge cue says nothing) is denied ``challenge_timeout``
+  (no evidence of an attack: the subject may not have seen the display).
 
 Pure: the time is the decider's monotonic clock; the randomness is ``secrets``.
 """
@@ -77,12 +76,10 @@ class LivenessGate:
     def check(self, track: TrackState, now: float, ready: bool) -> Gate:
         """The gate for ``track`` now (``ready``: it has ``trigger_frames`` good frames). Notes on the
         track since when it has been held and the challenge asked."""
-        result = track.liveness
-        if result is not None and result.decision == "spoofface":
-            asked = track.challenge is not None and now >= track.challenge_expires
-            not_done = asked and result.decided_by == ("challenge",)
-            return Gate("deny", CHALLENGE_TIMEOUT) if not_done else SPOOF
-        if (result is not None and result.decision == "realface") or not ready:
+        decision = "uncertain" if track.liveness is None else track.liveness.decision
+        if decision == "spoofface":
+            return SPOOF
+        if decision == "realface" or not ready:
             return PASS
         settings = self.settings
         if track.challenge is not None:

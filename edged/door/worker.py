@@ -12,8 +12,9 @@ frame carries the value.
 
 Liveness (doors with ``liveness`` on, docs/decisions.md): every track in view of such a door has one
 liveness tracker (``liveness()``, the app's ``LivenessTrack`` of ``edged.pipeline.fusion``), fed a
-``LivenessFrame`` each frame (box, mesh points, the gate's verdict, and on frames that pass the gate
-the passive model's ``real_probability``: once per frame and track, shared by the doors); its
+``LivenessFrame`` each frame (box, mesh points, the gate's verdict, the grey face patch for the
+parallax cue, the iris model's eye openness for the blink cue, and on frames that pass the gate the
+passive model's ``real_probability``: once per frame and track, shared by the doors); its
 ``result`` goes to those doors' deciders on the ``FaceObservation``. A challenge a decider asks is
 told to the track's tracker (``ask``); a challenge answers one decision: the track's tracker starts
 afresh after it (the tracker would go on checking the old challenge against frames that have left
@@ -45,8 +46,9 @@ from edged.door.zone import CaptureZone
 from edged.errors import EdgedError
 from edged.inference.manifest import Calibration
 from edged.matcher import Match
+from edged.pipeline.eyes import EyeModel
 from edged.pipeline.fusion import LivenessSettings
-from edged.pipeline.liveness import Challenge, LivenessFrame, LivenessResult, PassiveModel
+from edged.pipeline.liveness import Challenge, FacePatch, LivenessFrame, LivenessResult, PassiveModel
 from edged.pipeline.pipeline import FacePipeline
 from edged.stats import StatsCollector
 from edged.tracker import FaceTracker
@@ -153,6 +155,7 @@ class DoorWorker:
         directory_version: Callable[[], int | None] = no_version,
         antispoof: PassiveModel | None = None,
         liveness: Callable[[], LivenessTracker] | None = None,
+        eyes: EyeModel | None = None,
     ) -> None:
         names = [door.name for door in doors]
         if len(set(names)) != len(names):
@@ -182,6 +185,8 @@ class DoorWorker:
         self._search_failed: set[str] = set()  # doors whose group cannot be searched (logged once)
         self.antispoof = antispoof
         self.liveness = liveness
+        self.eyes = eyes
+        """The iris model for the blink cue (None: the cue falls back to the mesh, docs/liveness.md)."""
         self._live_doors = live_doors
         self._live: dict[int, LivenessTracker] = {}  # track ID → its liveness (live tracks only)
 
@@ -291,14 +296,15 @@ class DoorWorker:
 
     def _assess(self, frame: Frame, face: Face, track_id: int, now: float) -> LivenessResult:
         """This frame into the track's liveness tracker (the passive model on a face that passes the
-        gate), and the track's result so far."""
+        gate; as ``LivenessChecker.frames`` builds them), and the track's result so far."""
         assert self.antispoof is not None and self.liveness is not None and face.mesh is not None
         tracker = self._live.get(track_id)
         if tracker is None:
             tracker = self._live[track_id] = self.liveness()
-        box = face.detection.box
-        score = self.antispoof.real_probability(frame.image, box) if face.quality.ok else None
-        tracker.add(LivenessFrame(now, box, face.mesh.points, face.quality.ok, score))
+        image, box, points, good = frame.image, face.detection.box, face.mesh.points, face.quality.ok
+        score = self.antispoof.real_probability(image, box) if good else None
+        openness = None if self.eyes is None else self.eyes.openness(image, points)
+        tracker.add(LivenessFrame(now, box, points, good, score, openness, FacePatch.of(image, box)))
         return tracker.result(now)
 
     def _search(
