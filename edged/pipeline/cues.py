@@ -26,7 +26,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edged.pipeline.liveness import Challenge
+from edged.pipeline.liveness import Challenge, FacePatch
 from edged.pipeline.quality import pose_degrees
 from edged.types import FloatArray, Mesh
 
@@ -40,8 +40,11 @@ __all__ = [
     "blinks",
     "check_challenge",
     "eye_aspect_ratio",
+    "image_parallax",
     "inter_ocular",
+    "inter_ocular_2d",
     "motions",
+    "moving_pairs",
     "pair_parallax",
     "track_parallax",
     "yaw_degrees",
@@ -79,6 +82,12 @@ BLINK_MAX_CLOSED_S = 0.5
 """The longest closure that is a blink (a blink lasts 0.1–0.4 s)."""
 BLINK_REFERENCE_S = 0.6
 """How far back the open-eye reference of a frame looks."""
+
+
+LK_WINDOW = 15
+"""Lucas–Kanade window, patch pixels (a face box is ``PATCH_BOX_PX`` = 128 across)."""
+LK_BACK_IOD = 0.05
+"""A point tracked forward then back must land this close (inter-ocular distances) to be used."""
 
 
 def inter_ocular(points: FloatArray) -> float:
@@ -129,40 +138,86 @@ def motions(a: FloatArray, b: FloatArray) -> Motion:
 
 @dataclass(frozen=True, slots=True)
 class Parallax:
-    """The parallax of one pair of frames: ``residual`` is the mean distance of the nose points
-    from where the flat points' homography puts them, in inter-ocular distances; ``motion`` the
-    viewpoint change of the pair, degrees; ``first``/``second`` the frames' indices."""
+    """The parallax over a track: ``residual`` is the median over the pairs used of the nose points'
+    mean distance from where the flat points' homography puts them, in inter-ocular distances;
+    ``motion`` the smallest pose change among those pairs, degrees; ``pairs`` how many pairs."""
 
     residual: float
     motion: float
-    first: int
-    second: int
+    pairs: int
 
 
 def pair_parallax(a: FloatArray, b: FloatArray) -> float:
     """The nose points' residual under the flat points' homography from ``a`` to ``b``, in
-    inter-ocular distances (of ``b``)."""
-    flat = list(FLAT_POINTS)
-    nose = list(NOSE_POINTS)
-    src = a[flat, :2].astype(np.float64)
-    dst = b[flat, :2].astype(np.float64)
-    homography, _ = cv2.findHomography(src, dst, 0)
+    inter-ocular distances (of ``b``), on the mesh's own points. Measured, not used for a verdict:
+    the mesh puts a tilted photo's nose where a turned head's would be (its 3-D prior), so this
+    grows with the estimated pose change whether the face is flat or not (docs/liveness.md)."""
+    return _residual(
+        a[list(FLAT_POINTS), :2], a[list(NOSE_POINTS), :2], b[list(FLAT_POINTS), :2], b[list(NOSE_POINTS), :2]
+    )
+
+
+def _residual(flat_a: FloatArray, nose_a: FloatArray, flat_b: FloatArray, nose_b: FloatArray) -> float:
+    homography, _ = cv2.findHomography(flat_a.astype(np.float64), flat_b.astype(np.float64), 0)
     if homography is None:
         return math.inf
-    moved = cv2.perspectiveTransform(a[nose, :2].astype(np.float64)[None], homography)[0]
-    error = np.linalg.norm(moved - b[nose, :2].astype(np.float64), axis=1)
-    return float(error.mean() / max(inter_ocular(b), 1e-6))
+    moved = cv2.perspectiveTransform(nose_a.astype(np.float64)[None], homography)[0]
+    error = np.linalg.norm(moved - nose_b.astype(np.float64), axis=1)
+    right, left = flat_b[:2].mean(axis=0), flat_b[2:4].mean(axis=0)  # the eye corners: 33, 133 | 362, 263
+    return float(error.mean() / max(float(np.linalg.norm(left - right)), 1e-6))
 
 
-def track_parallax(tracks: Sequence[FloatArray], min_motion_deg: float, pairs: int = 5) -> Parallax | None:
-    """The parallax over a track: the median residual of the (up to ``pairs``) pairs of frames with
-    the most pose change, among the pairs of the three lowest against the three highest yaws and
-    pitches; None when no pair moved by ``min_motion_deg`` (a still face says nothing about its
-    depth). The median keeps one bad mesh from deciding; ``motion`` is the smallest of the pairs
-    used, ``first``/``second`` the pair with the most."""
-    n = len(tracks)
-    if n < 2:
+def image_parallax(
+    patch_a: FacePatch, a: FloatArray, patch_b: FacePatch, b: FloatArray, window: int = LK_WINDOW
+) -> float | None:
+    """The parallax of two frames measured in the images: the flat and nose points of ``a`` are
+    tracked into frame ``b`` by pyramidal Lucas–Kanade on the grey face patches (starting from the
+    mesh's points of ``b``, kept only when tracking back lands within ``LK_BACK_IOD`` of where it
+    started), and the tracked nose points' residual under the tracked flat points' homography, in
+    inter-ocular distances. What a flat print or screen shows moves exactly by one homography; a head
+    does not. None when too few points track."""
+    index = [*FLAT_POINTS, *NOSE_POINTS]
+    src = patch_a.to_patch(a[index]).reshape(-1, 1, 2)
+    start = patch_b.to_patch(b[index]).reshape(-1, 1, 2)
+    size = (window, window)
+    flags = cv2.OPTFLOW_USE_INITIAL_FLOW
+    dst, ok, _ = cv2.calcOpticalFlowPyrLK(
+        patch_a.gray, patch_b.gray, src, start.copy(), winSize=size, maxLevel=3, flags=flags
+    )
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
+        patch_b.gray, patch_a.gray, dst, src.copy(), winSize=size, maxLevel=3, flags=flags
+    )
+    iod = max(inter_ocular_2d(src.reshape(-1, 2)), 1e-6)
+    drift = np.linalg.norm((back - src).reshape(-1, 2), axis=1) / iod
+    good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (drift < LK_BACK_IOD)
+    n = len(FLAT_POINTS)
+    flat, nose = good[:n], good[n:]
+    if flat.sum() < 6 or nose.sum() < 2:
         return None
+    src2, dst2 = src.reshape(-1, 2), dst.reshape(-1, 2).astype(np.float32)
+    flat_a, flat_b = src2[:n][flat], dst2[:n][flat]
+    homography, _ = cv2.findHomography(flat_a.astype(np.float64), flat_b.astype(np.float64), 0)
+    if homography is None:
+        return None
+    moved = cv2.perspectiveTransform(src2[n:][nose].astype(np.float64)[None], homography)[0]
+    error = np.linalg.norm(moved - dst2[n:][nose].astype(np.float64), axis=1)
+    return float(error.mean() / max(inter_ocular_2d(dst2), 1e-6))
+
+
+def inter_ocular_2d(flat: FloatArray) -> float:
+    """The inter-ocular distance from the first four flat points (the eye corners 33, 133, 362, 263)."""
+    right, left = flat[:2].astype(np.float64).mean(axis=0), flat[2:4].astype(np.float64).mean(axis=0)
+    return float(np.linalg.norm(left - right))
+
+
+def moving_pairs(
+    tracks: Sequence[FloatArray], min_motion_deg: float, pairs: int = 5
+) -> list[tuple[float, int, int]]:
+    """The (up to ``pairs``) pairs of frames with the most pose change, at least ``min_motion_deg``,
+    as (degrees, i, j), most first; candidates: the three lowest against the three highest yaws and
+    pitches (a few fits, not one per pair of frames)."""
+    if len(tracks) < 2:
+        return []
     poses = np.array([pose_degrees(Mesh(p, 1.0))[:2] for p in tracks])
     candidates: set[tuple[int, int]] = set()
     for axis in (0, 1):
@@ -172,11 +227,25 @@ def track_parallax(tracks: Sequence[FloatArray], min_motion_deg: float, pairs: i
                 if i != j:
                     candidates.add((int(min(i, j)), int(max(i, j))))
     moved = sorted(((float(np.abs(poses[j] - poses[i]).max()), i, j) for i, j in candidates), reverse=True)
-    chosen = [m for m in moved if m[0] >= min_motion_deg][:pairs]
-    if not chosen:
+    return [m for m in moved if m[0] >= min_motion_deg][:pairs]
+
+
+def track_parallax(
+    tracks: Sequence[FloatArray], patches: Sequence[FacePatch], min_motion_deg: float, pairs: int = 5
+) -> Parallax | None:
+    """The image parallax over a track (``image_parallax``): the median over the pairs of frames
+    with the most pose change (``moving_pairs``) that track; None when no pair moved by
+    ``min_motion_deg`` (a still face says nothing about its depth) or none tracked. The median
+    keeps one bad pair from deciding."""
+    chosen = moving_pairs(tracks, min_motion_deg, pairs)
+    measured = [
+        (moved, r)
+        for moved, i, j in chosen
+        if (r := image_parallax(patches[i], tracks[i], patches[j], tracks[j])) is not None
+    ]
+    if not measured:
         return None
-    residual = float(np.median([pair_parallax(tracks[i], tracks[j]) for _, i, j in chosen]))
-    return Parallax(residual, chosen[-1][0], chosen[0][1], chosen[0][2])
+    return Parallax(float(np.median([r for _, r in measured])), min(m for m, _ in measured), len(measured))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +302,15 @@ class ChallengeCheck:
     """What happened after a challenge: the yaw excursions from the first frame's yaw (degrees,
     ``left`` ≥ 0 towards the subject's left, ``right`` ≥ 0 towards their right), the blinks, and the
     verdict: ``passed`` (exactly the asked motion), ``failed`` (another motion, or none by the end of
-    the window) or ``pending`` (the window is still open and nothing wrong has happened)."""
+    the window: ``moved`` tells the two apart) or ``pending`` (the window is still open and nothing
+    wrong has happened)."""
 
     left: float
     right: float
     blinks: int
     status: Literal["passed", "failed", "pending"]
+    moved: bool = False
+    """Whether any of the three motions happened (a failure without it is no answer, not a wrong one)."""
 
 
 def check_challenge(
@@ -274,4 +346,4 @@ def check_challenge(
         status = "passed" if seen[challenge] else "failed"
     else:
         status = "pending"
-    return ChallengeCheck(left, right, count, status)
+    return ChallengeCheck(left, right, count, status, any(seen.values()))

@@ -20,6 +20,7 @@ import numpy as np
 
 from edged.inference.manifest import Manifest
 from edged.inference.runtime import TFLiteModel
+from edged.pipeline.mesh import crop_matrix
 from edged.types import FloatArray, ImageRGB
 
 __all__ = ["EYE_SIZE", "EyeModel"]
@@ -54,13 +55,7 @@ class EyeModel:
         (lx, ly), (rx, ry) = left[:2], right[:2]
         angle = math.atan2(float(ry - ly), float(rx - lx))
         side = EYE_SCALE * math.hypot(float(rx - lx), float(ry - ly))
-        k = max(side, 1.0) / EYE_SIZE
-        cos, sin = math.cos(angle) * k, math.sin(angle) * k
-        cx, cy, half = (lx + rx) / 2.0, (ly + ry) / 2.0, EYE_SIZE / 2.0
-        # frame = centre + R(angle)·k·(crop − half)
-        matrix = np.array(
-            [[cos, -sin, cx - cos * half + sin * half], [sin, cos, cy - sin * half - cos * half]], np.float32
-        )
+        matrix = crop_matrix(((lx + rx) / 2.0, (ly + ry) / 2.0), max(side, 1.0), angle, EYE_SIZE)
         crop = cv2.warpAffine(
             image,
             matrix,
@@ -77,7 +72,7 @@ class EyeModel:
 
     def openness(self, image: ImageRGB, points: FloatArray) -> float:
         """Mean over both eyes of the lid gap (three pairs of points above and below the pupil)
-        over the corner distance, from the iris model: ~0.3–0.47 open, ~0.15 closed."""
+        over the corner distance, from the iris model: ~0.3–0.47 open, ~0.1 closed."""
         values = []
         for left, right, mirror in _EYES:
             contour = self.contour(image, points[left], points[right], mirror)

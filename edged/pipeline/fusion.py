@@ -2,8 +2,10 @@
 ``LivenessResult`` (docs/liveness.md has the rule and the thresholds' meaning).
 
 The rule, in order:
-1. any cue that says ``spoof`` (the model, parallax, a failed challenge) → ``spoofface``;
-2. a challenge was asked → ``realface`` only when it passed; until then ``uncertain``;
+1. any cue that says ``spoof`` (the model, parallax, a challenge answered with another motion) →
+   ``spoofface``;
+2. a challenge was asked → ``realface`` only when it passed; until then, or when the window ended
+   without any motion, ``uncertain``;
 3. the model says ``real`` → ``realface`` (with several frames: no cue said spoof, see 1);
 4. otherwise ``uncertain``.
 So a confident spoof verdict always wins, and ``realface`` never comes without the model or a passed
@@ -25,6 +27,7 @@ from edged.pipeline.liveness import (
     Challenge,
     Cue,
     CueVerdict,
+    FacePatch,
     LivenessDecision,
     LivenessFrame,
     LivenessResult,
@@ -36,20 +39,33 @@ from edged.types import ImageRGB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LivenessChecker", "LivenessSettings", "LivenessTrack", "fuse", "track_cues"]
+__all__ = [
+    "NOT_MEASURED",
+    "LivenessChecker",
+    "LivenessSettings",
+    "LivenessTrack",
+    "eye_series",
+    "fuse",
+    "model_cue",
+    "track_cues",
+]
+
+
+NOT_MEASURED = float("nan")
+"""A cue's value when it could not be measured (no good frame, no motion, no face patch)."""
 
 
 class LivenessSettings(Strict):
     """Thresholds of liveness (docs/liveness.md): each cue's verdict and the track's window."""
 
     model_real: float = Field(
-        0.8,
+        0.9,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or above which the model says real",
     )
     model_spoof: float = Field(
-        0.3,
+        0.2,
         gt=0,
         lt=1,
         description="mean model p(real) over the good frames at or below which the model says spoof",
@@ -60,11 +76,11 @@ class LivenessSettings(Strict):
     parallax_spoof: float = Field(
         0.03,
         ge=0,
-        description="nose residual under the flat points' homography (inter-ocular distances) at or "
-        "below which the face moved as one plane: parallax says spoof",
+        description="nose points' residual under the flat points' homography, tracked in the image "
+        "(inter-ocular distances), at or below which the face moved as one plane: parallax says spoof",
     )
     parallax_real: float = Field(
-        0.08,
+        0.14,
         ge=0,
         description="nose residual (inter-ocular distances) at or above which the nose stood out of "
         "the plane of the eyes: parallax says real",
@@ -73,15 +89,15 @@ class LivenessSettings(Strict):
         12.0,
         gt=0,
         le=90,
-        description="viewpoint change (yaw, pitch or plane tilt, degrees) a pair of frames needs before "
+        description="pose change (yaw or pitch from the mesh, degrees) a pair of frames needs before "
         "parallax says anything",
     )
     blink_closed_fraction: float = Field(
         0.6,
         gt=0,
         lt=1,
-        description="eye aspect ratio below this fraction of the open-eye baseline counts as closed "
-        "(a blink: closed, then back half-way to the baseline)",
+        description="eye openness below this fraction of the open-eye reference (the largest of the "
+        "0.6 s before) counts as closed; a blink: closed, then back half-way within 0.5 s",
     )
     turn_deg: float = Field(
         15.0,
@@ -113,7 +129,7 @@ def _ramp(value: float, low: float, high: float) -> float:
 def model_cue(scores: Sequence[float], settings: LivenessSettings) -> Cue:
     """The model's cue: the mean p(real) of the good frames' scores."""
     if len(scores) < settings.min_frames or not scores:
-        return Cue("model", float("nan"), 0.5, "none")
+        return Cue("model", NOT_MEASURED, 0.5, "none")
     mean = float(sum(scores) / len(scores))
     verdict: CueVerdict = (
         "real" if mean >= settings.model_real else "spoof" if mean <= settings.model_spoof else "none"
@@ -132,11 +148,14 @@ def track_cues(
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
     if len(frames) >= 2:
-        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far off
-        good = [f.points for f in frames if f.quality_ok]
-        parallax = cues.track_parallax(good, settings.parallax_min_motion_deg)
+        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far
+        # off; a frame without its face patch cannot be tracked in the image
+        good = [(f.points, f.patch) for f in frames if f.quality_ok and f.patch is not None]
+        parallax = cues.track_parallax(
+            [points for points, _ in good], [patch for _, patch in good], settings.parallax_min_motion_deg
+        )
         if parallax is None:
-            found.append(Cue("parallax", 0.0, 0.5, "none"))
+            found.append(Cue("parallax", NOT_MEASURED, 0.5, "none"))
         else:
             verdict: CueVerdict = (
                 "spoof"
@@ -189,7 +208,9 @@ def _challenge_cue(
     if check.status == "passed":
         return Cue("challenge", round(value, 2), 1.0, "real")
     if check.status == "failed":
-        return Cue("challenge", round(value, 2), 0.0, "spoof")
+        # another motion than the asked one is a spoof (a recording of another challenge); no
+        # motion at all is no answer: not passed, so never realface, but not proven a spoof
+        return Cue("challenge", round(value, 2), 0.0, "spoof" if check.moved else "none")
     return Cue("challenge", round(value, 2), 0.5, "none")
 
 
@@ -276,11 +297,10 @@ class LivenessChecker:
             assert face.mesh is not None  # faces() meshes every face it returns
             good = face.quality.ok
             score = self.model.real_probability(image, face.detection.box) if good else None
-            points = face.mesh.points
-            openness = (
-                self.eyes.openness(image, points) if self.eyes is not None and len(images) > 1 else None
-            )
-            found.append(LivenessFrame(index * interval_s, face.detection.box, points, good, score, openness))
+            points, box = face.mesh.points, face.detection.box
+            openness = self.eyes.openness(image, points) if self.eyes is not None else None
+            patch = FacePatch.of(image, box)
+            found.append(LivenessFrame(index * interval_s, box, points, good, score, openness, patch))
         return found
 
     def assess(

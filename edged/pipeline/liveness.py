@@ -17,6 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import cv2
+import numpy as np
+import numpy.typing as npt
+
 from edged.types import Box, FloatArray, ImageRGB
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "Challenge",
     "Cue",
     "CueVerdict",
+    "FacePatch",
     "LivenessAssessor",
     "LivenessDecision",
     "LivenessFrame",
@@ -71,13 +76,50 @@ class LivenessResult:
     challenge: Challenge | None = None
 
 
+PATCH_BOX_PX = 128
+"""A face patch shows the face box at this side, whatever the face's size in the frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class FacePatch:
+    """The grey face region of one frame, kept for the parallax cue (it tracks mesh points in the
+    image between two frames of a track): ``gray`` is the box with half its side around it, scaled
+    so that the box side is ``PATCH_BOX_PX``; a frame pixel p is patch pixel (p − origin) × scale."""
+
+    gray: npt.NDArray[np.uint8] = field(repr=False)
+    origin: tuple[float, float]
+    scale: float
+
+    @staticmethod
+    def of(image: ImageRGB, box: Box, margin: float = 0.5) -> FacePatch:
+        """The patch of ``box`` in ``image`` (RGB); outside the frame is the border replicated."""
+        side = max(box.width, box.height, 1.0)
+        scale = PATCH_BOX_PX / side
+        cx, cy = box.center
+        half = side * (0.5 + margin)
+        origin = (cx - half, cy - half)
+        size = round(2 * half * scale)
+        matrix = np.array([[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]], np.float32)
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        patch = cv2.warpAffine(
+            gray, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+        )
+        return FacePatch(np.ascontiguousarray(patch, np.uint8), origin, scale)
+
+    def to_patch(self, points: FloatArray) -> npt.NDArray[np.float32]:
+        """Frame pixels (N × 2 or more columns: x, y first) → this patch's pixels (N × 2)."""
+        out = (points[:, :2].astype(np.float32) - np.array(self.origin, np.float32)) * np.float32(self.scale)
+        return np.ascontiguousarray(out, np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessFrame:
     """What the liveness of a track needs from one frame: its time (monotonic seconds), the face
     box, the 468 mesh points (frame pixels, as ``Mesh.points``), whether the quality gate passed,
     the model's probability that the face is real (None when the model was not run), and how open
     the eyes are by the iris model (``pipeline/eyes.EyeModel.openness``; None when it was not run:
-    the blink cue then falls back to the mesh's eye aspect ratio, which misses most blinks)."""
+    the blink cue then falls back to the mesh's eye aspect ratio, which misses most blinks), and the
+    grey face patch (``FacePatch.of(image, box)``; None: the parallax cue cannot be measured)."""
 
     t: float
     box: Box
@@ -85,6 +127,7 @@ class LivenessFrame:
     quality_ok: bool
     model_score: float | None
     eye_openness: float | None = None
+    patch: FacePatch | None = None
 
 
 class PassiveModel(Protocol):

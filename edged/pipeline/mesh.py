@@ -23,14 +23,20 @@ def roi_transform(detection: Detection, scale: float = ROI_SCALE) -> tuple[Float
     side = scale * max(detection.box.width, detection.box.height)
     (rx, ry), (lx, ly) = detection.keypoints[0], detection.keypoints[1]
     angle = math.atan2(float(ly - ry), float(lx - rx))
-    k = side / MESH_SIZE
+    return crop_matrix((cx, cy), side, angle, MESH_SIZE), side
+
+
+def crop_matrix(centre: tuple[float, float], side: float, angle: float, size: int) -> FloatArray:
+    """The 2×3 affine map from the pixels of a ``size`` × ``size`` crop to frame pixels: a square of
+    ``side`` frame pixels around ``centre``, rotated by ``angle`` (radians)."""
+    cx, cy = centre
+    k = side / size
     cos, sin = math.cos(angle) * k, math.sin(angle) * k
-    half = MESH_SIZE / 2
+    half = size / 2
     # frame = centre + R(angle)·k·(crop − half)
-    matrix = np.array(
+    return np.array(
         [[cos, -sin, cx - cos * half + sin * half], [sin, cos, cy - sin * half - cos * half]], np.float32
     )
-    return matrix, side
 
 
 class FaceMesher:
