@@ -904,6 +904,25 @@ def test_passive_uncertain_holds_then_grants_when_the_liveness_decides() -> None
     assert decisions(events)[0].frames == held + 1
 
 
+def test_realface_counts_only_after_liveness_min_frames() -> None:
+    """A photo waved in front of the camera can pass the model on its first frames, before the
+    parallax cue has seen enough motion: realface on fewer frames than liveness_min_frames is held."""
+    clock = ManualClock()
+    decider = live_door(clock, liveness_min_frames=5)
+    face = good(1, ("ada", 0.3))
+    early = [dataclasses.replace(REAL, frames=n) for n in range(1, 5)]
+    events = run(decider, clock, [[live(face, result)] for result in early])
+    assert decisions(events) == [], "realface on 1-4 frames: held, although the match is ready"
+    events = run(decider, clock, [[live(face, SPOOFED)]])
+    assert summary(events) == [("spoof", ("presentation_attack",), None)]
+
+    decider = live_door(clock, liveness_min_frames=5)
+    events = run(decider, clock, [[live(face, result)] for result in early])
+    events += run(decider, clock, [[live(face, dataclasses.replace(REAL, frames=5))]])
+    assert summary(events) == [("granted", ("match",), "ada")]
+    assert first_decision_frame(events) == 4
+
+
 @pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
 def test_passive_uncertain_for_the_whole_window_is_denied_liveness_uncertain(
     mode: str, face: FaceObservation
@@ -1052,11 +1071,16 @@ def test_granted_only_ever_on_a_realface_frame(mode: str, liveness: str) -> None
 
 def test_liveness_settings() -> None:
     settings = door(liveness="challenge")
-    assert (settings.liveness, settings.liveness_window_s) == ("challenge", 3.0)
+    assert (settings.liveness, settings.liveness_window_s, settings.liveness_min_frames) == (
+        "challenge",
+        3.0,
+        5,
+    )
     for bad_settings in [
         {"liveness": "on"},
         {"liveness": True},
         {"liveness_window_s": 0},
+        {"liveness_min_frames": 0},
     ]:
         with pytest.raises(ValidationError):
             door(**bad_settings)

@@ -438,15 +438,21 @@ def test_liveness_doors_on_the_astronaut_and_on_a_printed_photo_of_her(
     play(worker, clock, [Frame(np.zeros_like(astronaut), None, 0, time.monotonic())] * 15)  # she left
     assert worker._live == {}, "an ended track drops its liveness tracker"
 
-    before = len(sink.decisions("passive"))
-    play(worker, clock, printed(astronaut, astronaut_box, seed=1, n=20))
-    attack = sink.decisions("passive")[before:]
-    [spoof] = attack
-    assert (spoof.outcome, spoof.reasons, spoof.person_id) == ("spoof", ("presentation_attack",), None)
-    assert spoof.liveness is not None and spoof.liveness.decision == "spoofface" and spoof.liveness.decided_by
-    payload = spoof.to_payload()["liveness"]
-    assert isinstance(payload, dict) and payload["decision"] == "spoofface"
-    assert len(worker._live) == 1
+    # Printed photos of her (two prints), moved and tilted by hand: spoof, never granted.
+    empty = [Frame(np.zeros_like(astronaut), None, 0, time.monotonic())] * 15
+    for seed in (0, 1):
+        before = len(sink.decisions("passive"))
+        play(worker, clock, printed(astronaut, astronaut_box, seed=seed, n=20))
+        [spoof] = sink.decisions("passive")[before:]
+        assert (spoof.outcome, spoof.reasons, spoof.person_id) == ("spoof", ("presentation_attack",), None)
+        assert spoof.liveness is not None and spoof.liveness.decision == "spoofface"
+        assert spoof.liveness.decided_by
+        payload = spoof.to_payload()["liveness"]
+        assert isinstance(payload, dict) and payload["decision"] == "spoofface"
+        assert len(worker._live) == 1
+        play(worker, clock, empty)
+        assert worker._live == {}
+    play(worker, clock, printed(astronaut, astronaut_box, seed=1, n=5))
     worker.finish()
     assert worker._live == {}
 

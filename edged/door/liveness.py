@@ -6,7 +6,10 @@ and asks ``LivenessGate.check`` before any other decision on the track:
 
 - ``spoofface`` → ``spoof`` (reason ``presentation_attack``), whenever the track may be decided, even
   before ``trigger_frames``: final for the track (verify modes: the claim's answer);
-- ``realface`` → the decision goes on as without liveness (matched, granted, denied, unknown);
+- ``realface`` → the decision goes on as without liveness (matched, granted, denied, unknown), once
+  the result rests on ``liveness_min_frames`` frames of the track (before, it counts as
+  ``uncertain``: a photo moved in front of the camera may pass the model on its first frames, before
+  the parallax cue has seen enough motion to call it flat);
 - ``uncertain`` (or no result yet) while the track is not yet ready (fewer than ``trigger_frames``
   good frames) → as without liveness (nothing is decided, ``low_quality`` may be);
 - ``uncertain`` on a ready track → held (the match evidence keeps accumulating) for up to
@@ -76,12 +79,15 @@ class LivenessGate:
     def check(self, track: TrackState, now: float, ready: bool) -> Gate:
         """The gate for ``track`` now (``ready``: it has ``trigger_frames`` good frames). Notes on the
         track since when it has been held and the challenge asked."""
-        decision = "uncertain" if track.liveness is None else track.liveness.decision
+        result = track.liveness
+        decision = "uncertain" if result is None else result.decision
         if decision == "spoofface":
             return SPOOF
+        settings = self.settings
+        if decision == "realface" and result is not None and result.frames < settings.liveness_min_frames:
+            decision = "uncertain"  # too early to trust
         if decision == "realface" or not ready:
             return PASS
-        settings = self.settings
         if track.challenge is not None:
             late = now >= track.challenge_expires + CHALLENGE_GRACE_S
             return Gate("deny", CHALLENGE_TIMEOUT) if late else HOLD

@@ -78,6 +78,14 @@ class DoorSettings(Strict):
         "head turn or blink on the door's challenge topic (within liveness.challenge_window_s): done, "
         "decided as usual; a wrong motion, spoof; no motion, denied challenge_timeout",
     )
+    liveness_min_frames: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="liveness passive or challenge: a realface result counts only once the track's "
+        "liveness has seen this many frames (until then it is held as uncertain): the motion cues "
+        "need a few frames of movement to catch a photo that the model alone takes for a face",
+    )
     liveness_window_s: float = Field(
         3.0,
         gt=0,
