@@ -5,7 +5,8 @@ the work is done by the components.
 ``App.start()`` runs an ordered list of steps, each with its undo; ``App.stop()`` undoes the steps
 that ran, in reverse, and joins every thread. One ``threading.Event`` stops everything.
 
-    pipeline → store + service (interrupted trainings recovered) → per-door index (trained group),
+    pipeline (+ the anti-spoofing and iris models when a door has liveness on) → store + service (interrupted
+    trainings recovered) → per-door index (trained group),
     decider per door, the claim inbox → MQTT client + outbox (retained birth; optional)
     → maintenance thread (``edged.scheduler``: expired face IDs and liveness sessions 48 h old at
     start and every 60 s of the clock, audit retention at start and once a day; directory changes
@@ -56,7 +57,7 @@ from edged.mqtt.stats import StatsReporter
 from edged.mqtt.topics import Topics
 from edged.pipeline.antispoof import AntiSpoof
 from edged.pipeline.eyes import EyeModel
-from edged.pipeline.fusion import LivenessChecker
+from edged.pipeline.fusion import LivenessChecker, LivenessTrack
 from edged.pipeline.pipeline import FacePipeline
 from edged.scheduler import Job, Scheduler
 from edged.service.faces import FaceService
@@ -129,6 +130,10 @@ class App:
         self.service: FaceService | None = None
         self.scheduler: Scheduler | None = None
         self.doors: list[Door] = []
+        self.antispoof: AntiSpoof | None = None
+        """The passive anti-spoofing model of the doors with liveness on (None: no such door)."""
+        self.eyes: EyeModel | None = None
+        """The iris model of the blink cue, with ``antispoof``."""
         self.client: MqttClient | None = None
         self.outbox: Outbox | None = None
         self.publisher: OutboxPublisher | None = None
@@ -219,9 +224,18 @@ class App:
 
     # -- steps ---------------------------------------------------------------------------------------
 
+    @property
+    def liveness_on(self) -> bool:
+        """Whether some door has liveness on (the anti-spoofing model is loaded only then)."""
+        return any(door.liveness != "off" for door in self.config.doors.values())
+
     def _start_pipeline(self) -> None:
         if self.pipeline is None:
             self.pipeline = FacePipeline.load(Manifest.load(self.config.model_dir), self.config.pipeline)
+        if self.liveness_on and self.antispoof is None:
+            manifest = Manifest.load(self.config.model_dir)
+            self.antispoof = AntiSpoof.load(manifest, threads=self.config.pipeline.threads)
+            self.eyes = EyeModel.load(manifest, threads=self.config.pipeline.threads)
 
     def _start_directory(self) -> Callable[[], None]:
         assert self.pipeline is not None
@@ -255,7 +269,11 @@ class App:
                 service.trained_index(settings.group)  # loaded now; searched via search_door
             except EdgedError as exc:
                 raise ConfigError(f"door {name!r}: {exc.message}") from None
-            self.doors.append(Door.build(name, settings, service.calibration, self.clock, service.model_id))
+            self.doors.append(
+                Door.build(
+                    name, settings, service.calibration, self.clock, service.model_id, self.config.liveness
+                )
+            )
 
     def _start_mqtt(self) -> Callable[[], None] | None:
         if self.broker is None:
@@ -353,6 +371,7 @@ class App:
             client=self.client,
         )
         tracker = FaceTracker(self.config.tracker.min_iou, self.config.tracker.max_missed_s)
+        liveness = self.config.liveness
         worker = self.worker = DoorWorker(
             self.pipeline,
             self.service,
@@ -363,6 +382,9 @@ class App:
             clock=self.clock,
             stats=self.stats,
             directory_version=self.service.directory_version,
+            antispoof=self.antispoof,
+            liveness=(lambda: LivenessTrack(liveness)) if self.antispoof is not None else None,
+            eyes=self.eyes,
         )
         buffer = self.buffer
         thread = threading.Thread(

@@ -1,5 +1,6 @@
 """The door decider: trigger level, fusion, low quality, unknown, granted, denied, refractory periods,
-verify windows, the verify_only privacy contract, the multi-face policy, sessions and payloads.
+verify windows, the verify_only privacy contract, the multi-face policy, liveness (spoof, uncertain held,
+denied or challenged), sessions and payloads.
 
 Pure and table-driven on a ManualClock with a fixed calibration (threshold 0.47 at FAR 1e-4, the loosest
 calibrated threshold 0.61 is the distance cap). One end-to-end test runs the real pipeline, tracker,
@@ -7,7 +8,10 @@ matcher and decider on frames of scikit-image's public-domain portraits."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -18,12 +22,15 @@ from skimage import data
 
 from edged.clock import ManualClock
 from edged.door.decider import Decider
-from edged.door.events import OUTCOMES, Decision, Events, FaceObservation, SessionEvent
+from edged.door.events import OUTCOMES, ChallengeEvent, Decision, Events, FaceObservation, SessionEvent
+from edged.door.liveness import CHALLENGE_GRACE_S
 from edged.door.settings import DoorSettings
 from edged.door.zone import CaptureZone, CaptureZoneSettings
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration, FarThreshold
 from edged.matcher import Match, TemplateIndex
+from edged.pipeline.fusion import LivenessSettings
+from edged.pipeline.liveness import CHALLENGES, Cue, LivenessResult
 from edged.pipeline.pipeline import FacePipeline
 from edged.tracker import FaceTracker
 from edged.types import Box, Face, ImageRGB
@@ -596,6 +603,8 @@ def all_events() -> list[Decision | SessionEvent]:
     verify.claim("ada")
     clock.advance(20)
     out += run(verify, clock, [[]], ended=[[1]])
+    attacked = make(clock, liveness="passive")
+    out += run(attacked, clock, [[live(good(1, ("ada", 0.3)), SPOOFED)]], ended=[[]])
     found: list[Decision | SessionEvent] = [d for e in out for d in e.decisions]
     found += [s for e in out for s in e.sessions]
     outcomes = {d.outcome for d in found if isinstance(d, Decision)}
@@ -760,3 +769,318 @@ def test_a_claim_that_cannot_be_checked_is_denied_at_once() -> None:
         decider.refuse_claim("no_match")
     with pytest.raises(BadArgument, match="identify mode"):
         make(clock).refuse_claim("unknown_card")
+
+
+# -- liveness ------------------------------------------------------------------------------------------
+
+REAL = LivenessResult("realface", 0.93, (Cue("model", 0.93, 0.93, "real"),), ("model",), 5)
+SPOOFED = LivenessResult(
+    "spoofface",
+    0.04,
+    (Cue("model", 0.2, 0.2, "none"), Cue("parallax", 0.01, 0.04, "spoof")),
+    ("parallax",),
+    8,
+)
+UNSURE = LivenessResult("uncertain", 0.5, (Cue("model", 0.5, 0.5, "none"),), (), 3)
+WINDOW_S, CHALLENGE_S = 1.02, 2.02  # half a frame off DT's multiples: no rounding at the edges
+
+
+def live(face: FaceObservation, result: LivenessResult | None) -> FaceObservation:
+    """``face`` with its track's liveness result so far (what the worker passes on)."""
+    return dataclasses.replace(face, liveness=result)
+
+
+def live_door(clock: ManualClock, liveness: str = "passive", **overrides: Any) -> Decider:
+    """A door with liveness on; the root liveness settings give a challenge CHALLENGE_S."""
+    settings = door(liveness=liveness, liveness_window_s=WINDOW_S, **overrides)
+    return Decider("front", settings, CAL, clock, liveness=LivenessSettings(challenge_window_s=CHALLENGE_S))
+
+
+def frames_for(seconds: float) -> int:
+    """Frames (DT apart) until ``seconds`` have passed."""
+    return math.ceil(seconds / DT)
+
+
+def challenges(events: Iterable[Events]) -> list[ChallengeEvent]:
+    return [c for e in events for c in e.challenges]
+
+
+def test_liveness_off_decides_as_before_and_carries_no_liveness() -> None:
+    clock = ManualClock()
+    decider = make(clock)
+    assert door().liveness == "off"
+    events = run(decider, clock, [[live(good(1, ("ada", 0.3)), SPOOFED)]] * 3)
+    [decision] = decisions(events)
+    assert (decision.outcome, decision.liveness) == ("granted", None)
+    assert decision.to_payload()["liveness"] is None
+
+
+MODES = [
+    ("identify", good(1, ("ada", 0.3))),
+    ("verify", claimed(1, "ada", 0.3, ("ada", 0.3))),
+    ("verify_only", only_claimed(1, "ada", 0.3)),
+]
+
+
+@pytest.mark.parametrize("liveness", ["passive", "challenge"])
+@pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
+def test_a_spoof_is_decided_spoof_at_once_never_granted(
+    mode: str, face: FaceObservation, liveness: str
+) -> None:
+    clock = ManualClock()
+    decider = live_door(clock, liveness, mode=mode)
+    if mode != "identify":
+        decider.claim("ada")
+    # a perfect match, but the track's liveness says spoofface: spoof on the first frame (no need to
+    # wait for the trigger level: nothing is matched for it), no person, the deciding cues attached
+    events = run(decider, clock, [[live(face, SPOOFED)]])
+    [decision] = decisions(events)
+    assert (decision.outcome, decision.reasons, decision.person_id) == (
+        "spoof",
+        ("presentation_attack",),
+        None,
+    )
+    payload = decision.to_payload()
+    assert payload["liveness"] == {
+        "decision": "spoofface",
+        "score": 0.04,
+        "cues": [
+            {"name": "model", "value": 0.2, "score": 0.2, "verdict": "none"},
+            {"name": "parallax", "value": 0.01, "score": 0.04, "verdict": "spoof"},
+        ],
+        "decided_by": ["parallax"],
+        "frames": 8,
+        "challenge": None,
+    }
+    assert json.loads(json.dumps(payload, allow_nan=False)) == payload
+    # final: the attacker standing there (identify) or the rest of the claim's frames get nothing more
+    later = run(decider, clock, [[live(face, REAL)]] * 10)
+    assert decisions(later) == []
+    assert decider.sessions()[0].outcome == "spoof"
+
+
+def test_a_spoof_of_a_stranger_is_spoof_not_unknown_and_each_claim_is_answered_spoof() -> None:
+    clock = ManualClock()
+    decider = live_door(clock)
+    events = run(decider, clock, [[live(good(1), UNSURE)]] * 2 + [[live(good(1), SPOOFED)]])
+    assert summary(events) == [("spoof", ("presentation_attack",), None)]
+    verify = live_door(clock, mode="verify")
+    for _ in range(2):  # the photo is still held up when the next card is shown
+        verify.claim("ada")
+        out = run(verify, clock, [[live(claimed(1, "ada", 0.3), SPOOFED)]] * 3)
+        assert summary(out) == [("spoof", ("presentation_attack",), None)]
+        assert not verify.claim_open, "a spoof is the claim's one answer"
+
+
+@pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
+def test_realface_decides_as_without_liveness_and_carries_the_result(
+    mode: str, face: FaceObservation
+) -> None:
+    clock = ManualClock()
+    decider = live_door(clock, mode=mode)
+    if mode != "identify":
+        decider.claim("ada")
+    events = run(decider, clock, [[live(face, REAL)]] * 3)
+    assert summary(events) == [("granted", ("match",), "ada")]
+    assert first_decision_frame(events) == 2, "the trigger level still holds"
+    [decision] = decisions(events)
+    assert decision.liveness == REAL
+    liveness = decision.to_payload()["liveness"]
+    assert isinstance(liveness, dict) and (liveness["decision"], liveness["decided_by"]) == (
+        "realface",
+        ["model"],
+    )
+
+
+def test_passive_uncertain_holds_then_grants_when_the_liveness_decides() -> None:
+    clock = ManualClock()
+    decider = live_door(clock)
+    held = frames_for(WINDOW_S) - 2  # within the window
+    events = run(decider, clock, [[live(good(1, ("ada", 0.3)), UNSURE)]] * held)
+    assert decisions(events) == [], "uncertain: nothing decided, evidence collected"
+    assert decider.sessions()[0].phase == "collecting"
+    events = run(decider, clock, [[live(good(1, ("ada", 0.3)), REAL)]])
+    assert summary(events) == [("granted", ("match",), "ada")]
+    assert decisions(events)[0].frames == held + 1
+
+
+def test_realface_counts_only_after_liveness_min_frames() -> None:
+    """A photo waved in front of the camera can pass the model on its first frames, before the
+    parallax cue has seen enough motion: realface on fewer frames than liveness_min_frames is held."""
+    clock = ManualClock()
+    decider = live_door(clock, liveness_min_frames=5)
+    face = good(1, ("ada", 0.3))
+    early = [dataclasses.replace(REAL, frames=n) for n in range(1, 5)]
+    events = run(decider, clock, [[live(face, result)] for result in early])
+    assert decisions(events) == [], "realface on 1-4 frames: held, although the match is ready"
+    events = run(decider, clock, [[live(face, SPOOFED)]])
+    assert summary(events) == [("spoof", ("presentation_attack",), None)]
+
+    decider = live_door(clock, liveness_min_frames=5)
+    events = run(decider, clock, [[live(face, result)] for result in early])
+    events += run(decider, clock, [[live(face, dataclasses.replace(REAL, frames=5))]])
+    assert summary(events) == [("granted", ("match",), "ada")]
+    assert first_decision_frame(events) == 4
+
+
+@pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
+def test_passive_uncertain_for_the_whole_window_is_denied_liveness_uncertain(
+    mode: str, face: FaceObservation
+) -> None:
+    clock = ManualClock()
+    decider = live_door(clock, mode=mode, verify_window_s=30)
+    if mode != "identify":
+        decider.claim("ada")
+    # no result at all counts as uncertain too (the worker has not assessed the track yet)
+    events = run(decider, clock, [[live(face, None)]] * 2 + [[live(face, UNSURE)]] * 40)
+    person = None if mode == "identify" else "ada"
+    assert summary(events) == [("denied", ("liveness_uncertain",), person)]
+    # the window runs from the third good frame (ready to decide), not from the track's first frame
+    assert first_decision_frame(events) == 2 + frames_for(WINDOW_S)
+    [decision] = decisions(events)
+    assert decision.liveness == UNSURE and decision.score is not None
+    assert challenges(events) == [], "a passive door never challenges"
+
+
+def test_uncertain_before_the_trigger_level_still_reports_low_quality() -> None:
+    clock = ManualClock()
+    decider = live_door(clock, low_quality_frames=3)
+    events = run(decider, clock, [[live(bad(1, "blurred"), UNSURE)]] * 3)
+    assert summary(events) == [("low_quality", ("blurred",), None)]
+
+
+def ask(decider: Decider, clock: ManualClock, face: FaceObservation) -> tuple[list[Events], ChallengeEvent]:
+    """Frames of an uncertain track until the door asks its challenge."""
+    events = run(decider, clock, [[live(face, UNSURE)]] * (2 + frames_for(WINDOW_S) + 1))
+    assert decisions(events) == []
+    [asked] = challenges(events)
+    return events, asked
+
+
+def test_challenge_mode_asks_a_random_challenge_after_the_window() -> None:
+    clock = ManualClock()
+    seen: set[str] = set()
+    for _ in range(60):  # secrets.choice: all three come up (the chance one is missed: 3·(2/3)^60)
+        decider = live_door(clock, "challenge")
+        events, asked = ask(decider, clock, good(1, ("ada", 0.3)))
+        seen.add(asked.challenge)
+        [session] = decider.sessions()
+        assert (asked.door, asked.session_id, asked.track_id) == ("front", session.session_id, 1)
+        assert asked.expires_at == pytest.approx(asked.time + CHALLENGE_S)
+        assert first_decision_frame(events) is None
+        assert next(i for i, e in enumerate(events) if e.challenges) == 2 + frames_for(WINDOW_S)
+    assert seen == set(CHALLENGES)
+    payload = asked.to_payload()
+    assert set(payload) == {
+        "schema",
+        "event_id",
+        "door",
+        "session_id",
+        "track_id",
+        "challenge",
+        "time",
+        "expires_at",
+    }
+    assert payload["schema"] == 1 and payload["challenge"] in CHALLENGES
+
+
+def test_a_challenge_done_grants_and_one_failed_is_spoof() -> None:
+    clock = ManualClock()
+    decider = live_door(clock, "challenge")
+    face = good(1, ("ada", 0.3))
+    _, asked = ask(decider, clock, face)
+    done = dataclasses.replace(REAL, challenge=asked.challenge, decided_by=("challenge",))
+    events = run(decider, clock, [[live(face, UNSURE)]] * 5 + [[live(face, done)]])
+    assert summary(events) == [("granted", ("match",), "ada")]
+    assert challenges(events) == [], "one challenge per approach"
+    liveness = decisions(events)[0].to_payload()["liveness"]
+    assert isinstance(liveness, dict) and liveness["challenge"] == asked.challenge
+
+    decider = live_door(clock, "challenge", mode="verify")
+    decider.claim("ada")
+    face = claimed(1, "ada", 0.3)
+    _, asked = ask(decider, clock, face)
+    wrong = dataclasses.replace(SPOOFED, challenge=asked.challenge, decided_by=("challenge",))
+    events = run(decider, clock, [[live(face, wrong)]])
+    assert summary(events) == [("spoof", ("presentation_attack",), None)]
+
+
+@pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
+def test_a_challenge_not_done_in_time_is_denied_challenge_timeout(mode: str, face: FaceObservation) -> None:
+    clock = ManualClock()
+    decider = live_door(clock, "challenge", mode=mode, verify_window_s=30)
+    if mode != "identify":
+        decider.claim("ada")
+    _, asked = ask(decider, clock, face)
+    # no motion at all: the track's challenge cue says nothing (uncertain) through the window and after
+    events = run(decider, clock, [[live(face, UNSURE)]] * (frames_for(CHALLENGE_S + CHALLENGE_GRACE_S) - 1))
+    assert decisions(events) == [], "held while the challenge's window (and a moment after) runs"
+    events = run(decider, clock, [[live(face, UNSURE)]] * 2)
+    person = None if mode == "identify" else "ada"
+    assert summary(events) == [("denied", ("challenge_timeout",), person)]
+    [decision] = decisions(events)
+    assert decision.decided_at >= asked.asked_at + CHALLENGE_S + CHALLENGE_GRACE_S
+    assert challenges(events) == []
+    assert decisions(run(decider, clock, [[live(face, UNSURE)]] * 10)) == []
+
+
+def test_a_wrong_motion_seen_at_the_challenges_end_is_still_spoof() -> None:
+    clock = ManualClock()
+    decider = live_door(clock, "challenge")
+    face = good(1, ("ada", 0.3))
+    _, asked = ask(decider, clock, face)
+    events = run(decider, clock, [[live(face, UNSURE)]] * frames_for(CHALLENGE_S))
+    wrong = dataclasses.replace(SPOOFED, challenge=asked.challenge, decided_by=("challenge",))
+    events += run(decider, clock, [[live(face, wrong)]])
+    assert summary(events) == [("spoof", ("presentation_attack",), None)]
+
+
+@pytest.mark.parametrize("liveness", ["passive", "challenge"])
+@pytest.mark.parametrize("mode", ["identify", "verify", "verify_only"])
+def test_granted_only_ever_on_a_realface_frame(mode: str, liveness: str) -> None:
+    """Random sequences of liveness results and match distances, tracks ending and claims: every
+    granted decision is made on a frame whose liveness is realface."""
+    rng = random.Random(f"{mode}-{liveness}")
+    results = [REAL, SPOOFED, UNSURE, None]
+    granted = 0
+    for _ in range(40):
+        clock = ManualClock()
+        decider = live_door(clock, liveness, mode=mode, refractory_s=0.5, unknown_retry_s=0.3)
+        track = 1
+        for _ in range(120):
+            if mode != "identify" and rng.random() < 0.05:
+                decider.claim("ada")
+            result = rng.choice(results) if rng.random() < 0.3 else REAL if rng.random() < 0.3 else UNSURE
+            d = rng.choice([0.2, 0.3, 0.5, 0.7])
+            face = {
+                "identify": good(track, ("ada", d)),
+                "verify": claimed(track, "ada", d, ("ada", d)),
+                "verify_only": only_claimed(track, "ada", d),
+            }[mode]
+            ended = []
+            if rng.random() < 0.03:
+                ended, track = [track], track + 1
+            events = decider.update([] if ended else [live(face, result)], ended=ended)
+            clock.advance(DT)
+            for decision in events.decisions:
+                assert decision.outcome != "granted" or result == REAL, (decision, result)
+                assert decision.outcome != "spoof" or result == SPOOFED
+                granted += decision.outcome == "granted"
+    assert granted > 0
+
+
+def test_liveness_settings() -> None:
+    settings = door(liveness="challenge")
+    assert (settings.liveness, settings.liveness_window_s, settings.liveness_min_frames) == (
+        "challenge",
+        3.0,
+        5,
+    )
+    for bad_settings in [
+        {"liveness": "on"},
+        {"liveness": True},
+        {"liveness_window_s": 0},
+        {"liveness_min_frames": 0},
+    ]:
+        with pytest.raises(ValidationError):
+            door(**bad_settings)

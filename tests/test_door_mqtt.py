@@ -1,6 +1,9 @@
 """The door daemon (edged/app.py) over a real Mosquitto: verify-mode claims by person and by card,
-malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, and the
-Home Assistant discovery (retained, re-published on HA's birth and after a broker restart).
+malformed claims (logged, counted, never fatal), the stats topic, captured_at in decisions, the
+Home Assistant discovery (retained, re-published on HA's birth and after a broker restart), and a
+door with liveness ``passive`` publishing ``spoof`` for a printed photograph moved in front of an
+in-memory camera, and a ``challenge`` door asking its challenge on the challenge topic (the real
+anti-spoofing model and liveness tracks).
 
 Real models, the built-in demo camera (the astronaut walks up every 12 s; the stranger in profile
 fails the default quality gate), a real encrypted directory, a real broker on a free port."""
@@ -18,6 +21,7 @@ import pytest
 from mqtt_broker import READY_TIMEOUT_S, Broker, Watcher
 
 from edged.app import App
+from edged.capture.source import Frame, Pacer, SourceBase
 from edged.config import Config
 from edged.directory import crypto
 from edged.directory.store import Store
@@ -25,7 +29,8 @@ from edged.mqtt.settings import BrokerAddress
 from edged.pipeline.pipeline import FacePipeline
 from edged.service.faces import FaceService
 from edged.service.policy import Caller
-from edged.types import ImageRGB
+from edged.types import Box, ImageRGB
+from edged_bench.attacks import head_turn, portrait, print_attack
 
 MANAGER = Caller("cli", "manager")
 
@@ -55,7 +60,12 @@ def state(tmp_path: Path, kek: crypto.Kek, pipeline: FacePipeline, astronaut: Im
 
 
 def make_app(
-    broker: Broker, state_dir: Path, kek: crypto.Kek, pipeline: FacePipeline, door: dict[str, Any]
+    broker: Broker,
+    state_dir: Path,
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    door: dict[str, Any],
+    source: SourceBase | None = None,
 ) -> App:
     config = Config.model_validate(
         {
@@ -66,7 +76,7 @@ def make_app(
         }
     )
     address = BrokerAddress("127.0.0.1", broker.port)
-    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline)
+    return App(config, state_dir, kek, address, threading.Event(), None, pipeline=pipeline, source=source)
 
 
 def all_keys(value: Any) -> set[str]:
@@ -159,6 +169,7 @@ def test_stats_and_home_assistant_discovery(
     app = make_app(broker, state_dir, kek, pipeline, {"mode": "identify"})
     try:
         app.start()
+        assert app.antispoof is None, "no door has liveness on: the anti-spoofing model is not loaded"
         messages = watcher.wait_for(lambda m: len(discoveries(m)) == 1)
         (discovery,) = discoveries(messages)
         kinds = {c["unique_id"]: c["platform"] for c in discovery["components"].values()}
@@ -233,3 +244,112 @@ def test_stats_and_home_assistant_discovery(
     assert seen[-1]["decisions_total"] >= 1
     decisions = of(messages, "/decision")
     assert decisions and all(d["captured_at"] <= d["time"] for d in decisions)
+
+
+class Shown(SourceBase):
+    """An in-memory camera: ``images`` at ``fps``, forth and back, again and again (nothing is written
+    anywhere)."""
+
+    name = "memory"
+
+    def __init__(self, images: list[ImageRGB], fps: float = 10.0) -> None:
+        super().__init__()
+        self.images = images + images[-2:0:-1]
+        self._pacer = Pacer(fps)
+        self._next = 0
+
+    def open(self) -> None:
+        self._pacer.reset()
+
+    def read(self) -> Frame | None:
+        self._pacer.wait()
+        image = self.images[self._next % len(self.images)]
+        self._next += 1
+        return self._frame(image)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_passive_door_publishes_spoof_for_a_printed_photo(
+    broker: Broker,
+    state: tuple[Path, str],
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+    astronaut_box: Box,
+) -> None:
+    state_dir, _ = state
+    attack = print_attack(portrait(astronaut, astronaut_box), seed=1, frames=20)
+    discovery_topic = f"homeassistant/device/edged_{DEVICE}/config"
+    watcher = Watcher(broker.port, f"edged/{DEVICE}/door/+/decision", discovery_topic)
+    app = make_app(broker, state_dir, kek, pipeline, {"liveness": "passive"}, source=Shown(attack))
+    try:
+        app.start()
+        assert app.antispoof is not None, "a door with liveness on: the model is loaded"
+        messages = watcher.wait_for(
+            lambda m: any(p["outcome"] == "spoof" for p in of(m, "/decision")), DECISION_TIMEOUT_S
+        )
+    finally:
+        app.stop()
+        watcher.close()
+    assert app.error is None
+    decisions = of(messages, "/decision")
+    assert granted(messages) == [], "a printed photo of an enrolled person is never granted"
+    spoof = next(d for d in decisions if d["outcome"] == "spoof")
+    assert (spoof["door"], spoof["reasons"], spoof["person_id"]) == ("front", ["presentation_attack"], None)
+    assert spoof["liveness"]["decision"] == "spoofface" and spoof["liveness"]["decided_by"]
+    cues = {c["name"]: c for c in spoof["liveness"]["cues"]}
+    assert set(spoof["liveness"]["decided_by"]) <= set(cues) and "model" in cues
+    assert all(cues[name]["verdict"] == "spoof" for name in spoof["liveness"]["decided_by"])
+    assert all(d["liveness"] is not None for d in decisions), "every decision carries the liveness"
+    assert not all_keys(spoof) & FORBIDDEN_KEYS
+    [discovery] = [p for t, p, _ in messages if t == discovery_topic]
+    [event] = [c for c in discovery["components"].values() if c["platform"] == "event"]
+    assert "spoof" in event["event_types"]
+
+
+def test_a_challenge_door_asks_its_challenge_on_the_challenge_topic(
+    broker: Broker,
+    state: tuple[Path, str],
+    kek: crypto.Kek,
+    pipeline: FacePipeline,
+    astronaut: ImageRGB,
+) -> None:
+    state_dir, _ = state
+    [face] = pipeline.faces(astronaut, embed=False)
+    assert face.mesh is not None
+    # the astronaut turning her head (the model is unsure of the scanned portrait: uncertain, so the
+    # door asks a challenge once its liveness window is over)
+    turn = head_turn(astronaut, face.mesh.points, seed=0, frames=12)
+    watcher = Watcher(broker.port, f"edged/{DEVICE}/door/+/decision", f"edged/{DEVICE}/door/+/challenge")
+    app = make_app(broker, state_dir, kek, pipeline, {"liveness": "challenge"}, source=Shown(turn))
+    try:
+        app.start()
+        messages = watcher.wait_for(lambda m: of(m, "/challenge") and of(m, "/decision"), DECISION_TIMEOUT_S)
+    finally:
+        app.stop()
+        watcher.close()
+    assert app.error is None
+    [challenge] = [(t, p, r) for t, p, r in messages if t.endswith("/challenge")]
+    topic, payload, retained = challenge
+    assert topic == f"edged/{DEVICE}/door/front/challenge" and not retained
+    assert set(payload) == {
+        "schema",
+        "event_id",
+        "door",
+        "session_id",
+        "track_id",
+        "challenge",
+        "time",
+        "expires_at",
+    }
+    assert payload["challenge"] in ("turn_left", "turn_right", "blink")
+    assert payload["expires_at"] == pytest.approx(payload["time"] + 3.0, abs=0.002)
+    [decision] = of(messages, "/decision")
+    assert decision["session_id"] == payload["session_id"]
+    assert decision["liveness"]["challenge"] == payload["challenge"]
+    # the recording turns both ways: the asked turn (granted) or another motion too (spoof), never none
+    expected = {"granted": ("realface", ["match"]), "spoof": ("spoofface", ["presentation_attack"])}
+    assert (decision["liveness"]["decision"], decision["reasons"]) == expected[decision["outcome"]]
+    assert "challenge" in decision["liveness"]["decided_by"]

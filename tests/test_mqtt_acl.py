@@ -163,12 +163,20 @@ def test_roles_are_enforced_by_the_broker(site_broker: Broker, tmp_path: Path) -
         recognizer.publish(TOPICS.request("persons_delete"), b"{}", qos=1).wait_for_publish(5)
         recognizer.publish(TOPICS.request("identify"), b"{}", qos=1).wait_for_publish(5)
         door.publish(TOPICS.decision("front"), b'{"outcome":"granted"}', qos=1).wait_for_publish(5)
+        door.publish(TOPICS.challenge("front"), b'{"challenge":"blink"}', qos=1).wait_for_publish(5)
         door.publish(TOPICS.claim("front"), b"{}", qos=1).wait_for_publish(5)
-        expected = {TOPICS.status(), TOPICS.request("identify"), TOPICS.claim("front")}
+        device.publish(TOPICS.challenge("back"), {"schema": 1, "challenge": "blink"}, qos=1).wait(5)
+        expected = {
+            TOPICS.status(),
+            TOPICS.request("identify"),
+            TOPICS.claim("front"),
+            TOPICS.challenge("back"),
+        }
         with cond:  # each sender's allowed message follows its refused one: order proves the refusal
             assert cond.wait_for(lambda: expected <= set(seen), READY_TIMEOUT_S), seen
         assert TOPICS.request("persons_delete") not in seen
         assert TOPICS.decision("front") not in seen
+        assert TOPICS.challenge("front") not in seen, "only the terminal asks challenges"
     finally:
         device.stop()
         for client in (admin, recognizer, door):

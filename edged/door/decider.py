@@ -5,8 +5,12 @@ threads, no MQTT, no search (the caller runs the matcher and passes its answers 
 One ``Decider`` per door; ``edged.door.worker.DoorWorker.process`` is the caller. Per frame, for each
 tracked face in the door's capture zone: ``request(track_id)`` says what to match (None: do not embed
 this face now); a face that passes the gate is embedded and searched as asked, and the answers go into
-a ``FaceObservation``; then ``update(observations, ended=…)`` returns the ``Events`` (decisions and
-session events, payloads in ``edged.door.events``).
+a ``FaceObservation``; then ``update(observations, ended=…)`` returns the ``Events`` (decisions,
+session events and liveness challenges, payloads in ``edged.door.events``).
+
+Liveness (a door with ``liveness`` on): each observation carries its track's ``LivenessResult``, and
+``edged.door.liveness.LivenessGate`` is asked before any other decision on the track: ``spoof``,
+held while ``uncertain``, denied or challenged after ``liveness_window_s`` (module doc there).
 
 Fusion (``docs/decisions.md``): every frame that passes the gate adds weight ``w`` (face size ×
 sharpness × detection score, each capped at 1) and, per candidate person, the credit
@@ -36,8 +40,10 @@ from edged.door.events import (
     NO_MATCH,
     NOT_ALLOWED,
     OTHER_PERSON,
+    PRESENTATION_ATTACK,
     UNKNOWN_CARD,
     UNKNOWN_PERSON,
+    ChallengeEvent,
     Decision,
     Events,
     FaceObservation,
@@ -47,10 +53,12 @@ from edged.door.events import (
     SessionEvent,
     SessionState,
 )
+from edged.door.liveness import Gate, LivenessGate
 from edged.door.settings import DoorMode, DoorSettings
 from edged.door.state import OpenClaim, TrackState, Verdict
 from edged.errors import BadArgument
 from edged.inference.manifest import Calibration
+from edged.pipeline.fusion import LivenessSettings
 
 __all__ = ["SEARCH_K", "UNKNOWN_CLAIM", "Decider"]
 
@@ -66,7 +74,8 @@ def _new_id() -> str:
 
 class Decider:
     """Decisions for one door (module doc). ``model`` (the embedder's identity) is copied into every
-    decision; ``update(directory_version=…)`` names the directory the matches came from."""
+    decision; ``update(directory_version=…)`` names the directory the matches came from;
+    ``liveness``: the root liveness settings (a challenge's window)."""
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class Decider:
         calibration: Calibration,
         clock: Clock,
         model: str | None = None,
+        liveness: LivenessSettings | None = None,
     ) -> None:
         if not door:
             raise BadArgument("a door needs a non-empty name")
@@ -90,6 +100,9 @@ class Decider:
         self._tracks: dict[int, TrackState] = {}
         self._recent: dict[str, float] = {}  # person → monotonic time of their latest decision
         self._claim: OpenClaim | None = None
+        window = (liveness or LivenessSettings()).challenge_window_s
+        self.liveness = LivenessGate(door, settings, clock, window)
+        self._challenges: list[ChallengeEvent] = []  # asked during the current update
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -167,6 +180,7 @@ class Decider:
         self._check(faces, ended_ids)
         decisions: list[Decision] = []
         make = _DecisionFactory(self, now, directory_version, captured_at)
+        self._challenges = []
 
         claim = self._claim
         if claim is not None and now >= claim.expires_at:
@@ -185,6 +199,7 @@ class Decider:
             track.updated_at = now
             track.box = face.box
             track.gate_reasons = face.reasons
+            track.liveness = face.liveness
             if self._eligible(track, now):
                 self._add_evidence(track, face)
             present.append(track)
@@ -222,7 +237,7 @@ class Decider:
             track.updated_at = now
             after = self._snapshot(track)
             sessions.append(SessionEvent("end", _new_id(), track.published or after, after))
-        return Events(tuple(decisions), tuple(sessions))
+        return Events(tuple(decisions), tuple(sessions), tuple(self._challenges))
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -325,6 +340,10 @@ class Decider:
         self, track: TrackState, now: float, make: _DecisionFactory, suppressed: set[int]
     ) -> Decision | None:
         settings = self.settings
+        if self.liveness.on:
+            gate = self.liveness.check(track, now, ready=track.good >= settings.trigger_frames)
+            if gate.action != "pass":
+                return self._gated(track, gate, make)
         if track.good >= settings.trigger_frames:
             verdict = self._verdict(track)
             person = verdict.person_id
@@ -361,6 +380,24 @@ class Decider:
             verdict = Verdict("low_quality", reasons, None, None)
             return self._record(track, make(verdict, track, track.frames), None)
         return None
+
+    def _gated(self, track: TrackState, gate: Gate, make: _DecisionFactory) -> Decision | None:
+        """A liveness gate that stops the usual decision: held (a challenge asked), or a final
+        ``spoof`` / ``denied`` for the track (verify modes: the claim's one answer)."""
+        if gate.asked is not None:
+            self._challenges.append(gate.asked)
+        if gate.action in ("hold", "ask"):
+            return None
+        if gate.action == "spoof":
+            verdict = Verdict("spoof", (PRESENTATION_ATTACK,), None, None)
+        else:
+            assert gate.reason is not None
+            claimed = None if self._claim is None else self._claim.person_id
+            verdict = Verdict("denied", (gate.reason,), claimed, self._score(track))
+        if self.settings.mode == "identify":
+            return self._record(track, make(verdict, track, track.good), math.inf)
+        self._claim = None
+        return self._record(track, make(verdict, track, track.good), 0.0)
 
     def _deny_crowd(self, eligible: list[TrackState], make: _DecisionFactory) -> list[Decision]:
         """``deny`` policy with several faces present: identify denies each eligible session; a verify
@@ -456,4 +493,5 @@ class _DecisionFactory:
             model=d.model,
             directory_version=self.directory_version,
             captured_at=self.captured_at,
+            liveness=track.liveness if track is not None and d.liveness.on else None,
         )

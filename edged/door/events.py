@@ -1,31 +1,38 @@
 """What the door decider takes and gives: the matcher's answers for one tracked face
 (``MatchRequest`` → ``FaceObservation``), and the frozen events it produces (``Decision``, the
-session lifecycle ``SessionEvent`` over ``SessionState`` snapshots, both in ``Events``), each with
-``to_payload()`` for the ``decision`` and ``session`` topics (docs/mqtt.md). Pure values, no I/O.
+session lifecycle ``SessionEvent`` over ``SessionState`` snapshots, the liveness ``ChallengeEvent``,
+all in ``Events``), each with ``to_payload()`` for the ``decision``, ``session`` and ``challenge``
+topics (docs/mqtt.md). Pure values, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
 
 from edged.door.settings import DoorMode
 from edged.matcher import Match
+from edged.pipeline.liveness import Challenge, LivenessResult
 from edged.types import Box, Face
 
 __all__ = [
+    "CHALLENGE_TIMEOUT",
     "CLAIM_EXPIRED",
     "CLAIM_MISMATCH",
+    "LIVENESS_UNCERTAIN",
     "MATCH",
     "MULTIPLE_FACES",
     "NOT_ALLOWED",
     "NO_MATCH",
     "OTHER_PERSON",
     "OUTCOMES",
+    "PRESENTATION_ATTACK",
     "SCHEMA",
     "UNKNOWN_CARD",
     "UNKNOWN_PERSON",
+    "ChallengeEvent",
     "Decision",
     "Events",
     "FaceObservation",
@@ -37,13 +44,15 @@ __all__ = [
     "Score",
     "SessionEvent",
     "SessionState",
+    "liveness_payload",
 ]
 
 SCHEMA = 1
 """Version of the decision and session payloads."""
 
-Outcome = Literal["granted", "denied", "unknown", "low_quality"]
-"""A decision's outcome. Liveness will add ``spoof`` (a gate before matching, like quality)."""
+Outcome = Literal["granted", "denied", "unknown", "low_quality", "spoof"]
+"""A decision's outcome. ``spoof``: the track's liveness is ``spoofface`` (a door with liveness on);
+never a person, never granted."""
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 Phase = Literal["collecting", "held", "refractory", "waiting_claim", "decided", "ended"]
 """A session's phase: collecting evidence; held (several faces, ``hold`` policy); refractory (decided
@@ -64,6 +73,13 @@ UNKNOWN_CARD = "unknown_card"
 UNKNOWN_PERSON = "unknown_person"
 """A claim refused before any face is checked (``Decider.refuse_claim``): no person has the card, or
 the claimed person is not in the door's group."""
+PRESENTATION_ATTACK = "presentation_attack"
+"""``spoof``: the track's liveness is ``spoofface`` (the cues that decided are in ``liveness``)."""
+LIVENESS_UNCERTAIN = "liveness_uncertain"
+"""``denied`` (liveness passive): still ``uncertain`` ``liveness_window_s`` after the track was ready."""
+CHALLENGE_TIMEOUT = "challenge_timeout"
+"""``denied`` (liveness challenge): no motion at all within the challenge's window (a wrong motion is
+``spoof``)."""
 
 FULL_WEIGHT_PX = 100.0
 """A face box side (pixels) at or above which a frame's size factor is 1 (the chip is 150 px)."""
@@ -80,6 +96,29 @@ Payload: TypeAlias = "dict[str, JsonValue]"
 
 def _floats(values: Iterable[float]) -> list[JsonValue]:
     return [float(v) for v in values]
+
+
+def _number(value: float) -> float | None:
+    """``value`` rounded for a payload; None when it is not finite (JSON has no NaN)."""
+    return round(float(value), 4) if math.isfinite(value) else None
+
+
+def liveness_payload(result: LivenessResult) -> Payload:
+    """A liveness result in an event: ``decision`` (realface | spoofface | uncertain), ``score``,
+    ``cues`` (name, value, score, verdict), ``decided_by`` (the cues whose verdict made the decision),
+    ``frames`` and ``challenge`` (the challenge asked, or null)."""
+    cues: list[JsonValue] = [
+        {"name": c.name, "value": _number(c.value), "score": _number(c.score), "verdict": c.verdict}
+        for c in result.cues
+    ]
+    return {
+        "decision": result.decision,
+        "score": _number(result.score),
+        "cues": cues,
+        "decided_by": list(result.decided_by),
+        "frames": result.frames,
+        "challenge": result.challenge,
+    }
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -105,7 +144,9 @@ class MatchRequest:
 class FaceObservation:
     """One tracked face in the capture zone, in one frame. ``reasons``: the gate's reason codes
     (empty: passed). ``group`` / ``claimed``: the matcher's answers to the ``MatchRequest`` (None when
-    not searched); evidence on a frame that fails the gate is ignored."""
+    not searched); evidence on a frame that fails the gate is ignored. ``liveness``: the track's
+    liveness result so far (``LivenessTrack.result``; None when not assessed: a door with liveness
+    on then treats the track as ``uncertain``)."""
 
     track_id: int
     reasons: tuple[str, ...]
@@ -115,6 +156,7 @@ class FaceObservation:
     box: Box | None = None
     group: tuple[Match, ...] | None = None
     claimed: tuple[Match, ...] | None = None
+    liveness: LivenessResult | None = None
 
     @property
     def passed(self) -> bool:
@@ -134,6 +176,7 @@ class FaceObservation:
         face: Face,
         group: Sequence[Match] | None = None,
         claimed: Sequence[Match] | None = None,
+        liveness: LivenessResult | None = None,
     ) -> FaceObservation:
         """From the pipeline's ``Face`` (its quality verdict and measures)."""
         measures = face.quality.measures
@@ -147,6 +190,7 @@ class FaceObservation:
             box=box,
             group=None if group is None else tuple(group),
             claimed=None if claimed is None else tuple(claimed),
+            liveness=liveness,
         )
 
 
@@ -169,7 +213,9 @@ class Decision:
     """One decision at one door (the ``decision`` topic). ``person_id`` is set for granted and denied
     only (in verify modes: the claimed person); ``track_id``/``session_id`` are None for a claim that
     expired without a face. ``decided_at`` is monotonic, ``time`` the wall clock (epoch seconds);
-    ``captured_at`` the wall-clock capture time of the frame it was decided on (None when unknown)."""
+    ``captured_at`` the wall-clock capture time of the frame it was decided on (None when unknown).
+    ``liveness``: the track's liveness result when the decision was made (a door with liveness on;
+    None otherwise, and for a decision about no track)."""
 
     event_id: str
     door: str
@@ -188,6 +234,7 @@ class Decision:
     model: str | None = None
     directory_version: int | None = None
     captured_at: float | None = None
+    liveness: LivenessResult | None = None
 
     def to_payload(self) -> Payload:
         return {
@@ -209,6 +256,7 @@ class Decision:
             "captured_at": None if self.captured_at is None else round(self.captured_at, 3),
             "model": self.model,
             "directory_version": self.directory_version,
+            "liveness": None if self.liveness is None else liveness_payload(self.liveness),
         }
 
 
@@ -290,8 +338,39 @@ class SessionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ChallengeEvent:
+    """An active liveness challenge for one session (the ``challenge`` topic, for the terminal's
+    display): show ``challenge`` (turn_left | turn_right | blink: the subject turns their head to their
+    own left or right, or blinks) until ``expires_at`` (wall clock, epoch seconds; ``time`` + the
+    root ``liveness.challenge_window_s``). ``asked_at`` is monotonic: when ``LivenessTrack.ask`` is
+    told it was shown."""
+
+    event_id: str
+    door: str
+    session_id: str
+    track_id: int
+    challenge: Challenge
+    asked_at: float
+    time: float
+    expires_at: float
+
+    def to_payload(self) -> Payload:
+        return {
+            "schema": SCHEMA,
+            "event_id": self.event_id,
+            "door": self.door,
+            "session_id": self.session_id,
+            "track_id": self.track_id,
+            "challenge": self.challenge,
+            "time": round(self.time, 3),
+            "expires_at": round(self.expires_at, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Events:
     """What one ``update`` (or ``claim``) produced, in order."""
 
     decisions: tuple[Decision, ...] = ()
     sessions: tuple[SessionEvent, ...] = ()
+    challenges: tuple[ChallengeEvent, ...] = ()

@@ -9,10 +9,11 @@ from pydantic import Field
 from edged.door.zone import CaptureZoneSettings
 from edged.strict import Strict
 
-__all__ = ["DoorMode", "DoorSettings", "MultiFacePolicy"]
+__all__ = ["DoorLiveness", "DoorMode", "DoorSettings", "MultiFacePolicy"]
 
 DoorMode = Literal["identify", "verify", "verify_only"]
 MultiFacePolicy = Literal["deny", "hold"]
+DoorLiveness = Literal["off", "passive", "challenge"]
 
 
 class DoorSettings(Strict):
@@ -66,4 +67,30 @@ class DoorSettings(Strict):
     )
     capture_zone: CaptureZoneSettings | None = Field(
         None, description="region of interest of the door's camera; null: the whole frame"
+    )
+    liveness: DoorLiveness = Field(
+        "off",
+        description="presentation-attack detection before any match decision (docs/decisions.md): off: "
+        "none (faces are matched as they are, today's behaviour); passive: the anti-spoofing model and "
+        "the motion cues of the track (the root liveness: settings), a spoof is decided spoof, never "
+        "granted, and a track still uncertain after liveness_window_s is denied liveness_uncertain; "
+        "challenge: like passive, but a track still uncertain after liveness_window_s is asked a random "
+        "head turn or blink on the door's challenge topic (within liveness.challenge_window_s): done, "
+        "decided as usual; a wrong motion, spoof; no motion, denied challenge_timeout",
+    )
+    liveness_min_frames: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="liveness passive or challenge: a realface result counts only once the track's "
+        "liveness has seen this many frames (until then it is held as uncertain): the motion cues "
+        "need a few frames of movement to catch a photo that the model alone takes for a face",
+    )
+    liveness_window_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="liveness passive or challenge: how long a track that is otherwise ready to be "
+        "decided (trigger_frames good frames) may stay uncertain before it is denied (passive) or "
+        "challenged (challenge)",
     )

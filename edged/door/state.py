@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from edged.door.events import Outcome, Phase, Score, SessionState
+from edged.pipeline.liveness import Challenge, LivenessResult
 from edged.types import Box
 
 __all__ = ["OpenClaim", "TrackState", "Verdict"]
@@ -41,6 +42,12 @@ class TrackState:
     credit: dict[str, float] = field(default_factory=dict)
     claim_credit: float = 0.0
     low_quality_reported: bool = False
+    # liveness (a door with liveness on): the latest result, since when the track has been ready but
+    # uncertain, the challenge asked and until when (monotonic)
+    liveness: LivenessResult | None = None
+    uncertain_since: float | None = None
+    challenge: Challenge | None = None
+    challenge_expires: float = 0.0
     # decisions
     quiet_until: float = 0.0
     outcome: Outcome | None = None
@@ -57,6 +64,9 @@ class TrackState:
         self.credit = {}
         self.claim_credit = 0.0
         self.low_quality_reported = False
+        self.uncertain_since = None
+        self.challenge = None
+        self.challenge_expires = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,16 @@ and the events out through the ``EventSink``. Each stage is timed (``time.perf_c
 ``StatsCollector``. ``directory_version()`` is asked once per frame; every decision made on that
 frame carries the value.
 
+Liveness (doors with ``liveness`` on, docs/decisions.md): every track in view of such a door has one
+liveness tracker (``liveness()``, the app's ``LivenessTrack`` of ``edged.pipeline.fusion``), fed a
+``LivenessFrame`` each frame (box, mesh points, the gate's verdict, the grey face patch for the
+parallax cue, the iris model's eye openness for the blink cue, and on frames that pass the gate the
+passive model's ``real_probability``: once per frame and track, shared by the doors); its
+``result`` goes to those doors' deciders on the ``FaceObservation``. A challenge a decider asks is
+told to the track's tracker (``ask``); a challenge answers one decision: the track's tracker starts
+afresh after it (the tracker would go on checking the old challenge against frames that have left
+its window); a track that ends drops its tracker.
+
 Between frames it applies the verify-mode claims that the network thread queued in the
 ``ClaimInbox`` (card → person, the person's membership in the door's group, ``decider.claim``): the
 decider is only ever touched by this thread. It never touches the network: the sink commits
@@ -36,12 +46,23 @@ from edged.door.zone import CaptureZone
 from edged.errors import EdgedError
 from edged.inference.manifest import Calibration
 from edged.matcher import Match
+from edged.pipeline.eyes import EyeModel
+from edged.pipeline.fusion import LivenessSettings
+from edged.pipeline.liveness import Challenge, FacePatch, LivenessFrame, LivenessResult, PassiveModel
 from edged.pipeline.pipeline import FacePipeline
 from edged.stats import StatsCollector
 from edged.tracker import FaceTracker
 from edged.types import Face, FloatArray
 
-__all__ = ["FRAME_WAIT_S", "Door", "DoorDirectory", "DoorWorker", "EventSink", "no_version"]
+__all__ = [
+    "FRAME_WAIT_S",
+    "Door",
+    "DoorDirectory",
+    "DoorWorker",
+    "EventSink",
+    "LivenessTracker",
+    "no_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +94,17 @@ class EventSink(Protocol):
     def emit(self, door: str, events: Events, captured: float | None = None) -> None: ...
 
 
+class LivenessTracker(Protocol):
+    """The liveness of one track (``edged.pipeline.fusion.LivenessTrack``): frames in, a result out;
+    ``ask``: a challenge was shown at ``t`` (monotonic)."""
+
+    def add(self, frame: LivenessFrame) -> None: ...
+
+    def ask(self, challenge: Challenge, t: float) -> None: ...
+
+    def result(self, now: float) -> LivenessResult: ...
+
+
 def no_version() -> int | None:
     """The directory version when none is known: decisions carry null."""
     return None
@@ -89,10 +121,17 @@ class Door:
 
     @classmethod
     def build(
-        cls, name: str, settings: DoorSettings, calibration: Calibration, clock: Clock, model: str | None
+        cls,
+        name: str,
+        settings: DoorSettings,
+        calibration: Calibration,
+        clock: Clock,
+        model: str | None,
+        liveness: LivenessSettings | None = None,
     ) -> Door:
         zone = None if settings.capture_zone is None else settings.capture_zone.zone()
-        return cls(name, Decider(name, settings, calibration, clock, model=model), settings.group, zone)
+        decider = Decider(name, settings, calibration, clock, model=model, liveness=liveness)
+        return cls(name, decider, settings.group, zone)
 
     def sees(self, face: Face, frame_size: tuple[int, int]) -> bool:
         """Whether ``face`` is in this door's capture zone (the whole frame without one)."""
@@ -114,10 +153,19 @@ class DoorWorker:
         clock: Clock | None = None,
         stats: StatsCollector | None = None,
         directory_version: Callable[[], int | None] = no_version,
+        antispoof: PassiveModel | None = None,
+        liveness: Callable[[], LivenessTracker] | None = None,
+        eyes: EyeModel | None = None,
     ) -> None:
         names = [door.name for door in doors]
         if len(set(names)) != len(names):
             raise ValueError(f"door names must be unique: {names}")
+        live_doors = tuple(door for door in doors if door.decider.liveness.on)
+        if live_doors and (antispoof is None or liveness is None):
+            raise ValueError(
+                f"doors {[d.name for d in live_doors]} have liveness on: the worker needs the "
+                "anti-spoofing model and a liveness tracker factory"
+            )
         self.pipeline = pipeline
         self.directory = directory
         self.doors = tuple(doors)
@@ -135,6 +183,12 @@ class DoorWorker:
         """What stopped ``run``, if it failed."""
         self._by_name = {door.name: door for door in self.doors}
         self._search_failed: set[str] = set()  # doors whose group cannot be searched (logged once)
+        self.antispoof = antispoof
+        self.liveness = liveness
+        self.eyes = eyes
+        """The iris model for the blink cue (None: the cue falls back to the mesh, docs/liveness.md)."""
+        self._live_doors = live_doors
+        self._live: dict[int, LivenessTracker] = {}  # track ID → its liveness (live tracks only)
 
     @property
     def groups(self) -> list[str]:
@@ -173,6 +227,7 @@ class DoorWorker:
     def finish(self) -> None:
         """End every track: each door closes its sessions."""
         ended = [t.track_id for t in self.tracker.end_all()]
+        self._live.clear()
         version = self.directory_version()
         for door in self.doors:
             self._emit(door.name, door.decider.update([], ended=ended, directory_version=version))
@@ -188,6 +243,13 @@ class DoorWorker:
         version = self.directory_version()
         tracks = self.tracker.update([f.detection.box for f in faces], now)
         ended = [t.track_id for t in self.tracker.ended]
+        for track_id in ended:
+            self._live.pop(track_id, None)
+        liveness: dict[int, LivenessResult] = {}
+        for track in tracks if self._live_doors else ():
+            face = faces[track.index]
+            if any(door.sees(face, frame.size) for door in self._live_doors):
+                liveness[track.track_id] = self._assess(frame, face, track.track_id, now)
         embedded: dict[int, Face] = {}
         embed_s: list[float] = []
         search_s: list[float] = []
@@ -211,15 +273,39 @@ class DoorWorker:
                     started = time.perf_counter()
                     group, claimed = self._search(door, template, request)
                     search_s.append(time.perf_counter() - started)
-                observations.append(FaceObservation.of(track.track_id, face, group=group, claimed=claimed))
+                result = liveness.get(track.track_id) if door.decider.liveness.on else None
+                observations.append(
+                    FaceObservation.of(track.track_id, face, group=group, claimed=claimed, liveness=result)
+                )
             started = time.perf_counter()
             events = door.decider.update(
                 observations, ended=ended, directory_version=version, captured_at=captured_at
             )
             decide_s += time.perf_counter() - started
+            for asked in events.challenges:
+                tracker = self._live.get(asked.track_id)
+                if tracker is not None:
+                    tracker.ask(asked.challenge, asked.asked_at)
+            for decision in events.decisions:
+                if decision.liveness is not None and decision.liveness.challenge is not None:
+                    assert decision.track_id is not None
+                    self._live.pop(decision.track_id, None)
             self._emit(door.name, events, frame.timestamp)
         self.frames += 1
         self.stats.add_frame(detect_s, decide_s, embed_s, search_s)
+
+    def _assess(self, frame: Frame, face: Face, track_id: int, now: float) -> LivenessResult:
+        """This frame into the track's liveness tracker (the passive model on a face that passes the
+        gate; as ``LivenessChecker.frames`` builds them), and the track's result so far."""
+        assert self.antispoof is not None and self.liveness is not None and face.mesh is not None
+        tracker = self._live.get(track_id)
+        if tracker is None:
+            tracker = self._live[track_id] = self.liveness()
+        image, box, points, good = frame.image, face.detection.box, face.mesh.points, face.quality.ok
+        score = self.antispoof.real_probability(image, box) if good else None
+        openness = None if self.eyes is None else self.eyes.openness(image, points)
+        tracker.add(LivenessFrame(now, box, points, good, score, openness, FacePatch.of(image, box)))
+        return tracker.result(now)
 
     def _search(
         self, door: Door, template: FloatArray, request: MatchRequest

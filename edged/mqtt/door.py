@@ -3,8 +3,10 @@
 Decisions are written as JSON lines to ``out`` (``edged run`` and ``edged demo``: stdout) and committed
 to the durable outbox for ``edged/<device>/door/<door>/decision`` (QoS 1, with an expiry: MQTT 3.1.1
 has no message expiry, so the payload says until when it may be acted on, ``expires_at``). Session
-events go to paho's queue for ``…/session`` (QoS 0) while connected. Nothing here waits on the
-network: an outbox put is a local SQLite commit, drained by the outbox's own thread.
+events go to paho's queue for ``…/session`` (QoS 0) while connected, liveness challenges for
+``…/challenge`` (QoS 1, the MQTT v5 expiry at the challenge's own ``expires_at``: a challenge is
+useless later, so it is never queued in the outbox). Nothing here waits on the network: an outbox
+put is a local SQLite commit, drained by the outbox's own thread.
 """
 
 from __future__ import annotations
@@ -60,3 +62,6 @@ class DoorPublisher:
         if client is not None and client.connected.is_set():
             for session in events.sessions:
                 client.publish(self.topics.session(door), session.to_payload(), qos=0)
+            for challenge in events.challenges:
+                expiry_s = max(1.0, challenge.expires_at - challenge.time)
+                client.publish(self.topics.challenge(door), challenge.to_payload(), qos=1, expiry_s=expiry_s)

@@ -5,7 +5,8 @@ device-based discovery format: a ``device`` block, an ``origin`` block, and the 
 ``components``, each with its ``platform`` and a ``unique_id``:
 
 - per door, an ``event`` entity on the door's decision topic, with the event types ``granted``,
-  ``denied``, ``unknown``, ``low_quality`` and ``spoof``; its value template maps the decision's
+  ``denied``, ``unknown``, ``low_quality`` and ``spoof`` (the decision outcomes; ``spoof``: a
+  presentation attack at a door with liveness on); its value template maps the decision's
   ``outcome`` to ``event_type`` and passes the reason codes on (never a person);
 - a ``status`` sensor (diagnostic) on the status topic: ``online``, ``offline`` or ``stopped``;
 - per door, only with ``ha.expose_identity``, a "last identity" sensor: the person ID of the door's
@@ -23,13 +24,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from edged.door.events import OUTCOMES
 from edged.mqtt.settings import HaSettings
 from edged.mqtt.topics import Topics
 
 __all__ = ["EVENT_TYPES", "MODEL", "discovery_bytes", "discovery_payload", "node_id"]
 
-EVENT_TYPES: tuple[str, ...] = ("granted", "denied", "unknown", "low_quality", "spoof")
-"""The door event entity's event types: the decision outcomes (``spoof`` once liveness exists)."""
+EVENT_TYPES: tuple[str, ...] = OUTCOMES
+"""The door event entity's event types: the decision outcomes (granted, denied, unknown, low_quality,
+spoof)."""
 MODEL = "door terminal"
 
 EVENT_TEMPLATE = (

@@ -4,6 +4,7 @@
     edged/<device>/door/<door>/decision          decisions (QoS 1, message expiry)
     edged/<device>/door/<door>/session           approach lifecycle new | update | end
     edged/<device>/door/<door>/claim             verify-mode claims (inbound)
+    edged/<device>/door/<door>/challenge         liveness challenges for the terminal's display
     edged/<device>/stats                         fps, drops, latency, outbox depth
     edged/<device>/audit                         audit records (no biometric data)
     edged/<device>/req/<operation>               request/response API (inbound)
@@ -69,6 +70,9 @@ class Topics:
 
     def claim(self, door: str) -> str:
         return self._door(door, "claim")
+
+    def challenge(self, door: str) -> str:
+        return self._door(door, "challenge")
 
     def stats(self) -> str:
         return f"{self._base}/stats"
