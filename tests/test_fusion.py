@@ -5,6 +5,7 @@ pipeline, the iris model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from edged.config import Config
 from edged.errors import NoFaceDetected
+from edged.pipeline import cues
 from edged.pipeline.antispoof import AntiSpoof
 from edged.pipeline.eyes import EyeModel
 from edged.pipeline.fusion import LivenessChecker, LivenessSettings, LivenessTrack, fuse, track_cues
@@ -175,6 +177,49 @@ def test_a_track_of_a_real_head_turn_passes_its_challenge(
             track_.add(frame)
         result = track_.result(frames[0].t + SETTINGS.challenge_window_s)
         assert result.decision == decision, (asked, result)
+
+
+def at_fps(turn: list[LivenessFrame], fps: float, back: bool) -> list[LivenessFrame]:
+    """A subject at ``fps`` doing a head turn (the real meshes of ``turn``: out to its largest yaw
+    change and, with ``back``, back again): still until 1 s (the challenge is asked then), out over
+    1 s, held 0.5 s, back over 1 s (or held), still until past the 3 s window."""
+    yaws = [cues.yaw_degrees(f.points) for f in turn]
+    peak = max(range(len(turn)), key=lambda i: abs(yaws[i] - yaws[0]))
+
+    def index(t: float) -> int:
+        if t < 1.0:
+            return 0
+        if t < 2.0:
+            return round((t - 1.0) * peak)
+        if t < 2.5 or not back:
+            return peak
+        if t < 3.5:
+            return peak + round((t - 2.5) * (len(turn) - 1 - peak))
+        return len(turn) - 1
+
+    return [dataclasses.replace(turn[index(i / fps)], t=i / fps) for i in range(round(4.2 * fps))]
+
+
+@pytest.mark.parametrize("fps", [10.0, 30.0])
+@pytest.mark.parametrize("back", [False, True])
+def test_a_challenge_is_judged_from_the_ask_whatever_the_frame_rate(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face, fps: float, back: bool
+) -> None:
+    # at 30 fps the 3 s window is 90 frames, more than the track's window of 40: the check still
+    # starts at the ask (the reference yaw), so a turn, held or turned back, passes
+    assert astronaut_face.mesh is not None
+    images = head_turn(astronaut, astronaut_face.mesh.points, 1)  # one side and back: turn_right
+    turn = track(pipeline, images, scores=[0.6] * len(images))
+    assert len(turn) == len(images)
+    track_ = LivenessTrack(SETTINGS)
+    for frame in at_fps(turn, fps, back):
+        track_.add(frame)
+        if frame.t >= 1.0 and track_.challenge is None:
+            track_.ask("turn_right", frame.t)  # as the worker: after the frame of the ask
+    assert len(track_.frames) == SETTINGS.window_frames
+    result = track_.result(1.0 + SETTINGS.challenge_window_s + 0.1)
+    assert result.decision == "realface", result
+    assert "challenge" in result.decided_by
 
 
 def test_a_blink_challenge_on_real_closed_eyes(

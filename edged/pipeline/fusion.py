@@ -14,6 +14,7 @@ challenge vouching for it.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -50,6 +51,11 @@ __all__ = [
 
 NOT_MEASURED = float("nan")
 """A cue's value when it could not be measured (no good frame, no motion, no face patch)."""
+
+CHALLENGE_MAX_FPS = 60.0
+"""The frame rate a track's challenge buffer is sized for: it keeps the first frame at or after the
+ask and up to ``challenge_window_s`` × this many frames after it (at a higher rate the oldest of
+those go, never the first: the turns are measured from its yaw)."""
 
 
 class LivenessSettings(Strict):
@@ -139,9 +145,11 @@ def track_cues(
     settings: LivenessSettings,
     challenge: tuple[Challenge, float] | None = None,
     now: float | None = None,
+    answer: Sequence[LivenessFrame] | None = None,
 ) -> tuple[Cue, ...]:
     """The motion cues over ``frames`` (in time order): parallax and blink when there are several
-    frames, and the challenge's check when one was asked (``(challenge, shown at)``). ``now``: the
+    frames, and the challenge's check when one was asked (``(challenge, shown at)``) over ``answer``
+    (default: ``frames``; ``LivenessTrack`` gives the frames it kept from the ask on). ``now``: the
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
     if len(frames) >= 2:
@@ -168,7 +176,7 @@ def track_cues(
             Cue("blink", round(seen.deepest, 4), 1.0 if seen.count else 0.5, "real" if seen.count else "none")
         )
     if challenge is not None:
-        found.append(_challenge_cue(frames, settings, challenge, now))
+        found.append(_challenge_cue(frames if answer is None else answer, settings, challenge, now))
     return tuple(found)
 
 
@@ -240,26 +248,55 @@ def fuse(
 
 class LivenessTrack:
     """The liveness of one face track: a bounded window of its frames (the newest
-    ``window_frames``), the challenge asked if any, and the result at any time."""
+    ``window_frames``), the challenge asked if any, and the result at any time.
+
+    A challenge is checked on its own frames, whatever the frame rate: at the ask the track keeps
+    the frames of the blink's open-eye reference time before it (``cues.BLINK_REFERENCE_S``), then
+    the first frame at or after the ask (the turns' reference yaw) and the frames after it up to the
+    window's end (``CHALLENGE_MAX_FPS``); the window of the passive cues does not limit them."""
 
     def __init__(self, settings: LivenessSettings) -> None:
         self.settings = settings
         self.frames: deque[LivenessFrame] = deque(maxlen=settings.window_frames)
         self.challenge: tuple[Challenge, float] | None = None
+        self._before: tuple[LivenessFrame, ...] = ()
+        self._first: LivenessFrame | None = None
+        self._after: deque[LivenessFrame] = deque(
+            maxlen=math.ceil(settings.challenge_window_s * CHALLENGE_MAX_FPS)
+        )
 
     def add(self, frame: LivenessFrame) -> None:
         """One more frame of the track (frames come in time order)."""
         self.frames.append(frame)
+        self._answer(frame)
 
     def ask(self, challenge: Challenge, t: float) -> None:
         """``challenge`` was shown to the subject at ``t`` (the track's clock)."""
         self.challenge = (challenge, t)
+        self._before = tuple(f for f in self.frames if t - cues.BLINK_REFERENCE_S <= f.t < t)
+        self._first = None
+        self._after.clear()
+        for frame in self.frames:
+            self._answer(frame)
+
+    def _answer(self, frame: LivenessFrame) -> None:
+        """Keep ``frame`` for the challenge's check if it falls in the challenge's window."""
+        if self.challenge is None:
+            return
+        shown = self.challenge[1]
+        if not shown <= frame.t <= shown + self.settings.challenge_window_s:
+            return
+        if self._first is None:
+            self._first = frame
+        else:
+            self._after.append(frame)
 
     def result(self, now: float) -> LivenessResult:
-        """The liveness over the frames in the window at time ``now``."""
+        """The liveness over the frames in the window at time ``now`` (a challenge: over its own)."""
         frames = list(self.frames)
         scores = [f.model_score for f in frames if f.quality_ok and f.model_score is not None]
-        motion = track_cues(frames, self.settings, self.challenge, now)
+        answer = [*self._before, *([self._first] if self._first is not None else []), *self._after]
+        motion = track_cues(frames, self.settings, self.challenge, now, answer)
         asked = self.challenge[0] if self.challenge else None
         return fuse(scores, motion, self.settings, len(frames), asked)
 
