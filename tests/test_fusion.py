@@ -111,6 +111,20 @@ def test_the_model_cue_is_the_mean_over_the_good_frames() -> None:
     assert fuse([0.99], [], LivenessSettings(min_frames=2), 1).decision == "uncertain"
 
 
+def test_the_model_must_say_real_over_the_newest_frames_too() -> None:
+    # a photo raised in front of a live face on the same track: 37 live frames, then 3 good frames
+    # of the photo; the mean over the 40 (0.94) would say real
+    scores = [0.97] * 37 + [0.6] * 3
+    assert sum(scores) / len(scores) >= SETTINGS.model_real
+    result = fuse(scores, [], SETTINGS, len(scores))
+    assert result.decision == "uncertain", result
+    assert result.cues[0].verdict == "none" and result.cues[0].score < SETTINGS.model_real
+    # a spoof-looking end is a spoof verdict; a live end after grey frames is real only by both means
+    assert fuse([0.97] * 37 + [0.1] * 5, [], SETTINGS, 42).decision == "spoofface"
+    assert fuse([0.6] * 3 + [0.97] * 37, [], SETTINGS, 40).decision == "realface"
+    assert fuse(scores, [], LivenessSettings(recent_frames=100), 40).decision == "realface"
+
+
 def test_settings_are_ordered_and_in_the_root_config() -> None:
     with pytest.raises(ValidationError):
         LivenessSettings(model_real=0.3, model_spoof=0.5)

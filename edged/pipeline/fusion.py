@@ -76,6 +76,15 @@ class LivenessSettings(Strict):
     min_frames: int = Field(
         1, ge=1, le=100, description="good frames with a model score the model cue needs to say anything"
     )
+    recent_frames: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="the newest scored frames whose mean p(real) must agree too: the model says real "
+        "only when it and the mean over all good frames are at or above model_real, and spoof when "
+        "either is at or below model_spoof (a photo raised in front of a live face on the same track "
+        "is not outvoted by the live frames before it)",
+    )
     parallax_spoof: float = Field(
         0.045,
         ge=0,
@@ -130,14 +139,18 @@ def _ramp(value: float, low: float, high: float) -> float:
 
 
 def model_cue(scores: Sequence[float], settings: LivenessSettings) -> Cue:
-    """The model's cue: the mean p(real) of the good frames' scores."""
+    """The model's cue: the mean p(real) of the good frames' scores (its value), checked against
+    the mean of the newest ``recent_frames`` too: real when both are at or above ``model_real``,
+    spoof when either is at or below ``model_spoof``; its score is the lower of the two."""
     if len(scores) < settings.min_frames or not scores:
         return Cue("model", NOT_MEASURED, 0.5, "none")
     mean = float(sum(scores) / len(scores))
+    newest = scores[-settings.recent_frames :]
+    low = min(mean, float(sum(newest) / len(newest)))
     verdict: CueVerdict = (
-        "real" if mean >= settings.model_real else "spoof" if mean <= settings.model_spoof else "none"
+        "real" if low >= settings.model_real else "spoof" if low <= settings.model_spoof else "none"
     )
-    return Cue("model", round(mean, 4), round(mean, 4), verdict)
+    return Cue("model", round(mean, 4), round(low, 4), verdict)
 
 
 def track_cues(
