@@ -11,14 +11,15 @@ and the events out through the ``EventSink``. Each stage is timed (``time.perf_c
 frame carries the value.
 
 Liveness (doors with ``liveness`` on, docs/decisions.md): every track in view of such a door has one
-liveness tracker (``liveness()``, the app's ``LivenessTrack`` of ``edged.pipeline.fusion``), fed a
+liveness tracker per such door (``liveness()``, the app's ``LivenessTrack`` of
+``edged.pipeline.fusion``; per door because each door asks its own challenges), fed a
 ``LivenessFrame`` each frame (box, mesh points, the gate's verdict, the grey face patch for the
 parallax cue, the iris model's eye openness for the blink cue, and on frames that pass the gate the
-passive model's ``real_probability``: once per frame and track, shared by the doors); its
-``result`` goes to those doors' deciders on the ``FaceObservation``. A challenge a decider asks is
-told to the track's tracker (``ask``); a challenge answers one decision: the track's tracker starts
-afresh after it (the tracker would go on checking the old challenge against frames that have left
-its window); a track that ends drops its tracker.
+passive model's ``real_probability``: built once per frame and track, shared by the doors); its
+``result`` goes to that door's decider on the ``FaceObservation``. A challenge a decider asks is
+told to the door's tracker of the track (``ask``); a challenge answers one decision: that tracker
+starts afresh after it (another door's tracker of the track is left alone); a track that ends drops
+its trackers.
 
 Between frames it applies the verify-mode claims that the network thread queued in the
 ``ClaimInbox`` (card → person, the person's membership in the door's group, ``decider.claim``): the
@@ -188,7 +189,7 @@ class DoorWorker:
         self.eyes = eyes
         """The iris model for the blink cue (None: the cue falls back to the mesh, docs/liveness.md)."""
         self._live_doors = live_doors
-        self._live: dict[int, LivenessTracker] = {}  # track ID → its liveness (live tracks only)
+        self._live: dict[tuple[str, int], LivenessTracker] = {}  # (door, track ID) → its liveness
 
     @property
     def groups(self) -> list[str]:
@@ -243,13 +244,16 @@ class DoorWorker:
         version = self.directory_version()
         tracks = self.tracker.update([f.detection.box for f in faces], now)
         ended = [t.track_id for t in self.tracker.ended]
-        for track_id in ended:
-            self._live.pop(track_id, None)
-        liveness: dict[int, LivenessResult] = {}
+        for key in [key for key in self._live if key[1] in ended]:
+            del self._live[key]
+        liveness: dict[tuple[str, int], LivenessResult] = {}
         for track in tracks if self._live_doors else ():
             face = faces[track.index]
-            if any(door.sees(face, frame.size) for door in self._live_doors):
-                liveness[track.track_id] = self._assess(frame, face, track.track_id, now)
+            seeing = [door.name for door in self._live_doors if door.sees(face, frame.size)]
+            if seeing:
+                seen = self._liveness_frame(frame, face, now)
+                for name in seeing:
+                    liveness[name, track.track_id] = self._assess(name, track.track_id, seen, now)
         embedded: dict[int, Face] = {}
         embed_s: list[float] = []
         search_s: list[float] = []
@@ -273,7 +277,7 @@ class DoorWorker:
                     started = time.perf_counter()
                     group, claimed = self._search(door, template, request)
                     search_s.append(time.perf_counter() - started)
-                result = liveness.get(track.track_id) if door.decider.liveness.on else None
+                result = liveness.get((door.name, track.track_id))
                 observations.append(
                     FaceObservation.of(track.track_id, face, group=group, claimed=claimed, liveness=result)
                 )
@@ -283,28 +287,33 @@ class DoorWorker:
             )
             decide_s += time.perf_counter() - started
             for asked in events.challenges:
-                tracker = self._live.get(asked.track_id)
+                tracker = self._live.get((door.name, asked.track_id))
                 if tracker is not None:
                     tracker.ask(asked.challenge, asked.asked_at)
             for decision in events.decisions:
                 if decision.liveness is not None and decision.liveness.challenge is not None:
                     assert decision.track_id is not None
-                    self._live.pop(decision.track_id, None)
+                    self._live.pop((door.name, decision.track_id), None)
             self._emit(door.name, events, frame.timestamp)
         self.frames += 1
         self.stats.add_frame(detect_s, decide_s, embed_s, search_s)
 
-    def _assess(self, frame: Frame, face: Face, track_id: int, now: float) -> LivenessResult:
-        """This frame into the track's liveness tracker (the passive model on a face that passes the
-        gate; as ``LivenessChecker.frames`` builds them), and the track's result so far."""
-        assert self.antispoof is not None and self.liveness is not None and face.mesh is not None
-        tracker = self._live.get(track_id)
-        if tracker is None:
-            tracker = self._live[track_id] = self.liveness()
+    def _liveness_frame(self, frame: Frame, face: Face, now: float) -> LivenessFrame:
+        """The liveness frame of ``face`` (the passive model on a face that passes the gate; as
+        ``LivenessChecker.frames`` builds them)."""
+        assert self.antispoof is not None and face.mesh is not None
         image, box, points, good = frame.image, face.detection.box, face.mesh.points, face.quality.ok
         score = self.antispoof.real_probability(image, box) if good else None
         openness = None if self.eyes is None else self.eyes.openness(image, points)
-        tracker.add(LivenessFrame(now, box, points, good, score, openness, FacePatch.of(image, box)))
+        return LivenessFrame(now, box, points, good, score, openness, FacePatch.of(image, box))
+
+    def _assess(self, door: str, track_id: int, seen: LivenessFrame, now: float) -> LivenessResult:
+        """``seen`` into the door's liveness tracker of the track, and its result so far."""
+        assert self.liveness is not None
+        tracker = self._live.get((door, track_id))
+        if tracker is None:
+            tracker = self._live[door, track_id] = self.liveness()
+        tracker.add(seen)
         return tracker.result(now)
 
     def _search(
