@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edged import environment
 from edged.api.settings import ApiSettings
@@ -74,6 +74,18 @@ class Config(Strict):
         for door in value:
             _identifier("door id", door)
         return value
+
+    @model_validator(mode="after")
+    def _liveness_frames(self) -> Config:
+        # a liveness result rests on at most window_frames frames: a door needing more never grants
+        window = self.liveness.window_frames
+        for name, door in self.doors.items():
+            if door.liveness != "off" and door.liveness_min_frames > window:
+                raise ValueError(
+                    f"doors.{name}.liveness_min_frames ({door.liveness_min_frames}) is more than "
+                    f"liveness.window_frames ({window}): a realface would never count"
+                )
+        return self
 
 
 def _identifier(kind: str, value: str) -> str:

@@ -65,6 +65,17 @@ def test_every_error_is_reported_at_once() -> None:
     assert {e.split(":")[1] for e in errors} == {"2", "3", "5"}
 
 
+def test_a_liveness_door_needs_no_more_frames_than_the_window_keeps() -> None:
+    text = "liveness:\n  window_frames: 4\ndoors:\n  front:\n    group: g\n    liveness: passive\n"
+    config, errors = config_errors(text, "x.yaml")
+    assert config is None and len(errors) == 1
+    assert "doors.front.liveness_min_frames (5)" in errors[0] and "liveness.window_frames (4)" in errors[0]
+    config, errors = config_errors(text.replace("passive", "'off'"), "x.yaml")  # not used: no error
+    assert config is not None and errors == []
+    config, errors = config_errors(text.replace("window_frames: 4", "window_frames: 5"), "x.yaml")
+    assert config is not None and errors == []
+
+
 def test_load_config_raises_one_error_with_a_count(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("pipeline:\n  detektor: x\n  threads: -1\n")

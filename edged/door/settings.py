@@ -84,7 +84,8 @@ class DoorSettings(Strict):
         le=100,
         description="liveness passive or challenge: a realface result counts only once the track's "
         "liveness has seen this many frames (until then it is held as uncertain): the motion cues "
-        "need a few frames of movement to catch a photo that the model alone takes for a face",
+        "need a few frames of movement to catch a photo that the model alone takes for a face; at "
+        "most the root liveness.window_frames (checked when the config is loaded)",
     )
     liveness_window_s: float = Field(
         3.0,
