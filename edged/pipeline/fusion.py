@@ -240,8 +240,8 @@ def fuse(
     challenge: Challenge | None = None,
 ) -> LivenessResult:
     """The decision from the model's scores over the good frames and the other cues' verdicts (the
-    module's rule). ``score``: the weakest score among the cues that decided (the model's mean when
-    none decided)."""
+    module's rule). ``score``: the weakest score among the cues that decided (the model cue's
+    score when none decided)."""
     model = model_cue(model_scores, settings)
     every = (model, *motion_cues)
     spoof = tuple(c for c in every if c.verdict == "spoof")
