@@ -96,8 +96,8 @@ class EventSink(Protocol):
 
 
 class LivenessTracker(Protocol):
-    """The liveness of one track (``edged.pipeline.fusion.LivenessTrack``): frames in, a result out;
-    ``ask``: a challenge was shown at ``t`` (monotonic)."""
+    """The liveness of one track at one door (``edged.pipeline.fusion.LivenessTrack``): frames in,
+    a result out; ``ask``: a challenge was shown at ``t`` (monotonic)."""
 
     def add(self, frame: LivenessFrame) -> None: ...
 
