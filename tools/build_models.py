@@ -273,7 +273,8 @@ CALIBRATION_KEYS = ("calibration", "calibration_flip_average")  # written by too
 
 
 def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
-    """Write ``manifest.yaml``, carrying over the calibrations of models already listed."""
+    """Write ``manifest.yaml``, carrying over the calibrations of models already listed and the
+    entries of models this script does not build (the anti-spoofing models of build_liveness.py)."""
     path = folder / "manifest.yaml"
     previous: dict[str, Any] = {}
     if path.exists():
@@ -285,6 +286,8 @@ def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
             calibration = (previous.get(entry.key) or {}).get(key)
             if calibration is not None:
                 models[entry.key][key] = calibration
+    for key, item in previous.items():
+        models.setdefault(key, item)
     document = {"schema": MANIFEST_SCHEMA, "models": models}
     path.write_text(yaml.dump(document, Dumper=_ManifestDumper, sort_keys=False, width=100))
     return path

@@ -206,6 +206,8 @@ def fold(w: Weights, prefix: str, stride: int = 1, act: bool = True) -> Conv:
     scaled = weight * gain[:, None, None, None]
     kernel = scaled.transpose(2, 3, 0, 1) if depthwise else scaled.transpose(2, 3, 1, 0)
     neg_alpha = -w[f"{prefix}.prelu.weight"] if act else None
+    if neg_alpha is not None and (-neg_alpha).max() > 1:
+        raise ValueError(f"{prefix}: a PReLU slope above 1 cannot be written as max(y, alpha * y)")
     return Conv(kernel, shift, stride, depthwise, neg_alpha)
 
 
@@ -213,21 +215,38 @@ def _const(a: np.ndarray) -> tf.Tensor:
     return tf.constant(a.astype(np.float32))
 
 
-def apply(x: tf.Tensor, conv: Conv) -> tf.Tensor:
+PRELU_SPLIT = 2.0
+STEM_SCOPE = "float_stem"
+"""Name scope of the layers that run at 40×40 (the stem and the first down-sampling block)."""
+
+
+def apply(x: tf.Tensor, conv: Conv, fused: bool = False) -> tf.Tensor:
+    """The convolution and its PReLU.
+
+    PReLU is written ``max(2 z, 2 alpha z)`` with ``z = y / 2`` folded into the convolution
+    (exact for every slope alpha <= 1, negative ones included). Why: TFLite's PRELU op is not
+    delegated to XNNPACK in int8 (the int8 model ran 8x slower than float32 on x86-64), while MUL
+    and MAXIMUM are; and int8 MAXIMUM forces one scale on its inputs and output, so a plain
+    ``max(y, alpha y)`` clips the convolution's negative outputs to the PReLU output's range
+    before they are multiplied by alpha. The two MULs give the convolution output its own scale.
+    """
     size = conv.kernel.shape[0]
     if size == 3:  # PyTorch's padding=1 on every side
         x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
     strides = [1, conv.stride, conv.stride, 1]
+    split = 1.0 if conv.neg_alpha is None or fused else PRELU_SPLIT
+    kernel, bias = _const(conv.kernel / split), _const(conv.bias / split)
     if conv.depthwise:
-        y = tf.nn.depthwise_conv2d(x, _const(conv.kernel), strides=strides, padding="VALID")
+        y = tf.nn.depthwise_conv2d(x, kernel, strides=strides, padding="VALID")
     else:
-        y = tf.nn.conv2d(x, _const(conv.kernel), strides=strides, padding="VALID")
-    y = tf.nn.bias_add(y, _const(conv.bias))
+        y = tf.nn.conv2d(x, kernel, strides=strides, padding="VALID")
+    y = tf.nn.bias_add(y, bias)
     if conv.neg_alpha is None:
         return y
-    # relu(y) + relu(-y) * (-alpha), alpha shaped (1, 1, C): the pattern (Keras' PReLU) that the
-    # TFLite converter fuses into one PRELU op (unfused, int8 would requantize three times)
-    return tf.nn.relu(y) + tf.nn.relu(-y) * _const(conv.neg_alpha.reshape(1, 1, -1))
+    if fused:  # Keras' PReLU pattern, which the converter fuses into one PRELU op
+        return tf.nn.relu(y) + tf.nn.relu(-y) * _const(conv.neg_alpha.reshape(1, 1, -1))
+    ones = np.full_like(conv.neg_alpha, split)
+    return tf.maximum(y * _const(ones), y * _const(-conv.neg_alpha * split))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +281,10 @@ def fold_block(w: Weights, prefix: str, stride: int, residual: bool) -> FoldedBl
     return FoldedBlock(convs, se, residual)
 
 
-def apply_block(x: tf.Tensor, block: FoldedBlock) -> tf.Tensor:
+def apply_block(x: tf.Tensor, block: FoldedBlock, fused: bool = False) -> tf.Tensor:
     y = x
     for conv in block.convs:
-        y = apply(y, conv)
+        y = apply(y, conv, fused)
     if block.se is not None:
         s = tf.reduce_mean(y, axis=[1, 2])
         s = tf.nn.relu(tf.matmul(s, _const(block.se.w1)) + _const(block.se.b1))
@@ -316,9 +335,11 @@ class MiniFASNetTF(tf.Module):  # type: ignore[misc]
 
     def _forward(self, image: tf.Tensor) -> tf.Tensor:
         x = image
-        for conv in self._net.stem:
-            x = apply(x, conv)
-        for block in self._net.blocks:
+        with tf.name_scope(STEM_SCOPE):  # the 40×40 layers: kept float32 in the int8 model
+            for conv in self._net.stem:
+                x = apply(x, conv, fused=True)
+            x = apply_block(x, self._net.blocks[0], fused=True)
+        for block in self._net.blocks[1:]:
             x = apply_block(x, block)
         for conv in self._net.head:
             x = apply(x, conv)

@@ -159,10 +159,16 @@ def api(settings: ApiOptions, options: GlobalOptions) -> int:
 
 
 def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
+    from edged.inference.manifest import Manifest
+    from edged.pipeline.antispoof import AntiSpoof
     from edged_bench.speed import run_speed
 
     config = effective_config(options)
-    return run_speed(settings, lambda threads: load_pipeline(config, threads))
+    return run_speed(
+        settings,
+        lambda threads: load_pipeline(config, threads),
+        lambda threads, precision: AntiSpoof.load(Manifest.load(config.model_dir), threads, precision),
+    )
 
 
 def liveness(settings: LivenessOptions, options: GlobalOptions) -> int:

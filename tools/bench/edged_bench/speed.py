@@ -1,4 +1,5 @@
-"""``edged bench speed``: per-stage latency for one face in 640×480 and 1280×720 frames."""
+"""``edged bench speed``: per-stage latency for one face in 640×480 and 1280×720 frames, and the
+anti-spoofing models' cost per face (int8 and their float32 references)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ import numpy as np
 
 from edged.errors import NoFaceDetected
 from edged.pipeline.align import chip_for
+from edged.pipeline.antispoof import AntiSpoof, Precision
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.quality import assess
-from edged.types import ImageRGB
+from edged.types import Box, ImageRGB
 from edged_bench.record import markdown_table, record
 from edged_bench.settings import SpeedOptions
 
 FRAME_SIZES = ((640, 480), (1280, 720))
 STAGES = ("detect", "mesh", "align+quality", "embed", "total")
+ANTISPOOF = "antispoof"
+"""Both anti-spoofing networks (int8) on the same face: crops, resizes, inference, softmaxes. Not
+part of ``total`` (that stays the face pipeline's, comparable with earlier records)."""
+ANTISPOOF_PARTS = ("MiniFASNetV2 ×2.7", "MiniFASNetV1SE ×4.0", "both")
 
 
 def make_frame(image: ImageRGB, width: int, height: int) -> ImageRGB:
@@ -57,6 +63,51 @@ def time_pipeline(pipeline: FacePipeline, frame: ImageRGB, repeat: int) -> dict[
     return samples
 
 
+def time_antispoof(model: AntiSpoof, frame: ImageRGB, box: Box, repeat: int) -> dict[str, list[float]]:
+    """ms per face of each network (crop + resize + inference + softmax) and of both together."""
+    samples: dict[str, list[float]] = {part: [] for part in ANTISPOOF_PARTS}
+    clock = time.perf_counter
+    for _ in range(repeat):
+        times = [clock()]
+        for network in model.models:
+            network.probabilities(frame, box)
+            times.append(clock())
+        for part, value in zip(ANTISPOOF_PARTS, (*np.diff(times), times[-1] - times[0]), strict=True):
+            samples[part].append(float(value) * 1000)
+    return samples
+
+
+def face_box(pipeline: FacePipeline, frame: ImageRGB) -> Box:
+    detections = pipeline.detect(frame)
+    if not detections:
+        raise NoFaceDetected("the benchmark frame has no detectable face")
+    return max(detections, key=lambda d: d.box.area).box
+
+
+def antispoof_table(
+    load_antispoof: Callable[[int, Precision], AntiSpoof], frame: ImageRGB, box: Box, repeat: int
+) -> tuple[str, dict[str, dict[str, object]]]:
+    """int8 against float32, one thread, per network and both."""
+    columns: dict[str, dict[str, list[float]]] = {}
+    for precision in ("int8", "float32"):
+        model = load_antispoof(1, precision)
+        time_antispoof(model, frame, box, 10)  # warm-up
+        columns[precision] = time_antispoof(model, frame, box, repeat)
+    rows = [
+        [part] + ["{:.2f} / {:.2f}".format(*stats(columns[p][part])) for p in columns]
+        for part in ANTISPOOF_PARTS
+    ]
+    results: dict[str, dict[str, object]] = {
+        f"antispoof {precision}": {
+            part: dict(zip(("median_ms", "p95_ms"), stats(columns[precision][part]), strict=True))
+            for part in ANTISPOOF_PARTS
+        }
+        for precision in columns
+    }
+    header = ["anti-spoofing, 1 thread (ms per face, median / p95)", "int8 (shipped)", "float32 reference"]
+    return markdown_table(header, rows), results
+
+
 def time_face_recognition(frame: ImageRGB, repeat: int) -> list[float] | None:
     try:
         import face_recognition
@@ -75,7 +126,11 @@ def stats(values: list[float]) -> tuple[float, float]:
     return float(np.median(values)), float(np.percentile(values, 95))
 
 
-def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> int:
+def run_speed(
+    settings: SpeedOptions,
+    load: Callable[[int], FacePipeline],
+    load_antispoof: Callable[[int, Precision], AntiSpoof] | None = None,
+) -> int:
     source = read_image(settings.image) if settings.image else None
     if source is None:
         from edged.demo import astronaut
@@ -85,6 +140,8 @@ def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> in
         source = astronaut()[0:300, 75:375]
     threads_options = sorted({1, os.cpu_count() or 1})
     pipelines = {t: load(t) for t in threads_options}
+    load_antispoof = load_antispoof or (lambda threads, precision: AntiSpoof.load(None, threads, precision))
+    antispoofs = {t: load_antispoof(t, "int8") for t in threads_options}
     results: dict[str, dict[str, object]] = {}
     rows = []
     for width, height in FRAME_SIZES:
@@ -92,15 +149,18 @@ def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> in
         for threads, pipeline in pipelines.items():
             time_pipeline(pipeline, frame, 10)  # warm-up
             samples = time_pipeline(pipeline, frame, settings.repeat)
+            box = face_box(pipeline, frame)
+            time_antispoof(antispoofs[threads], frame, box, 10)  # warm-up
+            samples[ANTISPOOF] = time_antispoof(antispoofs[threads], frame, box, settings.repeat)["both"]
             key = f"{width}x{height} threads={threads}"
             results[key] = {
                 stage: dict(zip(("median_ms", "p95_ms"), stats(samples[stage]), strict=True))
-                for stage in STAGES
+                for stage in (*STAGES, ANTISPOOF)
             }
             rows.append(
                 [f"edged, {width}×{height}, {threads} thread(s)"]
                 + ["{:.2f} / {:.2f}".format(*stats(samples[stage])) for stage in STAGES]
-                + [""]
+                + ["{:.2f} / {:.2f}".format(*stats(samples[ANTISPOOF])), ""]
             )
         if settings.compare:
             reference = time_face_recognition(frame, max(5, settings.repeat // 20))
@@ -123,11 +183,18 @@ def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> in
                         "",
                         "",
                         "{:.2f} / {:.2f}".format(*theirs),
+                        "",
                         f"{ratio:.1f}× slower than edged (1 thread)",
                     ]
                 )
-    header = ["pipeline (ms, median / p95)", *STAGES, "ratio"]
+    header = ["pipeline (ms, median / p95)", *STAGES, ANTISPOOF, "ratio"]
     table = markdown_table(header, rows)
+    frame = make_frame(source, *FRAME_SIZES[0])
+    spoof_table, spoof_results = antispoof_table(
+        load_antispoof, frame, face_box(pipelines[1], frame), settings.repeat
+    )
+    results.update(spoof_results)
+    table += "\n\n" + spoof_table
     print(table, file=sys.stderr if settings.json else sys.stdout)
     if settings.record:
         command = (
@@ -137,7 +204,10 @@ def run_speed(settings: SpeedOptions, load: Callable[[int], FacePipeline]) -> in
             "One face per frame: the astronaut's head and shoulders scaled to the frame height, the face "
             "≈ 30 % of it (a door camera at arm's length). `total` is detect + mesh + align + quality + "
             "embed for that face (flip averaging off, the default); face_recognition's is "
-            "face_locations (HOG) + face_encodings on the same frame, in the same run."
+            "face_locations (HOG) + face_encodings on the same frame, in the same run. `antispoof` is "
+            "both MiniFASNet networks (int8) on that face — two crops, resizes, inferences and "
+            "softmaxes — and is not part of `total`; the second table compares them, per network, "
+            "with their float32 references (640×480, 1 thread)."
         )
         record(settings.record, "speed", table + "\n\n" + note, command)
     if settings.json:
