@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edged.pipeline.antispoof import AntiSpoof
 from skimage import data
 
+from edged.pipeline.antispoof import AntiSpoof
 from edged.pipeline.fusion import LivenessChecker, LivenessSettings
 from edged.pipeline.liveness import Cue, LivenessDecision
 from edged.pipeline.pipeline import FacePipeline

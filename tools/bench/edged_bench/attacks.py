@@ -158,8 +158,7 @@ def _rotation(yaw: float, pitch: float, roll: float) -> Array:
 
 def _poses(rng: np.random.Generator, frames: int, tilt: float, move: float) -> list[Pose]:
     """A smooth random series of sheet poses: key poses every ~4 frames, eased between (a hand moving
-    a sheet or a phone). ``tilt``: largest yaw/pitch (radians; the attacks draw it from 3–30°: held
-    nearly still to waved); ``move``: largest offset (pixels)."""
+    a sheet or a phone). ``tilt``: largest yaw/pitch (radians); ``move``: largest offset (pixels)."""
     keys = max(2, math.ceil(frames / 4) + 1)
 
     def key() -> Array:
@@ -327,7 +326,7 @@ def print_attack(
     drawn = float(rng.uniform(0.0, 1.2)) if rng.random() < 0.6 else 0.0
     bend = drawn if bend is None else bend
     scene = background(rng, size)
-    tilt = math.radians(rng.uniform(3, 30))
+    tilt = math.radians(rng.uniform(8, 25))
     poses = _poses(rng, frames, tilt, 0.08 * width)
     blur, noise = rng.uniform(0.4, 1.0), rng.uniform(1.0, 3.0)
     out = []
@@ -405,7 +404,7 @@ def screen_attack(
     scale = face_px * 2.6 / (3 * pixels)
     scene = (background(rng, size).astype(np.float32) * rng.uniform(0.5, 0.9)).astype(np.uint8)
     reflection = _reflection(rng, size) * rng.uniform(40, 90)
-    poses = _poses(rng, frames, math.radians(rng.uniform(3, 30)), 0.08 * width)
+    poses = _poses(rng, frames, math.radians(rng.uniform(8, 25)), 0.08 * width)
     blur, noise = rng.uniform(0.3, 0.8), rng.uniform(1.0, 3.0)
     out = []
     for pose in poses:

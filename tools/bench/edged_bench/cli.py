@@ -172,9 +172,8 @@ def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
 
 
 def liveness(settings: LivenessOptions, options: GlobalOptions) -> int:
-    from edged.pipeline.antispoof import AntiSpoof
-
     from edged.inference.manifest import Manifest
+    from edged.pipeline.antispoof import AntiSpoof
     from edged_bench.liveness import run_liveness
 
     config = effective_config(options)

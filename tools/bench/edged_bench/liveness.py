@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -116,8 +117,8 @@ class Sources:
 
 
 @dataclass(frozen=True, slots=True)
-class Face:
-    """A real face photo with its face box and mesh points (for portraits and head turns)."""
+class Photo:
+    """A real photograph with its face's box and mesh points (for portraits and head turns)."""
 
     name: str
     image: ImageRGB = field(repr=False)
@@ -154,7 +155,7 @@ def judge(checker: LivenessChecker, settings: LivenessSettings, presentation: Pr
     model: LivenessResult = fuse(scores, (), settings, len(frames))
     fusion = fuse(scores, motion, settings, len(frames))
     # the residual when a pair of frames moved enough to measure it (whatever the verdict)
-    parallax = next((c.value for c in motion if c.name == "parallax" and c.value > 0), None)
+    parallax = next((c.value for c in motion if c.name == "parallax" and math.isfinite(c.value)), None)
     return Outcome(
         presentation.category,
         presentation.name,
@@ -212,7 +213,7 @@ class Library:
         self.pipeline = pipeline
         self.limits = limits
 
-    def face(self, path: Path | None, image: ImageRGB | None = None) -> Face | None:
+    def face(self, path: Path | None, image: ImageRGB | None = None) -> Photo | None:
         image = image if image is not None else _read(path, self.limits) if path else None
         if image is None:
             return None
@@ -220,7 +221,7 @@ class Library:
         if not faces or faces[0].mesh is None or not faces[0].quality.ok:
             return None
         name = path.stem if path else "astronaut"
-        return Face(name, image, faces[0].detection.box, faces[0].mesh.points)
+        return Photo(name, image, faces[0].detection.box, faces[0].mesh.points)
 
 
 def presentations(settings: LivenessOptions, library: Library, notes: list[str]) -> Iterator[Presentation]:
@@ -240,7 +241,7 @@ def presentations(settings: LivenessOptions, library: Library, notes: list[str])
     wanted = max(
         count(k) for k in ("print_still", "print_sequence", "screen_still", "screen_sequence", "head_turn")
     )
-    faces: list[Face] = []
+    faces: list[Photo] = []
     for path in [*dev, *spread(lfw, 2 * wanted, offset=7)]:
         if len(faces) >= wanted:
             break
