@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from directory_helpers import found_on_disk, int8_bytes
+from liveness_helpers import SILENT_FACE_SAMPLES
 from skimage import data
 
 from edged.clock import ManualClock
@@ -262,3 +263,33 @@ def test_the_reaper_deletes_sessions_48_hours_old(service: FaceService, clock: M
     assert service.liveness.reap() == 1
     assert [s.session_id for s in service.liveness.list_sessions(MANAGER)] == [young]
     assert old != young
+
+
+def test_verify_covers_every_frame_so_a_victims_photo_cannot_be_spliced_before_another_face(
+    service: FaceService, astronaut: ImageRGB
+) -> None:
+    """The victim's photo (the astronaut) as the first frame, then frames of another real person
+    (the upstream sample T1): the liveness cues see the other person, so the verify result must
+    too: the attempt is refused as not one face, never identical."""
+    sample = SILENT_FACE_SAMPLES / "image_T1.jpg"
+    if not sample.exists():
+        pytest.skip(f"{sample} is absent")
+    other = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(sample)), cv2.COLOR_BGR2RGB))
+    frames = [astronaut] + [shifted(other, dx) for dx in range(0, 22, 2)]
+    created = service.liveness.create_session(MANAGER, "passive", verify_image=astronaut)
+    sid = created.session.session_id
+    with pytest.raises(BadArgument, match="not the same face"):
+        service.liveness.attempt(TERMINAL, sid, created.token, frames)
+    with pytest.raises(BadArgument, match="not the same face"):  # the reference with the attempt
+        plain = service.liveness.create_session(MANAGER, "passive")
+        service.liveness.attempt(
+            TERMINAL, plain.session.session_id, plain.token, frames, verify_image=astronaut
+        )
+    # the same person throughout: every frame verified, the lowest confidence reported
+    same = service.liveness.attempt(
+        TERMINAL, sid, created.token, [shifted(astronaut, dx) for dx in (0, 3, 6)]
+    )
+    assert same.verification is not None and same.verification.is_identical
+    # another person in every frame: not identical
+    stranger = service.liveness.attempt(TERMINAL, sid, created.token, frames[1:4])
+    assert stranger.verification is not None and not stranger.verification.is_identical

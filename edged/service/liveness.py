@@ -16,9 +16,11 @@ when its token lets it in, before its images are assessed: concurrent attempts c
 ``maxAttempts``, and one that fails (no face) has used its turn.
 
 Liveness-with-verify: a reference image at the session's creation (its template sealed in the
-session, deleted with it: at most 48 h) or with the attempt (embedded for the call only). The
-attempt's probe is the largest face of the first of its images whose face passes the quality gate
-(else of the first image with a face); the verify result is what ``verify`` computes for two faces.
+session, deleted with it: at most 48 h) or with the attempt (embedded for the call only). The verify
+result covers every image the liveness check used: the largest face of each image whose face passes
+the quality gate (of every image when none does) is verified against the reference; identical only
+if all are, with the lowest confidence. Consecutive images must show the same face (else
+``BadArgument``): a victim's photo spliced before another person's live frames is refused.
 
 ``passive-active`` sessions: an attempt whose result is ``uncertain`` makes the session ask a random
 challenge (in the reply: the terminal's display shows it); the next attempt's images must show it.
@@ -152,23 +154,29 @@ class Liveness(Operations):
         assert face.embedding is not None
         return face.embedding
 
-    def _probe(self, images: Sequence[ImageRGB]) -> FloatArray:
-        """The face an attempt verifies: the largest face of the first image whose face passes the
-        quality gate, else of the first image with a face."""
-        first = None
+    def _verify_frames(self, images: Sequence[ImageRGB], reference: FloatArray) -> Verification:
+        """The verify result of an attempt: the largest face of every image (the face the liveness
+        check assessed) against ``reference``; identical only when every one is, with the lowest
+        confidence. The frames whose face passes the quality gate are verified (all of them when
+        none does). ``BadArgument`` when two consecutive images do not show the same face: the
+        liveness of one face and the identity of another must not make one result."""
+        faces = []
         for i, image in enumerate(images):
-            faces = self.finder.faces(image)
-            if not faces:
-                continue
-            if faces[0].quality.ok or first is None:
-                first = (i, faces[0])
-            if faces[0].quality.ok:
-                break
-        if first is None:
-            raise NoFaceDetected("no face found in the images")
-        embedded = self.finder.embed(images[first[0]], first[1])
-        assert embedded.embedding is not None
-        return embedded.embedding
+            found = self.finder.faces(image)
+            if not found:
+                raise NoFaceDetected(f"no face in image {i + 1} of {len(images)}")
+            embedded = self.finder.embed(image, found[0])
+            assert embedded.embedding is not None
+            faces.append((embedded.quality.ok, embedded.embedding))
+        for i in range(1, len(faces)):
+            if not verify(faces[i - 1][1], faces[i][1], self.calibration).is_identical:
+                raise BadArgument(
+                    f"the face of image {i + 1} is not the same face as in image {i}: "
+                    "liveness-with-verify needs one person's face in every image"
+                )
+        checked = [embedding for ok, embedding in faces if ok] or [e for _, e in faces]
+        results = [verify(embedding, reference, self.calibration) for embedding in checked]
+        return max(results, key=lambda v: v.distance)
 
     # -- sessions -----------------------------------------------------------------------------------
 
@@ -257,7 +265,7 @@ class Liveness(Operations):
             result = self._assess(images, interval_s, _CHALLENGE.get(admitted.challenge or ""))
             verification = None
             if reference is not None:
-                verification = verify(self._probe(images), reference, self.calibration)
+                verification = self._verify_frames(images, reference)
         except EdgedError as exc:
             with self.access.change(caller, operation) as change:
                 change.targets, change.result = targets, f"failed: {exc.code}"
