@@ -121,6 +121,9 @@ def test_detect_liveness_and_a_verify_image_with_the_attempt(
     assert several["frames"] == 3
     assert env.error("detect_liveness", {"images": []})["code"] == "BadArgument"
     assert env.error("detect_liveness", {"images": [astro], "challenge": "wave"})["code"] == "BadArgument"
+    # a challenge the requester chose proves nothing: only a session's own challenge is checked
+    chosen = env.error("detect_liveness", {"images": [astro, astro], "challenge": "turn_left"})
+    assert chosen["code"] == "BadArgument" and "challenge: unknown field" in chosen["message"], chosen
     created = env.ok("create_liveness_session", {"livenessOperationMode": "PassiveActive"})
     attempt = {"sessionId": created["sessionId"], "authToken": created["authToken"], "images": [astro]}
     same = env.ok("liveness_session_attempt", {**attempt, "verifyImage": astro}, signer=None)

@@ -90,7 +90,7 @@ def _session(session: LivenessSession) -> ls.LivenessSessionInfo:
 )
 def _detect_liveness(c: Context, r: ls.DetectLivenessRequest) -> ls.LivenessOutcome:
     images, _ = _images(c, r.images)
-    result = c.service.liveness.detect_liveness(c.caller, images, r.intervalS, r.challenge)
+    result = c.service.liveness.detect_liveness(c.caller, images, r.intervalS)
     return wire.liveness(result)
 
 

@@ -142,12 +142,13 @@ class Liveness(Operations):
         caller: Caller,
         images: Sequence[ImageRGB],
         interval_s: float = 0.1,
-        challenge: Challenge | None = None,
     ) -> LivenessResult:
         """The liveness of the face in ``images`` (one: the model alone; several, in order,
-        ``interval_s`` apart: every cue). Nothing is stored."""
+        ``interval_s`` apart: every cue). Nothing is stored. No challenge: one the requester chose
+        proves nothing (a recording of it turns ``uncertain`` into ``realface``); only a session's
+        own challenge (``passive-active``) is checked."""
         self.access.allow(caller, "detect_liveness")
-        return self._assess(images, interval_s, challenge)
+        return self._assess(images, interval_s, None)
 
     def _template(self, image: ImageRGB, what: str) -> FloatArray:
         face = self.finder.one_face(image, None, what)
