@@ -18,7 +18,7 @@ from skimage import data
 
 from edged.clock import ManualClock
 from edged.directory.crypto import create_key_file, unseal
-from edged.directory.liveness import SESSION_LIFETIME_S
+from edged.directory.liveness import SESSION_LIFETIME_S, AttemptOutcome
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -293,3 +293,36 @@ def test_verify_covers_every_frame_so_a_victims_photo_cannot_be_spliced_before_a
     # another person in every frame: not identical
     stranger = service.liveness.attempt(TERMINAL, sid, created.token, frames[1:4])
     assert stranger.verification is not None and not stranger.verification.is_identical
+
+
+def test_a_failed_attempt_keeps_the_sessions_challenge_and_never_stays_started(
+    service: FaceService, astronaut: ImageRGB, no_face_images: dict[str, ImageRGB]
+) -> None:
+    created = service.liveness.create_session(MANAGER, "passive-active", max_attempts=5)
+    sid, token = created.session.session_id, created.token
+    admitted = service.store.liveness.start_attempt(sid, token)  # an uncertain attempt asked "blink"
+    uncertain = AttemptOutcome("uncertain", 0.5, (), (), 1)
+    service.store.liveness.finish_attempt(sid, admitted.number, uncertain, challenge="blink")
+    with pytest.raises(NoFaceDetected):
+        service.liveness.attempt(TERMINAL, sid, token, [no_face_images["coffee"]])
+    with pytest.raises(BadArgument, match="intervalS"):
+        service.liveness.attempt(TERMINAL, sid, token, [astronaut], 9.0)
+    assert service.liveness.get_session(MANAGER, sid).challenge == "blink"
+    # an error that is no EdgedError (a 2-D array reaching the pipeline) fails the attempt too
+    with pytest.raises(ValueError):
+        service.liveness.attempt(TERMINAL, sid, token, [np.zeros((200, 200), np.uint8)])
+    session = service.liveness.get_session(MANAGER, sid)
+    assert session.status == "resultAvailable" and session.challenge == "blink"
+    assert [a.error for a in session.attempts] == [None, "NoFaceDetected", "InternalError"]
+
+
+def test_a_second_verify_image_is_refused_before_the_attempt_is_counted(
+    service: FaceService, astronaut: ImageRGB
+) -> None:
+    created = service.liveness.create_session(MANAGER, "passive", verify_image=astronaut)
+    sid = created.session.session_id
+    with pytest.raises(BadArgument, match="verify image already"):
+        service.liveness.attempt(TERMINAL, sid, created.token, [astronaut], verify_image=astronaut)
+    assert service.liveness.get_session(MANAGER, sid).attempts == ()
+    with pytest.raises(LivenessTokenInvalid):  # a wrong token learns nothing about the reference
+        service.liveness.attempt(TERMINAL, sid, "x" * 43, [astronaut], verify_image=astronaut)

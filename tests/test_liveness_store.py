@@ -94,6 +94,7 @@ def test_a_session_is_created_with_its_settings_and_a_token_stored_only_hashed(
         {"device_correlation_id": "jane@example.com"},
         {"device_correlation_id": "x" * 65},
         {"device_correlation_id": ""},
+        {"device_correlation_id": "kiosk-3\n"},  # a trailing newline: a full match, not re.match's $
     ],
 )
 def test_out_of_range_settings_are_refused(store: Store, kwargs: dict[str, object]) -> None:

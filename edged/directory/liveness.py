@@ -51,7 +51,7 @@ DEFAULT_TOKEN_TTL_S = 600
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS = 10
 TOKEN_BYTES = 32
-DEVICE_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+DEVICE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """A device correlation ID: an opaque device reference (a UUID, a terminal's asset tag), 1–64
 characters of letters, digits and ``. _ : -``. No spaces or ``@``: it cannot hold a name or an
 e-mail address, so it is not personal data; it is stored as given."""
@@ -179,7 +179,7 @@ class Admitted:
 
 
 def check_device_correlation_id(value: str | None) -> str | None:
-    if value is not None and not DEVICE_CORRELATION_ID.match(value):
+    if value is not None and not DEVICE_CORRELATION_ID.fullmatch(value):
         raise BadArgument(
             "deviceCorrelationId must be 1-64 characters of letters, digits, '.', '_', ':' and '-'"
         )
@@ -353,11 +353,12 @@ class LivenessSessions:
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM liveness_sessions"))
 
-    def start_attempt(self, session_id: str, token: str) -> Admitted:
+    def start_attempt(self, session_id: str, token: str, own_reference: bool = False) -> Admitted:
         """Let an attempt in with the session's token and count it, in one transaction. In order:
         ``LivenessSessionNotFound`` / ``LivenessSessionExpired``; ``LivenessTokenInvalid`` (not this
         session's token: nothing else about the session is told); ``LivenessTokenExpired``;
-        ``LivenessAttemptsExhausted``."""
+        ``LivenessAttemptsExhausted``; ``BadArgument`` when the attempt brings its own reference
+        (``own_reference``) to a session that has one. A refused attempt is not counted."""
         self._row(session_id)  # an expired session is reaped here, outside the transaction
         with self.db.tx() as db:
             row = self._row(session_id)
@@ -374,6 +375,8 @@ class LivenessSessions:
                 raise LivenessAttemptsExhausted(
                     f"liveness session {session_id!r} has used all its {session.max_attempts} attempts"
                 )
+            if own_reference and row.reference is not None:
+                raise BadArgument("this session has its verify image already; send none with the attempt")
             number = len(session.attempts) + 1
             db.execute(
                 "INSERT INTO liveness_attempts (session_id, attempt, time) VALUES (?, ?, ?)",
@@ -403,6 +406,15 @@ class LivenessSessions:
             )
             db.execute(
                 "UPDATE liveness_sessions SET challenge = ? WHERE session_id = ?", (challenge, session_id)
+            )
+
+    def fail_attempt(self, session_id: str, number: int, error: str) -> None:
+        """Mark an attempt failed (``error``: the code of why it has no outcome); the challenge the
+        session asks stays as it was (the next attempt must still show it)."""
+        with self.db.tx() as db:
+            db.execute(
+                "UPDATE liveness_attempts SET outcome = NULL, error = ? WHERE session_id = ? AND attempt = ?",
+                (error, session_id, number),
             )
 
     def delete(self, session_id: str) -> Receipt:

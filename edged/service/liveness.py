@@ -13,7 +13,9 @@ The liveness itself is a ``LivenessAssessor`` (``edged.pipeline.fusion.LivenessC
 anti-spoofing model and the face mesh's cues), run under the finder's inference lock (the service's
 interpreters are shared by the API's workers), outside the service lock. An attempt is counted
 when its token lets it in, before its images are assessed: concurrent attempts cannot exceed
-``maxAttempts``, and one that fails (no face) has used its turn.
+``maxAttempts``, and one that fails (no face, or any other error) has used its turn, without
+clearing the challenge the session asks. A ``verifyImage`` sent to a session that has one is refused
+before the attempt is counted.
 
 Liveness-with-verify: a reference image at the session's creation (its template sealed in the
 session, deleted with it: at most 48 h) or with the attempt (embedded for the call only). The verify
@@ -247,7 +249,7 @@ class Liveness(Operations):
         check_range("intervalS", interval_s, *INTERVAL_RANGE)
         try:
             with self.access.lock:
-                admitted = self.store.liveness.start_attempt(session_id, token)
+                admitted = self.store.liveness.start_attempt(session_id, token, verify_image is not None)
                 session = self.store.liveness.get(session_id)
         except EdgedError as exc:
             if not isinstance(exc, LivenessSessionNotFound) or isinstance(exc, LivenessSessionExpired):
@@ -258,8 +260,6 @@ class Liveness(Operations):
             raise
         targets = {"sessionId": session_id, "attempt": str(admitted.number)}
         try:
-            if verify_image is not None and admitted.reference is not None:
-                raise BadArgument("this session has its verify image already; send none with the attempt")
             reference = admitted.reference
             if verify_image is not None:
                 reference = self._template(verify_image, "verifyImage")
@@ -267,10 +267,11 @@ class Liveness(Operations):
             verification = None
             if reference is not None:
                 verification = self._verify_frames(images, reference)
-        except EdgedError as exc:
+        except Exception as exc:  # every failure ends the attempt (never "started" for ever)
+            code = exc.code if isinstance(exc, EdgedError) else "InternalError"
             with self.access.change(caller, operation) as change:
-                change.targets, change.result = targets, f"failed: {exc.code}"
-                self.store.liveness.finish_attempt(session_id, admitted.number, None, exc.code)
+                change.targets, change.result = targets, f"failed: {code}"
+                self.store.liveness.fail_attempt(session_id, admitted.number, code)
             raise
         remaining = session.max_attempts - admitted.number
         ask: Challenge | None = None
