@@ -18,7 +18,7 @@ from skimage import data
 
 from edged.clock import ManualClock
 from edged.directory.crypto import create_key_file, unseal
-from edged.directory.liveness import SESSION_LIFETIME_S, AttemptOutcome
+from edged.directory.liveness import SESSION_LIFETIME_S, AttemptOutcome, session_subkey
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -151,7 +151,8 @@ def stored_secrets(service: FaceService, session_id: str, token: str) -> dict[st
         (session_id,),
     ).fetchone()
     (wrapped,) = store.db.execute("SELECT wrapped FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
-    plain = unseal(store.keys.unwrap(key_id), bytes(sealed), f"liveness|{session_id}|{model_id}".encode())
+    template_key = session_subkey(store.keys.unwrap(key_id), "template")
+    plain = unseal(template_key, bytes(sealed), f"liveness|{session_id}|{model_id}".encode())
     vector = np.frombuffer(plain, "<f4")
     return {
         "token": token.encode(),

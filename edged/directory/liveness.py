@@ -3,9 +3,10 @@ their results, and (liveness-with-verify) the reference face's template.
 
 A session has its own data key (owner ``liveness:<session ID>``, wrapped by the KEK like a person's).
 The auth token handed to the terminal is 32 random bytes, returned once by ``create`` and stored only
-as HMAC-SHA256 under that key; the reference template is sealed with it. A session lives exactly
-``SESSION_LIFETIME_S`` (48 h) from its creation, whatever its token's time-to-live (60 s–24 h):
-``reap`` (the daemon's maintenance thread) deletes it then, ``delete`` at once. Either deletes its
+as HMAC-SHA256; the reference template is sealed (AES-GCM): each under its own subkey of that key
+(``session_subkey``, HKDF-SHA256). A session lives exactly ``SESSION_LIFETIME_S`` (48 h) from its
+creation, whatever its token's time-to-live (60 s–24 h): ``reap`` (the daemon's maintenance thread)
+deletes it then, ``delete`` at once. Either deletes its
 rows and shreds its key in one transaction, then checkpoints the WAL: with ``secure_delete`` on, no
 byte of the template, the token's hash or the results stays in the database or its WAL.
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edged.clock import Clock
 from edged.directory.crypto import seal, unseal
@@ -198,8 +201,16 @@ def check_settings(mode: str, device_correlation_id: str | None, token_ttl_s: in
     check_device_correlation_id(device_correlation_id)
 
 
+def session_subkey(key: bytes, purpose: Literal["token", "template"]) -> bytes:
+    """The session key's subkey for one purpose (HKDF-SHA256): the token's HMAC and the reference
+    template's AEAD never share a key."""
+    info = f"edged liveness session {purpose}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
 def _token_hash(key: bytes, session_id: str, token: str) -> bytes:
-    return hmac.new(key, f"token|{session_id}|{token}".encode(), hashlib.sha256).digest()
+    token_key = session_subkey(key, "token")
+    return hmac.new(token_key, f"token|{session_id}|{token}".encode(), hashlib.sha256).digest()
 
 
 def _template_aad(session_id: str, model_id: str) -> bytes:
@@ -274,7 +285,11 @@ class LivenessSessions:
             sealed = (
                 None
                 if reference is None or model_id is None
-                else seal(owner.key, template_bytes(reference), _template_aad(session_id, model_id))
+                else seal(
+                    session_subkey(owner.key, "template"),
+                    template_bytes(reference),
+                    _template_aad(session_id, model_id),
+                )
             )
             db.execute(
                 "INSERT INTO liveness_sessions (session_id, key_id, token_hash, token_ttl, token_expires,"
@@ -385,7 +400,12 @@ class LivenessSessions:
             reference = None
             if row.reference is not None:
                 aad = _template_aad(session_id, str(row.model_id))
-                plain = unseal(key, row.reference, aad, "a liveness session's reference template")
+                plain = unseal(
+                    session_subkey(key, "template"),
+                    row.reference,
+                    aad,
+                    "a liveness session's reference template",
+                )
                 reference = np.frombuffer(plain, "<f4").astype(np.float32)
         return Admitted(session_id, number, session.challenge, reference)
 
