@@ -1,9 +1,10 @@
 """``edged liveness IMAGE [IMAGE…] [--json] [--video FILE] [--interval S]``: is the face live?
 
 One image gives the anti-spoofing model's cue alone; several images (the frames of one approach, in
-order, ``--interval`` seconds apart) or ``--video FILE`` (its frames read with OpenCV, in memory)
-add the motion cues (docs/liveness.md). The output is the request API's liveness result:
-``{"livenessDecision", "score", "cues", "decidedBy", "frames"}``. Nothing is written anywhere.
+order, ``--interval`` seconds apart) or ``--video FILE`` (a regular file; its frames read with
+OpenCV, in memory, each within the image pixel cap) add the motion cues (docs/liveness.md). The
+output is the request API's liveness result: ``{"livenessDecision", "score", "cues", "decidedBy",
+"frames"}``. Nothing is written anywhere.
 
 Exit codes: 0 ``realface``, 20 ``spoofface``, 21 ``uncertain`` (so ``edged liveness … && open``
 never opens for a spoof or a doubt); errors as every command (2 bad arguments, 3 models, 4 an
@@ -14,14 +15,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged.cli_options import GlobalOptions, add_command, bounded_float, effective_config, load_pipeline
-from edged.errors import BadArgument, ImageError
+from edged.errors import BadArgument, ImageError, ImageSizeError
 
 if TYPE_CHECKING:
+    from edged.pipeline.image import ImageLimits
     from edged.types import ImageRGB
 
 EXIT_CODES = {"realface": 0, "spoofface": 20, "uncertain": 21}
@@ -55,27 +59,49 @@ def add_commands(sub: Any) -> None:
     add_command(p, LivenessOptions, cmd_liveness)
 
 
-def video_frames(path: Path, interval_s: float | None) -> tuple[list[ImageRGB], float]:
+def video_frames(
+    path: Path, interval_s: float | None, limits: ImageLimits | None = None
+) -> tuple[list[ImageRGB], float]:
     """Up to ``MAX_FRAMES`` frames of a video, evenly spaced over it, as RGB in memory, and the
-    seconds between them (``interval_s`` when given, else from the video's frame rate)."""
+    seconds between them (``interval_s`` when given, else from the video's frame rate, within the
+    API's ``INTERVAL_RANGE``). Only a regular file is opened (never a device, a FIFO or a URL), by
+    its absolute path with the FFmpeg backend; a frame over ``limits.max_pixels`` is refused before
+    any is decoded (by the size the container declares) and as decoded; skipped frames are only
+    grabbed, not decoded."""
     import cv2
     import numpy as np
 
-    capture = cv2.VideoCapture(str(path))
+    from edged.pipeline.image import ImageLimits
+    from edged.service.liveness import INTERVAL_RANGE
+
+    limits = limits or ImageLimits()
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ImageError(f"cannot read the video {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"the video {path} is not a regular file (a device, FIFO or directory is not read)")
+    capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
             raise ImageError(f"cannot read the video {path}")
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        _check_frame_size(path, width, height, limits)
         fps = capture.get(cv2.CAP_PROP_FPS)
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         stride = max(1, math.ceil(total / MAX_FRAMES)) if total > 0 else 1
         frames: list[ImageRGB] = []
         index = 0
         while len(frames) < MAX_FRAMES:
-            ok, frame = capture.read()
-            if not ok:
-                break
             if index % stride == 0:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                _check_frame_size(path, frame.shape[1], frame.shape[0], limits)
                 frames.append(np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), np.uint8))
+            elif not capture.grab():
+                break
             index += 1
     finally:
         capture.release()
@@ -83,7 +109,16 @@ def video_frames(path: Path, interval_s: float | None) -> tuple[list[ImageRGB], 
         raise ImageError(f"the video {path} has no frames that can be read")
     if interval_s is None:
         interval_s = stride / fps if fps and fps > 0 else DEFAULT_INTERVAL_S
+        interval_s = min(max(interval_s, INTERVAL_RANGE[0]), INTERVAL_RANGE[1])
     return frames, interval_s
+
+
+def _check_frame_size(path: Path, width: int, height: int, limits: ImageLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise ImageSizeError(
+            f"the video {path} has {width}×{height} = {width * height:,} pixel frames; "
+            f"the limit is {limits.max_pixels:,}"
+        )
 
 
 def cmd_liveness(request: LivenessOptions, options: GlobalOptions) -> int:
@@ -97,7 +132,7 @@ def cmd_liveness(request: LivenessOptions, options: GlobalOptions) -> int:
         raise BadArgument(f"at most {MAX_FRAMES} images, not {len(request.images)}")
     config = effective_config(options)
     if request.video is not None:
-        images, interval_s = video_frames(request.video, request.interval)
+        images, interval_s = video_frames(request.video, request.interval, config.images)
     else:
         images = [quiet_read(path, config.images) for path in request.images]
         interval_s = request.interval or DEFAULT_INTERVAL_S

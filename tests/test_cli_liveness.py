@@ -16,7 +16,8 @@ import pytest
 from conftest import RunEdged
 from test_privacy import files_under
 
-from edged.cli_liveness import EXIT_CODES
+from edged.cli_liveness import EXIT_CODES, video_frames
+from edged.service.liveness import INTERVAL_RANGE
 from edged.types import ImageRGB
 
 SAMPLES = Path("/work/shared/models-src/silent-face/sample")
@@ -111,3 +112,46 @@ def test_nothing_is_written_anywhere(run_edged: RunEdged, frames: list[Path], tm
     before = files_under(tmp_path)
     result_of(run_edged(["liveness", *frames, "--json"], cwd=dirs["cwd"], env=env))
     assert files_under(tmp_path) == before
+
+
+def write_video(path: Path, frames: list[ImageRGB], fps: float) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_a_video_must_be_a_regular_file(run_edged: RunEdged, tmp_path: Path) -> None:
+    """A FIFO (OpenCV would block on it), a device or a URL is never handed to the video decoder."""
+    fifo = tmp_path / "approach.mp4"
+    os.mkfifo(fifo)
+    for source in (fifo, Path("/dev/zero"), tmp_path):
+        refused = run_edged(["liveness", "--video", source], timeout=60)
+        assert refused.returncode == 4 and "not a regular file" in refused.stderr, refused.stderr
+    url = run_edged(["liveness", "--video", "http://127.0.0.1:9/approach.mp4"], timeout=60)
+    assert url.returncode == 4 and "No such file" in url.stderr, url.stderr
+
+
+def test_a_videos_frame_size_is_capped_like_an_image(
+    run_edged: RunEdged, tmp_path: Path, astronaut: ImageRGB
+) -> None:
+    video = write_video(tmp_path / "big.avi", [shifted(astronaut, dx) for dx in range(0, 8, 2)], 10.0)
+    refused = run_edged(["--max-pixels", "100000", "liveness", "--video", video], timeout=60)
+    assert refused.returncode == 4 and "InvalidImageSize" in refused.stderr, refused.stderr
+    assert "512×512" in refused.stderr and "100,000" in refused.stderr, refused.stderr
+
+
+def test_the_interval_from_a_videos_frame_rate_stays_in_the_allowed_range(
+    tmp_path: Path, astronaut: ImageRGB
+) -> None:
+    small = np.ascontiguousarray(cv2.resize(astronaut, (128, 128)))
+    slow = write_video(tmp_path / "slow.avi", [small] * 100, 1.0)  # every 4th frame: 4 s apart
+    frames, interval = video_frames(slow, None)
+    assert len(frames) == 25 and interval == INTERVAL_RANGE[1]
+    fast = write_video(tmp_path / "fast.avi", [small] * 10, 1000.0)  # 1 ms apart
+    frames, interval = video_frames(fast, None)
+    assert len(frames) == 10 and interval == INTERVAL_RANGE[0]
+    frames, interval = video_frames(fast, 0.5)  # --interval, as given
+    assert interval == 0.5

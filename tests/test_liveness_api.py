@@ -121,6 +121,9 @@ def test_detect_liveness_and_a_verify_image_with_the_attempt(
     assert several["frames"] == 3
     assert env.error("detect_liveness", {"images": []})["code"] == "BadArgument"
     assert env.error("detect_liveness", {"images": [astro], "challenge": "wave"})["code"] == "BadArgument"
+    # a challenge the requester chose proves nothing: only a session's own challenge is checked
+    chosen = env.error("detect_liveness", {"images": [astro, astro], "challenge": "turn_left"})
+    assert chosen["code"] == "BadArgument" and "challenge: unknown field" in chosen["message"], chosen
     created = env.ok("create_liveness_session", {"livenessOperationMode": "PassiveActive"})
     attempt = {"sessionId": created["sessionId"], "authToken": created["authToken"], "images": [astro]}
     same = env.ok("liveness_session_attempt", {**attempt, "verifyImage": astro}, signer=None)
@@ -132,3 +135,19 @@ def test_detect_liveness_and_a_verify_image_with_the_attempt(
     assert not env.ok("get_liveness_session", {"sessionId": created["sessionId"]})["withVerify"]
     bad = env.error("create_liveness_session", {"deviceCorrelationId": "Jane Doe"}, "manager")
     assert bad["code"] == "BadArgument" and "deviceCorrelationId" in bad["message"]
+
+
+def test_a_requests_images_share_one_pixel_budget_checked_before_any_is_decoded(
+    env: Env, encode_image: Callable[..., bytes]
+) -> None:
+    """32 PNGs of 4096×4096 zeros (49 KB each: a 2 MB request) would decode to 1.6 GB: refused from
+    their headers, naming the first image beyond the budget (2 × the image limit's pixels)."""
+    zeros = b64(encode_image(np.zeros((4096, 4096, 3), np.uint8), ".png"))
+    budget = 2 * 4096 * 4096
+    for op, extra in (
+        ("detect_liveness", {}),
+        ("liveness_session_attempt", {"sessionId": "0" * 32, "authToken": "x" * 43}),
+    ):
+        error = env.error(op, {"images": [zeros] * 32, **extra}, signer=None)
+        assert error["code"] == "InvalidImageSize", error
+        assert "images[2]" in error["message"] and f"{budget:,}" in error["message"], error

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 import pytest
 from directory_helpers import found_on_disk, int8_bytes
+from liveness_helpers import SILENT_FACE_SAMPLES
 from skimage import data
 
 from edged.clock import ManualClock
 from edged.directory.crypto import create_key_file, unseal
-from edged.directory.liveness import SESSION_LIFETIME_S
+from edged.directory.liveness import SESSION_LIFETIME_S, AttemptOutcome, session_subkey
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
@@ -150,7 +151,8 @@ def stored_secrets(service: FaceService, session_id: str, token: str) -> dict[st
         (session_id,),
     ).fetchone()
     (wrapped,) = store.db.execute("SELECT wrapped FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
-    plain = unseal(store.keys.unwrap(key_id), bytes(sealed), f"liveness|{session_id}|{model_id}".encode())
+    template_key = session_subkey(store.keys.unwrap(key_id), "template")
+    plain = unseal(template_key, bytes(sealed), f"liveness|{session_id}|{model_id}".encode())
     vector = np.frombuffer(plain, "<f4")
     return {
         "token": token.encode(),
@@ -262,3 +264,66 @@ def test_the_reaper_deletes_sessions_48_hours_old(service: FaceService, clock: M
     assert service.liveness.reap() == 1
     assert [s.session_id for s in service.liveness.list_sessions(MANAGER)] == [young]
     assert old != young
+
+
+def test_verify_covers_every_frame_so_a_victims_photo_cannot_be_spliced_before_another_face(
+    service: FaceService, astronaut: ImageRGB
+) -> None:
+    """The victim's photo (the astronaut) as the first frame, then frames of another real person
+    (the upstream sample T1): the liveness cues see the other person, so the verify result must
+    too: the attempt is refused as not one face, never identical."""
+    sample = SILENT_FACE_SAMPLES / "image_T1.jpg"
+    if not sample.exists():
+        pytest.skip(f"{sample} is absent")
+    other = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(sample)), cv2.COLOR_BGR2RGB))
+    frames = [astronaut] + [shifted(other, dx) for dx in range(0, 22, 2)]
+    created = service.liveness.create_session(MANAGER, "passive", verify_image=astronaut)
+    sid = created.session.session_id
+    with pytest.raises(BadArgument, match="not the same face"):
+        service.liveness.attempt(TERMINAL, sid, created.token, frames)
+    with pytest.raises(BadArgument, match="not the same face"):  # the reference with the attempt
+        plain = service.liveness.create_session(MANAGER, "passive")
+        service.liveness.attempt(
+            TERMINAL, plain.session.session_id, plain.token, frames, verify_image=astronaut
+        )
+    # the same person throughout: every frame verified, the lowest confidence reported
+    same = service.liveness.attempt(
+        TERMINAL, sid, created.token, [shifted(astronaut, dx) for dx in (0, 3, 6)]
+    )
+    assert same.verification is not None and same.verification.is_identical
+    # another person in every frame: not identical
+    stranger = service.liveness.attempt(TERMINAL, sid, created.token, frames[1:4])
+    assert stranger.verification is not None and not stranger.verification.is_identical
+
+
+def test_a_failed_attempt_keeps_the_sessions_challenge_and_never_stays_started(
+    service: FaceService, astronaut: ImageRGB, no_face_images: dict[str, ImageRGB]
+) -> None:
+    created = service.liveness.create_session(MANAGER, "passive-active", max_attempts=5)
+    sid, token = created.session.session_id, created.token
+    admitted = service.store.liveness.start_attempt(sid, token)  # an uncertain attempt asked "blink"
+    uncertain = AttemptOutcome("uncertain", 0.5, (), (), 1)
+    service.store.liveness.finish_attempt(sid, admitted.number, uncertain, challenge="blink")
+    with pytest.raises(NoFaceDetected):
+        service.liveness.attempt(TERMINAL, sid, token, [no_face_images["coffee"]])
+    with pytest.raises(BadArgument, match="intervalS"):
+        service.liveness.attempt(TERMINAL, sid, token, [astronaut], 9.0)
+    assert service.liveness.get_session(MANAGER, sid).challenge == "blink"
+    # an error that is no EdgedError (a 2-D array reaching the pipeline) fails the attempt too
+    with pytest.raises(ValueError):
+        service.liveness.attempt(TERMINAL, sid, token, [np.zeros((200, 200), np.uint8)])
+    session = service.liveness.get_session(MANAGER, sid)
+    assert session.status == "resultAvailable" and session.challenge == "blink"
+    assert [a.error for a in session.attempts] == [None, "NoFaceDetected", "InternalError"]
+
+
+def test_a_second_verify_image_is_refused_before_the_attempt_is_counted(
+    service: FaceService, astronaut: ImageRGB
+) -> None:
+    created = service.liveness.create_session(MANAGER, "passive", verify_image=astronaut)
+    sid = created.session.session_id
+    with pytest.raises(BadArgument, match="verify image already"):
+        service.liveness.attempt(TERMINAL, sid, created.token, [astronaut], verify_image=astronaut)
+    assert service.liveness.get_session(MANAGER, sid).attempts == ()
+    with pytest.raises(LivenessTokenInvalid):  # a wrong token learns nothing about the reference
+        service.liveness.attempt(TERMINAL, sid, "x" * 43, [astronaut], verify_image=astronaut)

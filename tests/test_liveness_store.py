@@ -5,6 +5,8 @@ reference template, the token or the session's key in the database or its WAL.""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +15,19 @@ from directory_helpers import MODEL, found_on_disk, int8_bytes, template
 
 from edged.clock import ManualClock
 from edged.directory import store as store_module
-from edged.directory.crypto import Kek
+from edged.directory.crypto import Kek, unseal
 from edged.directory.liveness import (
     SESSION_LIFETIME_S,
     AttemptOutcome,
     CueReading,
     VerifyOutcome,
+    session_subkey,
 )
 from edged.directory.schema import MIGRATIONS
 from edged.directory.store import Store
 from edged.errors import (
     BadArgument,
+    DecryptionFailed,
     LivenessAttemptsExhausted,
     LivenessSessionExpired,
     LivenessSessionNotFound,
@@ -94,6 +98,7 @@ def test_a_session_is_created_with_its_settings_and_a_token_stored_only_hashed(
         {"device_correlation_id": "jane@example.com"},
         {"device_correlation_id": "x" * 65},
         {"device_correlation_id": ""},
+        {"device_correlation_id": "kiosk-3\n"},  # a trailing newline: a full match, not re.match's $
     ],
 )
 def test_out_of_range_settings_are_refused(store: Store, kwargs: dict[str, object]) -> None:
@@ -222,3 +227,28 @@ def test_migration_5_adds_the_sessions_to_a_directory_of_version_4(
         assert store.liveness.start_attempt(created.session.session_id, created.token).number == 1
     finally:
         store.close()
+
+
+def test_the_token_hash_and_the_template_use_two_keys_derived_from_the_sessions_key(
+    store: Store, rng: np.random.Generator
+) -> None:
+    """One key, one purpose: the token's HMAC and the template's AEAD each under its own HKDF
+    subkey of the session's data key, neither under the data key itself."""
+    vector = template(rng)
+    created = store.liveness.create("passive", reference=vector, model_id=MODEL)
+    sid = created.session.session_id
+    key_id, token_hash, sealed = store.db.execute(
+        "SELECT key_id, token_hash, reference FROM liveness_sessions WHERE session_id = ?", (sid,)
+    ).fetchone()
+    key = store.keys.unwrap(key_id)
+    aad = f"liveness|{sid}|{MODEL}".encode()
+    raw_hash = hmac.new(key, f"token|{sid}|{created.token}".encode(), hashlib.sha256).digest()
+    assert bytes(token_hash) != raw_hash
+    with pytest.raises(DecryptionFailed):
+        unseal(key, bytes(sealed), aad)
+    token_key, template_key = session_subkey(key, "token"), session_subkey(key, "template")
+    assert len({key, token_key, template_key}) == 3
+    tokened = hmac.new(token_key, f"token|{sid}|{created.token}".encode(), hashlib.sha256).digest()
+    assert bytes(token_hash) == tokened
+    assert np.array_equal(np.frombuffer(unseal(template_key, bytes(sealed), aad), "<f4"), vector)
+    assert store.liveness.start_attempt(sid, created.token).reference is not None

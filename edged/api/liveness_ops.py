@@ -29,8 +29,23 @@ def _time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _images(c: Context, images: list[str]) -> list[ImageRGB]:
-    return [c.image(text) for text in images]
+PIXEL_BUDGET_IMAGES = 2
+"""A liveness request's images (and its verifyImage) together: at most this many images at the
+image limit's ``max_pixels`` (2 × 4096 × 4096 by default), checked from their headers before any
+is decoded (up to 32 frames of up to 1280×720 fit)."""
+
+
+def _images(
+    c: Context, images: list[str], verify_image: str | None = None
+) -> tuple[list[ImageRGB], ImageRGB | None]:
+    """The request's frames and its verifyImage, within the request's pixel budget."""
+    named = [(f"images[{i}]", text) for i, text in enumerate(images)]
+    if verify_image is not None:
+        named.append(("verifyImage", verify_image))
+    decoded = c.images(named, PIXEL_BUDGET_IMAGES * c.limits.max_pixels)
+    if verify_image is None:
+        return decoded, None
+    return decoded[:-1], decoded[-1]
 
 
 def _verify(v: Verification | StoredVerify | None) -> s.VerifyResult | None:
@@ -74,7 +89,8 @@ def _session(session: LivenessSession) -> ls.LivenessSessionInfo:
     "detect_liveness", ls.DetectLivenessRequest, ls.LivenessOutcome, "is the face live? (nothing stored)"
 )
 def _detect_liveness(c: Context, r: ls.DetectLivenessRequest) -> ls.LivenessOutcome:
-    result = c.service.liveness.detect_liveness(c.caller, _images(c, r.images), r.intervalS, r.challenge)
+    images, _ = _images(c, r.images)
+    result = c.service.liveness.detect_liveness(c.caller, images, r.intervalS)
     return wire.liveness(result)
 
 
@@ -131,14 +147,8 @@ def _delete_liveness_session(c: Context, r: ls.LivenessSessionRef) -> BaseModel:
     "one attempt of a session, with its auth token (audited)",
 )
 def _liveness_session_attempt(c: Context, r: ls.LivenessSessionAttemptRequest) -> ls.LivenessAttemptResult:
-    done = c.service.liveness.attempt(
-        c.caller,
-        r.sessionId,
-        r.authToken,
-        _images(c, r.images),
-        r.intervalS,
-        None if r.verifyImage is None else c.image(r.verifyImage),
-    )
+    images, verify_image = _images(c, r.images, r.verifyImage)
+    done = c.service.liveness.attempt(c.caller, r.sessionId, r.authToken, images, r.intervalS, verify_image)
     return ls.LivenessAttemptResult.model_validate(
         {
             **wire.liveness(done.liveness).model_dump(),

@@ -47,9 +47,7 @@ DeviceCorrelationId = Annotated[
 class DetectLivenessRequest(Request):
     images: Images
     intervalS: IntervalS = 0.1
-    challenge: ChallengeName | None = Field(
-        None, description="the challenge shown before the first image: its motion must be in the images"
-    )
+    # no challenge: one the requester chose proves nothing (only a session's own challenge counts)
 
 
 class CreateLivenessSessionRequest(Request):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,8 +18,9 @@ from pydantic import BaseModel
 from edged.api import schemas as s
 from edged.api import wire
 from edged.api.auth import Principal
-from edged.errors import BadArgument
+from edged.errors import BadArgument, ImageSizeError
 from edged.pipeline.image import ImageLimits, decode_image
+from edged.pipeline.imagehead import read_head
 from edged.service import policy
 from edged.service.faces import FaceService
 from edged.service.policy import Caller, Role
@@ -41,11 +42,33 @@ class Context:
 
     def image(self, text: str) -> ImageRGB:
         """base64 → bytes → RGB, in memory only; errors name the field."""
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadArgument("image is not valid base64") from None
-        return decode_image(data, self.limits, name="image")
+        return decode_image(_base64(text, "image"), self.limits, name="image")
+
+    def images(self, named: Sequence[tuple[str, str]], budget: int) -> list[ImageRGB]:
+        """Several images of one request (``(field name, base64)``, e.g. ``("images[3]", …)``),
+        decoded only once their headers' sizes (``edged.pipeline.imagehead``) together fit
+        ``budget`` pixels: ``ImageSizeError`` naming the first image beyond it, before any is
+        decoded (each one is capped by ``limits`` too)."""
+        encoded = [(name, _base64(text, name)) for name, text in named]
+        total = 0
+        for name, data in encoded:
+            if not data:
+                continue  # decode_image names it
+            head = read_head(data, name)
+            total += head.width * head.height
+            if total > budget:
+                raise ImageSizeError(
+                    f"{name} is {head.width}×{head.height}: the request's images up to it are "
+                    f"{total:,} pixels; the budget of a request is {budget:,} pixels in all"
+                )
+        return [decode_image(data, self.limits, name=name) for name, data in encoded]
+
+
+def _base64(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadArgument(f"{name} is not valid base64") from None
 
 
 Handler = Callable[[Context, Any], BaseModel]

@@ -3,9 +3,10 @@ their results, and (liveness-with-verify) the reference face's template.
 
 A session has its own data key (owner ``liveness:<session ID>``, wrapped by the KEK like a person's).
 The auth token handed to the terminal is 32 random bytes, returned once by ``create`` and stored only
-as HMAC-SHA256 under that key; the reference template is sealed with it. A session lives exactly
-``SESSION_LIFETIME_S`` (48 h) from its creation, whatever its token's time-to-live (60 s–24 h):
-``reap`` (the daemon's maintenance thread) deletes it then, ``delete`` at once. Either deletes its
+as HMAC-SHA256; the reference template is sealed (AES-GCM): each under its own subkey of that key
+(``session_subkey``, HKDF-SHA256). A session lives exactly ``SESSION_LIFETIME_S`` (48 h) from its
+creation, whatever its token's time-to-live (60 s–24 h): ``reap`` (the daemon's maintenance thread)
+deletes it then, ``delete`` at once. Either deletes its
 rows and shreds its key in one transaction, then checkpoints the WAL: with ``secure_delete`` on, no
 byte of the template, the token's hash or the results stays in the database or its WAL.
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edged.clock import Clock
 from edged.directory.crypto import seal, unseal
@@ -51,7 +54,7 @@ DEFAULT_TOKEN_TTL_S = 600
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS = 10
 TOKEN_BYTES = 32
-DEVICE_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+DEVICE_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """A device correlation ID: an opaque device reference (a UUID, a terminal's asset tag), 1–64
 characters of letters, digits and ``. _ : -``. No spaces or ``@``: it cannot hold a name or an
 e-mail address, so it is not personal data; it is stored as given."""
@@ -179,7 +182,7 @@ class Admitted:
 
 
 def check_device_correlation_id(value: str | None) -> str | None:
-    if value is not None and not DEVICE_CORRELATION_ID.match(value):
+    if value is not None and not DEVICE_CORRELATION_ID.fullmatch(value):
         raise BadArgument(
             "deviceCorrelationId must be 1-64 characters of letters, digits, '.', '_', ':' and '-'"
         )
@@ -198,8 +201,16 @@ def check_settings(mode: str, device_correlation_id: str | None, token_ttl_s: in
     check_device_correlation_id(device_correlation_id)
 
 
+def session_subkey(key: bytes, purpose: Literal["token", "template"]) -> bytes:
+    """The session key's subkey for one purpose (HKDF-SHA256): the token's HMAC and the reference
+    template's AEAD never share a key."""
+    info = f"edged liveness session {purpose}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
 def _token_hash(key: bytes, session_id: str, token: str) -> bytes:
-    return hmac.new(key, f"token|{session_id}|{token}".encode(), hashlib.sha256).digest()
+    token_key = session_subkey(key, "token")
+    return hmac.new(token_key, f"token|{session_id}|{token}".encode(), hashlib.sha256).digest()
 
 
 def _template_aad(session_id: str, model_id: str) -> bytes:
@@ -274,7 +285,11 @@ class LivenessSessions:
             sealed = (
                 None
                 if reference is None or model_id is None
-                else seal(owner.key, template_bytes(reference), _template_aad(session_id, model_id))
+                else seal(
+                    session_subkey(owner.key, "template"),
+                    template_bytes(reference),
+                    _template_aad(session_id, model_id),
+                )
             )
             db.execute(
                 "INSERT INTO liveness_sessions (session_id, key_id, token_hash, token_ttl, token_expires,"
@@ -353,11 +368,12 @@ class LivenessSessions:
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM liveness_sessions"))
 
-    def start_attempt(self, session_id: str, token: str) -> Admitted:
+    def start_attempt(self, session_id: str, token: str, own_reference: bool = False) -> Admitted:
         """Let an attempt in with the session's token and count it, in one transaction. In order:
         ``LivenessSessionNotFound`` / ``LivenessSessionExpired``; ``LivenessTokenInvalid`` (not this
         session's token: nothing else about the session is told); ``LivenessTokenExpired``;
-        ``LivenessAttemptsExhausted``."""
+        ``LivenessAttemptsExhausted``; ``BadArgument`` when the attempt brings its own reference
+        (``own_reference``) to a session that has one. A refused attempt is not counted."""
         self._row(session_id)  # an expired session is reaped here, outside the transaction
         with self.db.tx() as db:
             row = self._row(session_id)
@@ -374,6 +390,8 @@ class LivenessSessions:
                 raise LivenessAttemptsExhausted(
                     f"liveness session {session_id!r} has used all its {session.max_attempts} attempts"
                 )
+            if own_reference and row.reference is not None:
+                raise BadArgument("this session has its verify image already; send none with the attempt")
             number = len(session.attempts) + 1
             db.execute(
                 "INSERT INTO liveness_attempts (session_id, attempt, time) VALUES (?, ?, ?)",
@@ -382,7 +400,12 @@ class LivenessSessions:
             reference = None
             if row.reference is not None:
                 aad = _template_aad(session_id, str(row.model_id))
-                plain = unseal(key, row.reference, aad, "a liveness session's reference template")
+                plain = unseal(
+                    session_subkey(key, "template"),
+                    row.reference,
+                    aad,
+                    "a liveness session's reference template",
+                )
                 reference = np.frombuffer(plain, "<f4").astype(np.float32)
         return Admitted(session_id, number, session.challenge, reference)
 
@@ -403,6 +426,15 @@ class LivenessSessions:
             )
             db.execute(
                 "UPDATE liveness_sessions SET challenge = ? WHERE session_id = ?", (challenge, session_id)
+            )
+
+    def fail_attempt(self, session_id: str, number: int, error: str) -> None:
+        """Mark an attempt failed (``error``: the code of why it has no outcome); the challenge the
+        session asks stays as it was (the next attempt must still show it)."""
+        with self.db.tx() as db:
+            db.execute(
+                "UPDATE liveness_attempts SET outcome = NULL, error = ? WHERE session_id = ? AND attempt = ?",
+                (error, session_id, number),
             )
 
     def delete(self, session_id: str) -> Receipt:

@@ -13,12 +13,16 @@ The liveness itself is a ``LivenessAssessor`` (``edged.pipeline.fusion.LivenessC
 anti-spoofing model and the face mesh's cues), run under the finder's inference lock (the service's
 interpreters are shared by the API's workers), outside the service lock. An attempt is counted
 when its token lets it in, before its images are assessed: concurrent attempts cannot exceed
-``maxAttempts``, and one that fails (no face) has used its turn.
+``maxAttempts``, and one that fails (no face, or any other error) has used its turn, without
+clearing the challenge the session asks. A ``verifyImage`` sent to a session that has one is refused
+before the attempt is counted.
 
 Liveness-with-verify: a reference image at the session's creation (its template sealed in the
-session, deleted with it: at most 48 h) or with the attempt (embedded for the call only). The
-attempt's probe is the largest face of the first of its images whose face passes the quality gate
-(else of the first image with a face); the verify result is what ``verify`` computes for two faces.
+session, deleted with it: at most 48 h) or with the attempt (embedded for the call only). The verify
+result covers every image the liveness check used: the largest face of each image whose face passes
+the quality gate (of every image when none does) is verified against the reference; identical only
+if all are, with the lowest confidence. Consecutive images must show the same face (else
+``BadArgument``): a victim's photo spliced before another person's live frames is refused.
 
 ``passive-active`` sessions: an attempt whose result is ``uncertain`` makes the session ask a random
 challenge (in the reply: the terminal's display shows it); the next attempt's images must show it.
@@ -140,35 +144,42 @@ class Liveness(Operations):
         caller: Caller,
         images: Sequence[ImageRGB],
         interval_s: float = 0.1,
-        challenge: Challenge | None = None,
     ) -> LivenessResult:
         """The liveness of the face in ``images`` (one: the model alone; several, in order,
-        ``interval_s`` apart: every cue). Nothing is stored."""
+        ``interval_s`` apart: every cue). Nothing is stored. No challenge: one the requester chose
+        proves nothing (a recording of it turns ``uncertain`` into ``realface``); only a session's
+        own challenge (``passive-active``) is checked."""
         self.access.allow(caller, "detect_liveness")
-        return self._assess(images, interval_s, challenge)
+        return self._assess(images, interval_s, None)
 
     def _template(self, image: ImageRGB, what: str) -> FloatArray:
         face = self.finder.one_face(image, None, what)
         assert face.embedding is not None
         return face.embedding
 
-    def _probe(self, images: Sequence[ImageRGB]) -> FloatArray:
-        """The face an attempt verifies: the largest face of the first image whose face passes the
-        quality gate, else of the first image with a face."""
-        first = None
+    def _verify_frames(self, images: Sequence[ImageRGB], reference: FloatArray) -> Verification:
+        """The verify result of an attempt: the largest face of every image (the face the liveness
+        check assessed) against ``reference``; identical only when every one is, with the lowest
+        confidence. The frames whose face passes the quality gate are verified (all of them when
+        none does). ``BadArgument`` when two consecutive images do not show the same face: the
+        liveness of one face and the identity of another must not make one result."""
+        faces = []
         for i, image in enumerate(images):
-            faces = self.finder.faces(image)
-            if not faces:
-                continue
-            if faces[0].quality.ok or first is None:
-                first = (i, faces[0])
-            if faces[0].quality.ok:
-                break
-        if first is None:
-            raise NoFaceDetected("no face found in the images")
-        embedded = self.finder.embed(images[first[0]], first[1])
-        assert embedded.embedding is not None
-        return embedded.embedding
+            found = self.finder.faces(image)
+            if not found:
+                raise NoFaceDetected(f"no face in image {i + 1} of {len(images)}")
+            embedded = self.finder.embed(image, found[0])
+            assert embedded.embedding is not None
+            faces.append((embedded.quality.ok, embedded.embedding))
+        for i in range(1, len(faces)):
+            if not verify(faces[i - 1][1], faces[i][1], self.calibration).is_identical:
+                raise BadArgument(
+                    f"the face of image {i + 1} is not the same face as in image {i}: "
+                    "liveness-with-verify needs one person's face in every image"
+                )
+        checked = [embedding for ok, embedding in faces if ok] or [e for _, e in faces]
+        results = [verify(embedding, reference, self.calibration) for embedding in checked]
+        return max(results, key=lambda v: v.distance)
 
     # -- sessions -----------------------------------------------------------------------------------
 
@@ -238,7 +249,7 @@ class Liveness(Operations):
         check_range("intervalS", interval_s, *INTERVAL_RANGE)
         try:
             with self.access.lock:
-                admitted = self.store.liveness.start_attempt(session_id, token)
+                admitted = self.store.liveness.start_attempt(session_id, token, verify_image is not None)
                 session = self.store.liveness.get(session_id)
         except EdgedError as exc:
             if not isinstance(exc, LivenessSessionNotFound) or isinstance(exc, LivenessSessionExpired):
@@ -249,19 +260,18 @@ class Liveness(Operations):
             raise
         targets = {"sessionId": session_id, "attempt": str(admitted.number)}
         try:
-            if verify_image is not None and admitted.reference is not None:
-                raise BadArgument("this session has its verify image already; send none with the attempt")
             reference = admitted.reference
             if verify_image is not None:
                 reference = self._template(verify_image, "verifyImage")
             result = self._assess(images, interval_s, _CHALLENGE.get(admitted.challenge or ""))
             verification = None
             if reference is not None:
-                verification = verify(self._probe(images), reference, self.calibration)
-        except EdgedError as exc:
+                verification = self._verify_frames(images, reference)
+        except Exception as exc:  # every failure ends the attempt (never "started" for ever)
+            code = exc.code if isinstance(exc, EdgedError) else "InternalError"
             with self.access.change(caller, operation) as change:
-                change.targets, change.result = targets, f"failed: {exc.code}"
-                self.store.liveness.finish_attempt(session_id, admitted.number, None, exc.code)
+                change.targets, change.result = targets, f"failed: {code}"
+                self.store.liveness.fail_attempt(session_id, admitted.number, code)
             raise
         remaining = session.max_attempts - admitted.number
         ask: Challenge | None = None
