@@ -21,7 +21,17 @@ from edged.pipeline.liveness import Cue, LivenessDecision
 from edged.pipeline.pipeline import FacePipeline
 from edged.types import Face, ImageRGB
 from edged_bench.attacks import head_turn, portrait, print_attack
-from edged_bench.liveness import CATEGORIES, Category, Outcome, Presentation, cue_decision, judge, tally
+from edged_bench.liveness import (
+    CALIBRATION_COUNT,
+    CATEGORIES,
+    Category,
+    Outcome,
+    Presentation,
+    cue_decision,
+    judge,
+    lfw_paths,
+    tally,
+)
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
 SAMPLES = Path(__file__).resolve().parents[1] / "../shared/models-src/silent-face/sample"
@@ -150,3 +160,16 @@ def test_bench_liveness_tiny_run_reports_and_records(run_edged: RunEdged, tmp_pa
     assert "Run " in text and " on: " in text and "cores" in text  # the machine line
     assert "APCER" in text and "BPCER" in text and "masks" in text and "video replays" in text
     assert f"Reproduce: `edged bench liveness --limit 1 --frames 4 --seed 0 --lfw {lfw}" in text
+
+
+LFW_DEV = Path(__file__).resolve().parents[1] / "../shared/faces/lfw-dev"
+
+
+@pytest.mark.skipif(not (LFW_DEV / "identities.csv").is_file(), reason="../shared/faces/lfw-dev is absent")
+def test_no_presentation_is_built_from_an_image_the_int8_models_were_calibrated_on() -> None:
+    # tools/build_liveness.py's rule: faces of every (n // count)-th image of the sorted lfw-dev images
+    images = sorted(p for p in LFW_DEV.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    calibration = set(images[:: len(images) // CALIBRATION_COUNT])
+    held_out = lfw_paths(LFW_DEV)
+    assert held_out and not calibration & set(held_out)
+    assert len(held_out) >= len(images) - len(calibration)

@@ -177,13 +177,22 @@ def _read(path: Path, limits: ImageLimits) -> ImageRGB | None:
         return None
 
 
+CALIBRATION_COUNT = 300
+"""tools/build_liveness.py calibrates the int8 models on faces of every (n // 300)-th image of
+lfw-dev (sorted): those images are held out of every presentation here."""
+
+
 def lfw_paths(root: Path) -> list[Path]:
-    """Every image of lfw-dev's identities.csv, in its (sorted) order; empty when absent."""
+    """Every image of lfw-dev's identities.csv, in its (sorted) order, less the images the int8
+    anti-spoofing models were calibrated on; empty when absent."""
     try:
         with (root / "identities.csv").open(newline="", encoding="utf-8") as handle:
-            return [root / row["image"] for row in csv.DictReader(handle)]
+            paths = [root / row["image"] for row in csv.DictReader(handle)]
     except OSError:
         return []
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    calibration = set(images[:: max(1, len(images) // CALIBRATION_COUNT)])
+    return [path for path in paths if path not in calibration]
 
 
 def dev_paths(root: Path) -> list[Path]:
