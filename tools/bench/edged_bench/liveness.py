@@ -179,7 +179,8 @@ def _read(path: Path, limits: ImageLimits) -> ImageRGB | None:
 
 CALIBRATION_COUNT = 300
 """tools/build_liveness.py calibrates the int8 models on faces of every (n // 300)-th image of
-lfw-dev (sorted): those images are held out of every presentation here."""
+lfw-dev (sorted): those images are held out of every presentation here (in a folder of fewer than
+600 images, which cannot be that set, nothing is held out)."""
 
 
 def lfw_paths(root: Path) -> list[Path]:
@@ -191,7 +192,9 @@ def lfw_paths(root: Path) -> list[Path]:
     except OSError:
         return []
     images = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    calibration = set(images[:: max(1, len(images) // CALIBRATION_COUNT)])
+    if len(images) < 2 * CALIBRATION_COUNT:  # not the calibration set (it would have used nearly all)
+        return paths
+    calibration = set(images[:: len(images) // CALIBRATION_COUNT])
     return [path for path in paths if path not in calibration]
 
 
