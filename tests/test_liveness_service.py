@@ -296,6 +296,29 @@ def test_verify_covers_every_frame_so_a_victims_photo_cannot_be_spliced_before_a
     assert stranger.verification is not None and not stranger.verification.is_identical
 
 
+OBAMA1 = SILENT_FACE_SAMPLES.parents[2] / "faces/dev/face_recognition/examples/knn_examples/test/obama1.jpg"
+
+
+def test_a_genuine_head_turn_is_not_refused_as_two_faces(
+    service: FaceService, pipeline: FacePipeline
+) -> None:
+    """A head turn re-rendered from a real photo: its turned frames fail the quality gate and their
+    templates drift from the frontal ones. Only frames the gate passes are compared, so the person
+    is verified, not refused as "not the same face" (seed 7503 was refused when every consecutive
+    pair was compared)."""
+    from edged_bench.attacks import head_turn
+
+    if not OBAMA1.exists():
+        pytest.skip(f"{OBAMA1} is absent")
+    image = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(OBAMA1)), cv2.COLOR_BGR2RGB))
+    face = pipeline.faces(image, embed=False)[0]
+    assert face.mesh is not None
+    frames = head_turn(image, face.mesh.points, 7503, 12)
+    created = service.liveness.create_session(MANAGER, "passive", verify_image=image)
+    result = service.liveness.attempt(TERMINAL, created.session.session_id, created.token, frames)
+    assert result.verification is not None and result.verification.is_identical
+
+
 def test_a_failed_attempt_keeps_the_sessions_challenge_and_never_stays_started(
     service: FaceService, astronaut: ImageRGB, no_face_images: dict[str, ImageRGB]
 ) -> None:

@@ -30,6 +30,7 @@ challenge (in the reply: the terminal's display shows it); the next attempt's im
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Sequence
@@ -161,8 +162,10 @@ class Liveness(Operations):
         """The verify result of an attempt: the largest face of every image (the face the liveness
         check assessed) against ``reference``; identical only when every one is, with the lowest
         confidence. The frames whose face passes the quality gate are verified (all of them when
-        none does). ``BadArgument`` when two consecutive images do not show the same face: the
-        liveness of one face and the identity of another must not make one result."""
+        none does). ``BadArgument`` when two consecutive verified frames do not show the same face:
+        the liveness of one face and the identity of another must not make one result. (Frames the
+        gate refuses — a profile, a blur — are not compared: their templates drift, and a genuine
+        head turn must not be refused for it.)"""
         faces = []
         for i, image in enumerate(images):
             found = self.finder.faces(image)
@@ -171,14 +174,14 @@ class Liveness(Operations):
             embedded = self.finder.embed(image, found[0])
             assert embedded.embedding is not None
             faces.append((embedded.quality.ok, embedded.embedding))
-        for i in range(1, len(faces)):
-            if not verify(faces[i - 1][1], faces[i][1], self.calibration).is_identical:
+        good = [i for i, (ok, _) in enumerate(faces) if ok] or list(range(len(faces)))
+        for before, after in itertools.pairwise(good):
+            if not verify(faces[before][1], faces[after][1], self.calibration).is_identical:
                 raise BadArgument(
-                    f"the face of image {i + 1} is not the same face as in image {i}: "
+                    f"the face of image {after + 1} is not the same face as in image {before + 1}: "
                     "liveness-with-verify needs one person's face in every image"
                 )
-        checked = [embedding for ok, embedding in faces if ok] or [e for _, e in faces]
-        results = [verify(embedding, reference, self.calibration) for embedding in checked]
+        results = [verify(faces[i][1], reference, self.calibration) for i in good]
         return max(results, key=lambda v: v.distance)
 
     # -- sessions -----------------------------------------------------------------------------------
