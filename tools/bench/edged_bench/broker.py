@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -24,11 +25,26 @@ READY_TIMEOUT_S = 10.0
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
+LISTEN_PORTS = range(20000, 32000)
+"""Where listening ports are drawn from: below Linux's ephemeral range (32768–60999 by default).
+A port the kernel hands out for bind(0) is in that range, and between the probe and the broker's
+own bind any outgoing connection (the tests make thousands) can take it: mosquitto then exits with
+"Address already in use"."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0 to find it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range
+    (``LISTEN_PORTS``), so that no client connection's local port can take it before it is used."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1}")
 
 
 def find_mosquitto() -> str | None:
