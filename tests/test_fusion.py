@@ -193,6 +193,27 @@ def test_a_track_of_a_real_head_turn_passes_its_challenge(
         assert result.decision == decision, (asked, result)
 
 
+def test_frames_the_quality_gate_refused_answer_no_challenge(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # the splice: one sharp frame (the face a liveness-with-verify checks) and a turn that only
+    # frames the gate refused show (nobody verifies whose face they are): the turn is not seen
+    assert astronaut_face.mesh is not None
+    images = head_turn(astronaut, astronaut_face.mesh.points, 1)
+    frames = track(pipeline, images, scores=[0.6] * len(images))
+    assert all(f.quality_ok for f in frames)
+    spliced = [frames[0], *(dataclasses.replace(f, quality_ok=False) for f in frames[1:])]
+    for answer in (frames, spliced):
+        track_ = LivenessTrack(SETTINGS)
+        track_.ask("turn_right", 0.0)
+        for frame in answer:
+            track_.add(frame)
+        result = track_.result(frames[0].t + SETTINGS.challenge_window_s)
+        expected = "realface" if answer is frames else "uncertain"
+        assert result.decision == expected, result
+    assert {c.name for c in result.cues} == {"model", "challenge"}  # no parallax, no blink from one frame
+
+
 def at_fps(turn: list[LivenessFrame], fps: float, back: bool) -> list[LivenessFrame]:
     """A subject at ``fps`` doing a head turn (the real meshes of ``turn``: out to its largest yaw
     change and, with ``back``, back again): still until 1 s (the challenge is asked then), out over

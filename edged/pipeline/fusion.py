@@ -165,10 +165,16 @@ def track_cues(
     (default: ``frames``; ``LivenessTrack`` gives the frames it kept from the ask on). ``now``: the
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
+    # every cue looks only at the frames that pass the quality gate: a mesh on a refused frame (cut
+    # by the border, extreme pose, blurred) can be far off, and liveness-with-verify verifies exactly
+    # these frames — frames nobody verifies must not vouch for liveness (a blurred live face of one
+    # person answering a challenge beside a sharp photo of another)
+    frames = [f for f in frames if f.quality_ok]
+    if answer is not None:
+        answer = [f for f in answer if f.quality_ok]
     if len(frames) >= 2:
-        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far
-        # off; a frame without its face patch cannot be tracked in the image
-        good = [(f.points, f.patch) for f in frames if f.quality_ok and f.patch is not None]
+        # a frame without its face patch cannot be tracked in the image
+        good = [(f.points, f.patch) for f in frames if f.patch is not None]
         parallax = cues.track_parallax(
             [points for points, _ in good], [patch for _, patch in good], settings.parallax_min_motion_deg
         )
