@@ -26,6 +26,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent / "bench"))  # edged_bench.accuracy
 
+import manifest_yaml
+
 from edged.inference.manifest import MANIFEST_NAME, default_model_dir
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import EMBEDDER_KEYS, FacePipeline, PipelineSettings
@@ -151,7 +153,7 @@ def main() -> int:
         data = yaml.safe_load(path.read_text())
         key = "calibration_flip_average" if args.flip_average else "calibration"
         data["models"][EMBEDDER_KEYS[args.embedder]][key] = table
-        path.write_text(yaml.safe_dump(data, sort_keys=False, width=110))
+        manifest_yaml.write(path, data)
         print(f"wrote the calibration of {EMBEDDER_KEYS[args.embedder]} to {path}", file=sys.stderr)
     return 0
 
