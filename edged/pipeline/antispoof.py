@@ -131,8 +131,8 @@ def softmax(logits: FloatArray) -> FloatArray:
 
 
 class AntiSpoofModel:
-    """One network: an 80×80 BGR crop → 3 logits. Takes the int8 model (uint8 input) or the
-    float32 reference (float input of the same 0..255 values)."""
+    """One network: an 80×80 BGR crop → 3 logits. Takes the shipped int8 model or the float32
+    reference (both read float32 input of raw 0..255 values; a uint8-input model works too)."""
 
     def __init__(self, model: TFLiteModel, scale: float) -> None:
         spec = model.inputs[0]
