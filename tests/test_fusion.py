@@ -214,6 +214,34 @@ def test_frames_the_quality_gate_refused_answer_no_challenge(
     assert {c.name for c in result.cues} == {"model", "challenge"}  # no parallax, no blink from one frame
 
 
+def test_a_turn_whose_first_frames_the_gate_refused_is_measured_from_the_pose_at_the_ask(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # a blur as the head starts turning: the first gate-passing frame after the ask is at the turn's
+    # peak, so measured from it the return to centre would look like the other turn (a spoof);
+    # measured from the last good frame before the ask, it is the asked turn
+    assert astronaut_face.mesh is not None
+    turn = track(pipeline, head_turn(astronaut, astronaut_face.mesh.points, 1), scores=[0.6] * 12)
+    yaws = [cues.yaw_degrees(f.points) for f in turn]
+    peak = max(range(len(turn)), key=lambda i: abs(yaws[i] - yaws[0]))
+    assert abs(yaws[peak] - yaws[0]) >= SETTINGS.turn_deg and abs(yaws[-1] - yaws[0]) < 5
+    before = [dataclasses.replace(turn[0], t=0.1 * i) for i in range(3)]  # still, then the ask
+    shown = 0.3
+    after = [
+        dataclasses.replace(f, t=shown + 0.1 * i, quality_ok=f.quality_ok and not 0 < i < peak)
+        for i, f in enumerate(turn)
+    ]
+    after[0] = dataclasses.replace(after[0], quality_ok=False)  # the frame of the ask too
+    track_ = LivenessTrack(SETTINGS)
+    for frame in before:
+        track_.add(frame)
+    track_.ask("turn_right", shown)
+    for frame in after:
+        track_.add(frame)
+    result = track_.result(shown + SETTINGS.challenge_window_s)
+    assert result.decision == "realface", result
+
+
 def at_fps(turn: list[LivenessFrame], fps: float, back: bool) -> list[LivenessFrame]:
     """A subject at ``fps`` doing a head turn (the real meshes of ``turn``: out to its largest yaw
     change and, with ``back``, back again): still until 1 s (the challenge is asked then), out over
