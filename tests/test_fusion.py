@@ -242,6 +242,18 @@ def test_a_turn_whose_first_frames_the_gate_refused_is_measured_from_the_pose_at
     assert result.decision == "realface", result
 
 
+def test_a_tracks_result_rests_on_the_frames_the_gate_passed(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # the door's liveness_min_frames counts what the result rests on: refused frames say nothing
+    assert astronaut_face.mesh is not None
+    turn = track(pipeline, head_turn(astronaut, astronaut_face.mesh.points, 1), scores=[0.97] * 12)
+    track_ = LivenessTrack(SETTINGS)
+    for i, frame in enumerate(turn[:6]):
+        track_.add(dataclasses.replace(frame, quality_ok=frame.quality_ok and i % 3 != 0))
+    assert track_.result(turn[5].t).frames == 4
+
+
 def at_fps(turn: list[LivenessFrame], fps: float, back: bool) -> list[LivenessFrame]:
     """A subject at ``fps`` doing a head turn (the real meshes of ``turn``: out to its largest yaw
     change and, with ``back``, back again): still until 1 s (the challenge is asked then), out over

@@ -341,7 +341,8 @@ class LivenessTrack:
         answer = [*self._before, *([self._first] if self._first is not None else []), *self._after]
         motion = track_cues(frames, self.settings, self.challenge, now, answer)
         asked = self.challenge[0] if self.challenge else None
-        return fuse(scores, motion, self.settings, len(frames), asked)
+        # the frames the result rests on: those the cues looked at (the door's liveness_min_frames)
+        return fuse(scores, motion, self.settings, sum(f.quality_ok for f in frames), asked)
 
 
 class LivenessChecker:
