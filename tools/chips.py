@@ -92,6 +92,20 @@ class EdgedAligner:
         return chip
 
 
+class ArcFaceAligner(EdgedAligner):
+    """edged's BlazeFace + face mesh, five points (``align.arcface_points``) and the 112×112
+    ArcFace chip (``align.align_arcface``): the input of the MBF embedder."""
+
+    def find_points(self, image: np.ndarray) -> list[np.ndarray]:
+        """The five ArcFace points ``(5, 2)`` of every face, largest face first."""
+        detections = sorted(self._detector.detect(image), key=lambda d: -d.box.area)
+        return [self._align.arcface_points(self._mesher.mesh(image, d)) for d in detections]
+
+    def align(self, image: np.ndarray, points5: np.ndarray) -> np.ndarray:
+        chip: np.ndarray = self._align.align_arcface(image, points5)
+        return chip
+
+
 Aligner = DlibAligner | EdgedAligner
 
 
