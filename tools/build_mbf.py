@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -41,8 +42,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import yaml
 from ai_edge_litert.interpreter import Interpreter
-from build_liveness import update_manifest
 from build_models import _anchor_input_range, _converter, convert_float32, sha256, tensor_specs
 from chips import ArcFaceAligner, load_rgb
 from mbf_reference import (
@@ -132,7 +133,7 @@ def fold_layers(layers: list[Layer]) -> list[Step]:
             steps.append(("add", produced[layer.other]))
         elif isinstance(layer, DenseLayer):
             weight = layer.weight
-            side = int(round((weight.shape[0] // channels) ** 0.5))
+            side = math.isqrt(weight.shape[0] // channels)
             # rows: NCHW flatten order (c, h, w) -> NHWC order (h, w, c), signs folded in
             chw = weight.reshape(channels, side, side, -1)
             if sign is not None:
@@ -255,7 +256,9 @@ def check(work: Path, reference: MbfReference, chips: list[np.ndarray]) -> dict[
     }
     logger.info("checks on %d chips: %s", len(chips), figures)
     if figures["float_min"] < FLOAT_MIN_COSINE:
-        raise RuntimeError(f"float32 TFLite vs reference: cosine {figures['float_min']:.5f} < {FLOAT_MIN_COSINE}")
+        raise RuntimeError(
+            f"float32 TFLite vs reference: cosine {figures['float_min']:.5f} < {FLOAT_MIN_COSINE}"
+        )
     if figures["int8_min"] < INT8_MIN_COSINE:
         raise RuntimeError(f"int8 vs float32: cosine {figures['int8_min']:.5f} < {INT8_MIN_COSINE}")
     return figures
@@ -314,6 +317,28 @@ def manifest_entries(out: Path, count: int, calib_name: str) -> dict[str, dict[s
     return entries
 
 
+def update_manifest(out: Path, entries: dict[str, dict[str, Any]]) -> Path:
+    """Replace (or append) only these entries, as text: every other line of the file stays
+    byte-identical, whatever style it was written in."""
+    path = out / "manifest.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("   "):  # a model's key under models:
+            skipping = line.strip().rstrip(":") in entries
+        if not skipping:
+            kept.append(line)
+    block = yaml.safe_dump({"models": entries}, sort_keys=False, width=110).split("\n", 1)[1]
+    text = "".join(kept) + block
+    document = yaml.safe_load(text)
+    for key, entry in entries.items():
+        if document["models"][key] != entry:
+            raise RuntimeError(f"manifest entry {key} did not round-trip")
+    path.write_text(text)
+    return path
+
+
 def build(src: Path, out: Path, calib_dir: Path, count: int, work: Path) -> Path:
     source = check_source(src)
     layers = load_mbf(source)
@@ -335,10 +360,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     repo = Path(__file__).resolve().parents[1]
     shared = repo.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", type=Path, default=shared / "models-src" / "esp-dl", help="the .espdl folder")
-    parser.add_argument("--out", type=Path, default=repo / "models", help="models folder (with manifest.yaml)")
     parser.add_argument(
-        "--calib-dir", type=Path, default=shared / "faces" / "lfw-dev", help="real face images for int8 calibration"
+        "--src", type=Path, default=shared / "models-src" / "esp-dl", help="the .espdl folder"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=repo / "models", help="models folder (with manifest.yaml)"
+    )
+    parser.add_argument(
+        "--calib-dir",
+        type=Path,
+        default=shared / "faces" / "lfw-dev",
+        help="real face images for int8 calibration",
     )
     parser.add_argument("--calib-count", type=int, default=DEFAULT_CALIB_COUNT)
     return parser.parse_args(argv)

@@ -64,7 +64,7 @@ class FormatError(ValueError):
 class _Table:
     """One FlatBuffers table at ``pos`` of ``buf``."""
 
-    __slots__ = ("buf", "pos", "_vtable", "_vtable_size")
+    __slots__ = ("_vtable", "_vtable_size", "buf", "pos")
 
     def __init__(self, buf: bytes, pos: int) -> None:
         self.buf = buf
@@ -85,7 +85,7 @@ class _Table:
 
     def scalar(self, index: int, fmt: str, default: int | float = 0) -> int | float:
         at = self._field(index)
-        return struct.unpack_from("<" + fmt, self.buf, at)[0] if at else default  # type: ignore[no-any-return]
+        return struct.unpack_from("<" + fmt, self.buf, at)[0] if at else default
 
     def string(self, index: int) -> str:
         at = self._field(index)
@@ -151,6 +151,21 @@ class Node:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attributes: dict[str, int | float | str | tuple[int, ...] | tuple[float, ...]]
+
+    def ints(self, name: str) -> tuple[int, ...]:
+        value = self.attributes[name]
+        if not isinstance(value, tuple):
+            raise FormatError(f"{self.name}: attribute {name} is not a list")
+        return tuple(int(v) for v in value)
+
+    def integer(self, name: str, default: int = 0) -> int:
+        value = self.attributes.get(name, default)
+        if not isinstance(value, int):
+            raise FormatError(f"{self.name}: attribute {name} is not an integer")
+        return value
+
+    def text(self, name: str, default: str = "") -> str:
+        return str(self.attributes.get(name, default))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,12 @@ then Transpose to NCHW, Flatten (3136 = 64·7·7) and Gemm (3136 → 512). Input
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from espdl_format import Graph, Initializer, load
+from espdl_format import Graph, Initializer, Node, load
 
 BLOCK = 16
 INPUT_SIZE = 112
@@ -76,30 +77,30 @@ def unpack_n16hwc16(values: np.ndarray, out: int, height: int, width: int, chann
 
 def _weight(init: Initializer, out: int, height: int, width: int, channels: int) -> np.ndarray:
     if init.values.size != out * height * width * channels:
-        raise GraphError(f"{init.name}: {init.values.size} values, expected {out}x{height}x{width}x{channels}")
+        raise GraphError(
+            f"{init.name}: {init.values.size} values, expected {out}x{height}x{width}x{channels}"
+        )
     scale = 2.0 ** (init.exponent or 0)
     return unpack_n16hwc16(init.values.astype(np.float64), out, height, width, channels) * scale
 
 
-def _conv(graph: Graph, inputs: tuple[str, ...], attrs: dict[str, object]) -> ConvLayer:
-    weight, bias = graph.initializers[inputs[1]], graph.initializers[inputs[2]]
-    kh, kw = attrs["kernel_shape"]  # type: ignore[misc]
-    group = int(attrs["group"])  # type: ignore[call-overload]
-    pads = tuple(attrs["pads"])  # type: ignore[call-overload]
-    strides = tuple(attrs["strides"])  # type: ignore[call-overload]
-    if len(set(pads)) != 1 or strides[0] != strides[1] or tuple(attrs["dilations"]) != (1, 1):  # type: ignore[call-overload]
-        raise GraphError(f"conv with pads {pads}, strides {strides}: not implemented")
-    if attrs.get("activation", "Linear") != "Linear":
-        raise GraphError(f"conv with fused activation {attrs['activation']}: not implemented")
+def _conv(graph: Graph, node: Node) -> ConvLayer:
+    weight, bias = graph.initializers[node.inputs[1]], graph.initializers[node.inputs[2]]
+    kh, kw = node.ints("kernel_shape")
+    group, pads, strides = node.integer("group", 1), node.ints("pads"), node.ints("strides")
+    if len(set(pads)) != 1 or strides[0] != strides[1] or node.ints("dilations") != (1, 1):
+        raise GraphError(f"{node.name}: pads {pads}, strides {strides}: not implemented")
+    if node.text("activation", "Linear") != "Linear":
+        raise GraphError(f"{node.name}: fused activation {node.text('activation')}: not implemented")
     out = int(bias.values.size)
     depthwise = group > 1
     if depthwise and group != out:
-        raise GraphError(f"grouped conv with {group} groups: not implemented")
+        raise GraphError(f"{node.name}: {group} groups: not implemented")
     channels = 1 if depthwise else weight.values.size // (out * kh * kw)
     kernel = _weight(weight, out, kh, kw, channels)
     if depthwise:
         kernel = kernel.transpose(0, 1, 3, 2)  # (H, W, 1, O) → (H, W, O, 1)
-    return ConvLayer(kernel, bias.dequantized(), int(strides[0]), int(pads[0]), depthwise)
+    return ConvLayer(kernel, bias.dequantized(), strides[0], pads[0], depthwise)
 
 
 def layers_of(graph: Graph) -> list[Layer]:
@@ -115,7 +116,7 @@ def layers_of(graph: Graph) -> list[Layer]:
         if node.op_type not in ("Transpose", "Add") and producer.get(data[0]) != previous:
             raise GraphError(f"{node.name}: not a chain (input {data[0]})")
         if node.op_type == "Conv":
-            layers.append(_conv(graph, node.inputs, node.attributes))
+            layers.append(_conv(graph, node))
         elif node.op_type == "PRelu":
             layers.append(PReluLayer(graph.initializers[node.inputs[1]].dequantized().reshape(-1)))
         elif node.op_type == "Add":
@@ -134,16 +135,15 @@ def layers_of(graph: Graph) -> list[Layer]:
     return layers
 
 
-def _dense(graph: Graph, nodes: list[object]) -> DenseLayer:
+def _dense(graph: Graph, nodes: Sequence[Node]) -> DenseLayer:
     """Transpose(0, 3, 1, 2) → Flatten(axis 1) → Gemm(transB 0) as one layer."""
-    transpose, flatten, gemm = nodes
-    ops = [getattr(n, "op_type", "") for n in nodes]
+    ops = [n.op_type for n in nodes]
     if ops != ["Transpose", "Flatten", "Gemm"]:
         raise GraphError(f"tail {ops}: not implemented")
-    if transpose.attributes["perm"] != (0, 3, 1, 2) or gemm.attributes.get("transB", 0) != 0:  # type: ignore[attr-defined]
+    transpose, _, gemm = nodes
+    if transpose.ints("perm") != (0, 3, 1, 2) or gemm.integer("transB") != 0:
         raise GraphError("tail: unexpected Transpose perm or Gemm transB")
-    del flatten
-    weight, bias = graph.initializers[gemm.inputs[1]], graph.initializers[gemm.inputs[2]]  # type: ignore[attr-defined]
+    weight, bias = graph.initializers[gemm.inputs[1]], graph.initializers[gemm.inputs[2]]
     out = int(bias.values.size)
     features = weight.values.size // out
     return DenseLayer(_weight(weight, out, 1, 1, features)[0, 0], bias.dequantized())
@@ -165,16 +165,21 @@ def conv(x: np.ndarray, layer: ConvLayer) -> np.ndarray:
     x = _pad(x, layer.pad)
     kh, kw = layer.kernel.shape[:2]
     s = layer.stride
-    n, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     oh, ow = (h - kh) // s + 1, (w - kw) // s + 1
-    taps = [x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :] for i in range(kh) for j in range(kw)]
+    taps = [
+        x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     if layer.depthwise:
         kernel = layer.kernel[..., 0].reshape(kh * kw, -1)
         y = sum(tap * kernel[t] for t, tap in enumerate(taps))
     else:
         patches = np.concatenate(taps, axis=-1)  # (n, oh, ow, kh·kw·C), (i, j, c) order = HWIO rows
         y = patches @ layer.kernel.reshape(-1, layer.kernel.shape[-1])
-    return np.asarray(y) + layer.bias
+    result: np.ndarray = np.asarray(y) + layer.bias
+    return result
 
 
 class MbfReference:
@@ -217,4 +222,5 @@ def normalise(chips: np.ndarray, order: str = "RGB") -> np.ndarray:
 def unit(embeddings: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length."""
     e = np.asarray(embeddings, np.float64)
-    return e / np.linalg.norm(e, axis=-1, keepdims=True)
+    result: np.ndarray = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    return result

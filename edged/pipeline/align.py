@@ -171,7 +171,9 @@ def align_chip(
     return _sample(image, centre, k, angle, scale, CHIP_SIZE)
 
 
-def _sample(image: ImageRGB, centre: FloatArray, k: float, angle: float, scale: float, size: int) -> ImageRGB:
+def _sample(
+    image: ImageRGB, centre: npt.NDArray[np.float64], k: float, angle: float, scale: float, size: int
+) -> ImageRGB:
     """The ``size``×``size`` chip whose pixel ``u`` shows frame point ``centre + k·R(angle)·(u − c)``,
     ``c = (size − 1)/2``, bilinear, truncated to uint8 (black outside the frame); the region is
     first halved with the Gaussian pyramid while ``scale`` (frame pixels per chip pixel) halved
