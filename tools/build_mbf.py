@@ -21,8 +21,8 @@ Steps:
    every chip), else the build fails;
 6. write both files and update only the ``mbf_*`` entries of ``models/manifest.yaml``.
 
-PReLU is written ``max(2z, 2αz)`` with z = y/2 folded into the convolution, as for the
-anti-spoofing models (``tools/minifasnet.py``, which explains the split); that is exact only for
+PReLU is written ``max(2z, 2αz)`` with z = y/2 folded into the convolution by ``minifasnet.apply``,
+as for the anti-spoofing models (its docstring explains the split); that is exact only for
 slopes α ≤ 1, and 19 channels in 9 of the 34 PReLU layers of this network have α up to 1.30. For
 those the convolution's output channel is negated (``max(−y, −αy) = −PReLU(y)`` when α > 1) and the
 sign is folded back into the input channel of the next convolution (or the rows of the final dense
@@ -39,7 +39,6 @@ import hashlib
 import logging
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 from ai_edge_litert.interpreter import Interpreter
-from build_models import _anchor_input_range, _converter, convert_float32, sha256, tensor_specs
+from build_models import convert_float32, convert_int8, sha256, tensor_specs
 from chips import ArcFaceAligner, load_rgb
 from mbf_reference import (
     INPUT_SIZE,
@@ -62,6 +61,7 @@ from mbf_reference import (
     normalise,
     unit,
 )
+from minifasnet import Conv, apply
 
 logger = logging.getLogger("build_mbf")
 
@@ -88,24 +88,14 @@ INT8_MIN_COSINE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
-class FoldedConv:
-    """A convolution (``kernel`` HWIO, HWC1 for depthwise; 'same' padding) and its PReLU slopes
-    (None: no activation)."""
-
-    kernel: np.ndarray
-    bias: np.ndarray
-    stride: int
-    depthwise: bool
-    alpha: np.ndarray | None
-
-
-@dataclass(frozen=True, slots=True)
 class FoldedDense:
     weight: np.ndarray  # (H·W·C, O), rows in NHWC flatten order
     bias: np.ndarray
 
 
-Step = tuple[str, Any]  # ("conv", FoldedConv) | ("add", index of the earlier step) | ("dense", FoldedDense)
+Step = tuple[
+    str, Any
+]  # ("conv", minifasnet.Conv) | ("add", index of the earlier step) | ("dense", FoldedDense)
 
 
 def _flip_inputs(conv: ConvLayer, sign: np.ndarray) -> ConvLayer:
@@ -115,8 +105,8 @@ def _flip_inputs(conv: ConvLayer, sign: np.ndarray) -> ConvLayer:
 
 
 def fold_layers(layers: list[Layer]) -> list[Step]:
-    """Conv + PReLU pairs → ``FoldedConv`` (PReLU slopes above 1 handled by sign flips, see the
-    module docstring); residual adds and the dense tail as they are. A step's index is the
+    """Conv + PReLU pairs → ``minifasnet.Conv`` (PReLU slopes above 1 handled by sign flips, see
+    the module docstring); residual adds and the dense tail as they are. A step's index is the
     index of the reference layer whose output it produces (PReLU layers merge into their conv)."""
     steps: list[Step] = []
     produced: dict[int, int] = {-1: -1}  # reference layer index -> step index
@@ -131,17 +121,17 @@ def fold_layers(layers: list[Layer]) -> list[Step]:
             conv = _flip_inputs(layer, sign) if sign is not None else layer
             channels = conv.bias.size
             prelu = layers[index + 1] if index + 1 < len(layers) else None
-            alpha = None
+            neg_alpha = None
             sign = None
             kernel, bias = conv.kernel, conv.bias
             if isinstance(prelu, PReluLayer):
                 flip = np.where(prelu.alpha > 1.0, -1.0, 1.0)
                 kernel = kernel * (flip[None, None, :, None] if conv.depthwise else flip)
                 bias = bias * flip
-                alpha = prelu.alpha
+                neg_alpha = -prelu.alpha
                 sign = flip if (flip < 0).any() else None
                 index += 1
-            steps.append(("conv", FoldedConv(kernel, bias, conv.stride, conv.depthwise, alpha)))
+            steps.append(("conv", Conv(kernel, bias, conv.stride, conv.depthwise, neg_alpha)))
         elif isinstance(layer, AddLayer):
             if sign is not None:
                 raise ValueError(f"layer {index}: a sign-flipped activation feeds a residual add")
@@ -164,29 +154,6 @@ def fold_layers(layers: list[Layer]) -> list[Step]:
 
 def _const(a: np.ndarray) -> tf.Tensor:
     return tf.constant(a.astype(np.float32))
-
-
-PRELU_SPLIT = 2.0
-
-
-def apply(x: tf.Tensor, conv: FoldedConv) -> tf.Tensor:
-    """The convolution and its PReLU as ``max(2z, 2·alpha·z)`` with ``z = y/2`` folded into the
-    convolution (as tools/minifasnet.py writes it, see the module docstring): exact for alpha ≤ 1,
-    and for the sign-flipped channels (alpha > 1, ``y = −conv``) it is ``−PReLU(conv)``."""
-    if conv.kernel.shape[0] > 1:
-        pad = conv.kernel.shape[0] // 2
-        x = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    strides = [1, conv.stride, conv.stride, 1]
-    split = 1.0 if conv.alpha is None else PRELU_SPLIT
-    kernel, bias = _const(conv.kernel / split), _const(conv.bias / split)
-    if conv.depthwise:
-        y = tf.nn.depthwise_conv2d(x, kernel, strides=strides, padding="VALID")
-    else:
-        y = tf.nn.conv2d(x, kernel, strides=strides, padding="VALID")
-    y = tf.nn.bias_add(y, bias)
-    if conv.alpha is None:
-        return y
-    return tf.maximum(y * _const(np.full_like(conv.alpha, split)), y * _const(conv.alpha * split))
 
 
 class MbfTF(tf.Module):  # type: ignore[misc]
@@ -245,23 +212,6 @@ def arcface_chips(aligner: ArcFaceAligner, folder: Path, count: int, offset: flo
         if len(chips) == count:
             break
     return chips
-
-
-def convert_int8(module: MbfTF, chips: list[np.ndarray]) -> bytes:
-    """Full-integer int8 model: uint8 raw-pixel input (scale 1, zero point 0), float32 output."""
-    samples = _anchor_input_range(chips)
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for chip in samples:
-            yield [chip[None].astype(np.float32)]
-
-    converter = _converter(module)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.float32
-    return bytes(converter.convert())
 
 
 def run_tflite(path: Path, chips: list[np.ndarray]) -> np.ndarray:
