@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -89,6 +90,28 @@ class EdgedAligner:
 
     def align(self, image: np.ndarray, points5: np.ndarray) -> np.ndarray:
         chip: np.ndarray = self._align.align_chip(image, points5)
+        return chip
+
+
+class ArcFaceAligner(EdgedAligner):
+    """edged's BlazeFace + face mesh, five points (``align.arcface_points``) and the 112×112
+    ArcFace chip (``align.align_arcface``): the input of the MBF embedder."""
+
+    def find_points(self, image: np.ndarray) -> list[np.ndarray]:
+        """The five ArcFace points ``(5, 2)`` of every face: the faces whose box contains the image
+        centre first (the face a pair means, as ``edged bench accuracy`` picks it), each group
+        largest first."""
+        cx, cy = image.shape[1] / 2, image.shape[0] / 2
+
+        def rank(d: Any) -> tuple[bool, float]:
+            box = d.box
+            return (not (box.x1 <= cx <= box.x2 and box.y1 <= cy <= box.y2), -box.area)
+
+        detections = sorted(self._detector.detect(image), key=rank)
+        return [self._align.arcface_points(self._mesher.mesh(image, d)) for d in detections]
+
+    def align(self, image: np.ndarray, points5: np.ndarray) -> np.ndarray:
+        chip: np.ndarray = self._align.align_arcface(image, points5)
         return chip
 
 

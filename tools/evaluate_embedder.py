@@ -10,21 +10,32 @@ Example (test images must not overlap the calibration images)::
     python tools/evaluate_embedder.py --images /path/to/lfw-test --count 300 \\
         --dlib-models /path/to/face_recognition_models/models \\
         --reference models/dlib_resnet_v1_float32.tflite models/dlib_resnet_v1_int8.tflite
+
+``--lfw DIR`` instead scores 112×112 (ArcFace-chip) embedders on a folder laid out like
+``shared/faces/lfw-dev`` (``pairs.csv``, ``identities.csv``, ``images/``), with chips made by this
+checkout's edged (BlazeFace + face mesh + ``align_arcface``): 5-fold accuracy on the pairs and TAR
+at FAR 1e-3…1e-5 over all genuine and all impostor pairs of its images (cosine distance), for
+each ``--order`` (channel order fed to the model) and ``--scale`` (see ``lfw_report``);
+``--speed`` times every model given (dlib's 150×150 ones too) in the same run, one thread::
+
+    python tools/evaluate_embedder.py models/mbf_s8_v1_int8.tflite --lfw ../shared/faces/lfw-dev
+    python tools/evaluate_embedder.py models/*embedder*.tflite models/mbf*.tflite --speed
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import dlib
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from chips import DlibAligner, folder_chips
+from chips import ArcFaceAligner, DlibAligner, folder_chips, load_rgb
 
 
 class TfliteEmbedder:
@@ -43,6 +54,10 @@ class TfliteEmbedder:
         out: np.ndarray = self._interpreter.get_tensor(self._output["index"])[0].astype(np.float64)
         scale, zero_point = self._output["quantization"]
         return (out - zero_point) * scale if scale else out
+
+    @property
+    def input_size(self) -> int:
+        return int(self._input["shape"][1])
 
     def median_latency_ms(self, chip: np.ndarray, runs: int) -> float:
         self(chip)
@@ -86,6 +101,8 @@ class ModelReport:
 
 
 def dlib_descriptors(recognizer_path: Path, chips: list[np.ndarray]) -> np.ndarray:
+    import dlib
+
     recognizer = dlib.face_recognition_model_v1(str(recognizer_path))
     return np.array([np.array(recognizer.compute_face_descriptor(chip)) for chip in chips])
 
@@ -106,11 +123,106 @@ def evaluate(
     return reports
 
 
+# --------------------------------------------------------------------------- --lfw, --speed
+
+FARS = ("1e-3", "1e-4", "1e-5")
+
+
+def lfw_chips(folder: Path, model_dir: Path) -> tuple[list[str], list[np.ndarray | None]]:
+    """The images of ``identities.csv`` and the ArcFace chip of each one's largest face (None: no face)."""
+    aligner = ArcFaceAligner(model_dir)
+    with (folder / "identities.csv").open() as handle:
+        names = [row["image"] for row in csv.DictReader(handle)]
+    chips: list[np.ndarray | None] = []
+    for name in names:
+        image = load_rgb(folder / name)
+        faces = aligner.find_points(image)
+        chips.append(aligner.align(image, faces[0]) if faces else None)
+    return names, chips
+
+
+def all_pairs_tar(embeddings: np.ndarray, identities: list[str]) -> dict[str, float]:
+    """TAR at each FAR of ``FARS`` over every genuine and every impostor pair of the images
+    (cosine similarity of unit vectors; images without a face are left out)."""
+    labels = np.unique(np.array(identities), return_inverse=True)[1]
+    similarity = embeddings.astype(np.float32) @ embeddings.astype(np.float32).T
+    upper = np.triu_indices(len(embeddings), k=1)
+    scores, same = similarity[upper], labels[upper[0]] == labels[upper[1]]
+    impostor = np.sort(scores[~same])[::-1]
+    genuine = scores[same]
+    tars = {"genuine_pairs": float(genuine.size), "impostor_pairs": float(impostor.size)}
+    for far in FARS:
+        allowed = int(np.floor(float(far) * impostor.size))
+        tars[far] = float((genuine > impostor[allowed]).mean())
+    return tars
+
+
+def lfw_report(
+    model: Path, folder: Path, names: list[str], chips: list[np.ndarray | None], order: str, scale: str
+) -> dict[str, Any]:
+    """5-fold accuracy on ``pairs.csv`` and all-pairs TAR for one model, one channel order and one
+    input scale. The model takes raw pixels and normalises them as (x − 127.5)/127.5 itself;
+    ``scale`` "unit" feeds x/2 + 127.5 instead, i.e. the model sees x/255 (0..1) — the alternative
+    normalisation that the measurement rules out (or not)."""
+    from edged_bench.metrics import evaluate
+
+    embedder = TfliteEmbedder(model)
+    found = [i for i, chip in enumerate(chips) if chip is not None]
+    vectors = np.zeros((len(chips), 512))
+    for i in found:
+        chip = chips[i]
+        assert chip is not None
+        pixels = chip[..., ::-1] if order == "BGR" else chip
+        if scale == "unit":
+            pixels = pixels.astype(np.float32) / 2 + 127.5
+        vectors[i] = embedder(np.ascontiguousarray(pixels))
+    vectors[found] /= np.linalg.norm(vectors[found], axis=1, keepdims=True)
+    index = {name: i for i, name in enumerate(names)}
+    with (folder / "pairs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    distances, same, folds = [], [], []
+    for row in rows:
+        a, b = index[row["image_a"]], index[row["image_b"]]
+        missing = chips[a] is None or chips[b] is None
+        distances.append(float("inf") if missing else 1.0 - float(vectors[a] @ vectors[b]))
+        same.append(int(row["same_person"]))
+        folds.append(int(row["fold"]))
+    failures = sum(1 for d in distances if not np.isfinite(d))
+    report = evaluate(np.array(distances), np.array(same), np.array(folds), 0.0, failures)
+    identities = [names[i].split("/")[1] for i in found]
+    return {
+        "model": str(model),
+        "order": order,
+        "scale": scale,
+        "no_face": len(chips) - len(found),
+        "pairs": report.as_json(),
+        "all_pairs_tar": all_pairs_tar(vectors[found], identities),
+    }
+
+
+def speed_report(models: list[Path], runs: int, rounds: int = 5) -> dict[str, float]:
+    """Median latency (ms, one thread) of each model, the models interleaved over ``rounds``
+    rounds of ``runs`` runs so that a load change on the machine hits them all alike."""
+    rng = np.random.default_rng(0)
+    embedders = [TfliteEmbedder(path) for path in models]
+    times: dict[str, list[float]] = {str(path): [] for path in models}
+    for _ in range(rounds):
+        for path, embedder in zip(models, embedders, strict=True):
+            chip = rng.integers(0, 256, (embedder.input_size, embedder.input_size, 3), dtype=np.uint8)
+            times[str(path)].append(embedder.median_latency_ms(chip, runs))
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compare TFLite embedders with dlib.")
     parser.add_argument("models", type=Path, nargs="+", help=".tflite embedders to evaluate")
-    parser.add_argument("--images", type=Path, required=True, help="folder of face images (recursive)")
-    parser.add_argument("--dlib-models", type=Path, required=True, help="face_recognition_models/models")
+    parser.add_argument("--images", type=Path, help="folder of face images (recursive)")
+    parser.add_argument("--dlib-models", type=Path, help="face_recognition_models/models")
+    parser.add_argument("--lfw", type=Path, help="score 112x112 embedders on this lfw-dev-like folder")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="BlazeFace + mesh (--lfw)")
+    parser.add_argument("--order", nargs="+", default=["RGB"], choices=("RGB", "BGR"), help="--lfw")
+    parser.add_argument("--scale", nargs="+", default=["signed"], choices=("signed", "unit"), help="--lfw")
+    parser.add_argument("--speed", action="store_true", help="only time the models (same run, 1 thread)")
     parser.add_argument("--reference", type=Path, help="model whose outputs the others are compared to")
     parser.add_argument("--count", type=int, default=300, help="number of chips")
     parser.add_argument("--stride", type=int, default=1, help="use every n-th image")
@@ -121,11 +233,34 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.speed or args.lfw:
+        return _lfw_or_speed(args)
+    if args.images is None or args.dlib_models is None:
+        raise SystemExit("--images and --dlib-models are required (or --lfw / --speed)")
     aligner = DlibAligner(args.dlib_models / "shape_predictor_5_face_landmarks.dat")
     chips = folder_chips(aligner, args.images, args.count, args.stride)
     dlib_ref = dlib_descriptors(args.dlib_models / "dlib_face_recognition_resnet_model_v1.dat", chips)
     reports = evaluate(args.models, args.reference, chips, dlib_ref, args.runs)
     document = {"chips": len(chips), "images": str(args.images), "models": [asdict(r) for r in reports]}
+    text = json.dumps(document, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def _lfw_or_speed(args: argparse.Namespace) -> int:
+    document: dict[str, Any] = {}
+    if args.speed:
+        document["speed_ms"] = speed_report(args.models, args.runs or 200)
+    if args.lfw:
+        names, chips = lfw_chips(args.lfw, args.model_dir)
+        document["lfw"] = [
+            lfw_report(model, args.lfw, names, chips, order, scale)
+            for model in args.models
+            for order in args.order
+            for scale in args.scale
+        ]
     text = json.dumps(document, indent=2)
     print(text)
     if args.json:

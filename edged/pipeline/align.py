@@ -1,4 +1,5 @@
-"""Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip``'s geometry.
+"""Alignment to dlib's 150×150 face chip, reproducing ``dlib.get_face_chip``'s geometry, and to
+the 112×112 five-point ArcFace chip (``align_arcface``) of the MBF embedder.
 
 A similarity transform (no reflection) is fitted from a chip template (dlib's own five-point
 template, or the mesh template below) to the face's points; chip pixel ``u`` is then sampled
@@ -110,6 +111,26 @@ KEYPOINT_TEMPLATE = np.array(
 )
 
 
+ARCFACE_SIZE = 112
+# The five-point template of 112×112 ArcFace-family embedders (insightface's ``arcface_dst``), in
+# chip pixels: the subject's right eye centre (left in the image), left eye centre, nose tip, right
+# and left mouth corners.
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float64,
+)
+ARCFACE_EYE_INDICES = ((33, 133, 159, 145), (362, 263, 386, 374))
+"""Face-mesh points averaged for each eye centre: outer and inner corner, upper and lower lid."""
+ARCFACE_NOSE_INDEX = 1
+ARCFACE_MOUTH_INDICES = (61, 291)
+
+
 def fit_similarity(
     src: npt.NDArray[np.float64], dst: npt.NDArray[np.float64]
 ) -> tuple[float, float, FloatArray]:
@@ -147,33 +168,65 @@ def align_chip(
     cos, sin = math.cos(angle), math.sin(angle)
     centre = scale * np.array([cos * 75.0 - sin * 75.0, sin * 75.0 + cos * 75.0]) + t
     k = (CHIP_SIZE * scale - 1.0) / (CHIP_SIZE - 1)
+    return _sample(image, centre, k, angle, scale, CHIP_SIZE)
+
+
+def _sample(
+    image: ImageRGB, centre: npt.NDArray[np.float64], k: float, angle: float, scale: float, size: int
+) -> ImageRGB:
+    """The ``size``×``size`` chip whose pixel ``u`` shows frame point ``centre + k·R(angle)·(u − c)``,
+    ``c = (size − 1)/2``, bilinear, truncated to uint8 (black outside the frame). ``scale`` is the
+    frame pixels per chip pixel: the region is first halved with the Gaussian pyramid as long as a
+    chip pixel still spans more than two frame pixels."""
+    cos, sin = math.cos(angle), math.sin(angle)
     levels = 0
     while scale / 2 ** (levels + 1) > 1.0:
         levels += 1
 
     # Work on the region the chip covers (plus a border for the pyramid filter), not the frame.
-    half = 0.5 * CHIP_SIZE * k * (abs(cos) + abs(sin)) + 2 * (2**levels) + 2
+    half = 0.5 * size * k * (abs(cos) + abs(sin)) + 2 * (2**levels) + 2
     h, w = image.shape[:2]
     x0, y0 = max(0, math.floor(centre[0] - half)), max(0, math.floor(centre[1] - half))
     x1, y1 = min(w, math.ceil(centre[0] + half) + 1), min(h, math.ceil(centre[1] + half) + 1)
     if x1 <= x0 or y1 <= y0:
-        return np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        return np.zeros((size, size, 3), np.uint8)
     region: np.ndarray = image[y0:y1, x0:x1]
     for _ in range(levels):
         region = cv2.pyrDown(region)
     factor = 2.0**-levels
     cx, cy = (centre[0] - x0) * factor, (centre[1] - y0) * factor
     kc, ks = k * factor * cos, k * factor * sin
-    c = (CHIP_SIZE - 1) / 2.0
+    c = (size - 1) / 2.0
     matrix = np.array([[kc, -ks, cx - kc * c + ks * c], [ks, kc, cy - ks * c - kc * c]], np.float64)
     chip = cv2.warpAffine(
         region.astype(np.float32),
         matrix,
-        (CHIP_SIZE, CHIP_SIZE),
+        (size, size),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
     )
     return np.clip(chip, 0, 255).astype(np.uint8)
+
+
+def arcface_points(mesh: Mesh) -> npt.NDArray[np.float64]:
+    """The five points of ``ARCFACE_TEMPLATE`` from the mesh, in frame pixels: each eye's centre
+    (mean of its two corners and two lid points), the nose tip, the two mouth corners."""
+    xy = mesh.points[:, :2].astype(np.float64)
+    eyes = [xy[list(indices)].mean(axis=0) for indices in ARCFACE_EYE_INDICES]
+    return np.stack([eyes[0], eyes[1], xy[ARCFACE_NOSE_INDEX], *xy[list(ARCFACE_MOUTH_INDICES)]])
+
+
+def align_arcface(image: ImageRGB, points: npt.NDArray[np.float64]) -> ImageRGB:
+    """The 112×112 uint8 RGB chip for the five ``points`` (rows as in ``ARCFACE_TEMPLATE``).
+
+    Geometry of insightface's ``norm_crop`` (chip pixel ``u`` shows frame point ``s·R·u + t`` of
+    the least-squares similarity template → points), bilinear; faces more than twice the chip's
+    size are first halved with the Gaussian pyramid, as ``align_chip`` does, against aliasing."""
+    scale, angle, t = fit_similarity(ARCFACE_TEMPLATE, points)
+    cos, sin = math.cos(angle), math.sin(angle)
+    c = (ARCFACE_SIZE - 1) / 2.0
+    centre = scale * np.array([cos * c - sin * c, sin * c + cos * c]) + t
+    return _sample(image, centre, scale, angle, scale, ARCFACE_SIZE)
 
 
 def chip_for(image: ImageRGB, detection: Detection, mesh: Mesh | None) -> ImageRGB:
