@@ -22,7 +22,8 @@ SMALL = 2048
 PROBE = 64
 """Templates with the smallest lower bounds whose full distances give the first bound."""
 MID_DIM = 32
-"""Axes after the head that narrow a large candidate set before full distances."""
+"""Axes after the head that narrow a large candidate set before full distances (templates of more
+than 128 axes use a quarter of their axes: ``Rows.mid_dim``)."""
 MID_MIN = 1024
 """Candidate sets larger than this are narrowed with the mid axes."""
 
@@ -90,7 +91,7 @@ class Scan:
         many rows are narrowed with a second bound over the next ``MID_DIM`` axes."""
         margin = 1e-4 * (bound + q.norm2) + 1e-6
         cand = np.flatnonzero(bounds <= bound + margin)
-        mid = min(MID_DIM, self.rows.dim - self.rows.head_dim)
+        mid = min(self.rows.mid_dim, self.rows.dim - self.rows.head_dim)
         if cand.size <= MID_MIN or mid == 0 or cand.size > bounds.size // 4:
             return cand
         h = self.rows.head_dim
