@@ -37,8 +37,8 @@ frame and the quantised rows), ``search`` (the two-stage exact search), ``ids`` 
 from __future__ import annotations
 
 from edged.matcher.ids import BATCH_DICT, MERGE_MIN
-from edged.matcher.index import DIFF_CHUNK, FIT_MIN, HEAD_DIM, WIDE, Match, TemplateIndex
-from edged.matcher.search import CHUNK, MID_DIM, MID_MIN, PROBE, SMALL
+from edged.matcher.index import DIFF_CHUNK, FIT_MIN, HEAD_DIM, Match, TemplateIndex
+from edged.matcher.search import CHUNK, MID_DIM, MID_MIN, PROBE, SMALL, WIDE
 from edged.matcher.storage import ENCODE_BLOCK, FIT_SAMPLE, STORAGES, Storage
 
 __all__ = [

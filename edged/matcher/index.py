@@ -13,16 +13,13 @@ import numpy.typing as npt
 
 from edged.errors import BadArgument
 from edged.matcher.ids import IdTable, IntArray
-from edged.matcher.search import MID_DIM, Scan
+from edged.matcher.search import MID_DIM, WIDE, Scan
 from edged.matcher.storage import F32, STORAGES, Frame, Rows, Storage
 
-__all__ = ["DIFF_CHUNK", "FIT_MIN", "HEAD_DIM", "WIDE", "Match", "TemplateIndex"]
+__all__ = ["DIFF_CHUNK", "FIT_MIN", "HEAD_DIM", "Match", "TemplateIndex"]
 
 HEAD_DIM = 32
 """Axes in the stage-1 head (for 64–128-d templates; others use a quarter of their axes)."""
-WIDE = 128
-"""Templates of more axes (512-d unit vectors spread their variance over many more axes than 128-d
-ones) use a quarter of them for the head and another quarter for the mid bound (docs/matching.md)."""
 FIT_MIN = 256
 """An empty index filled with at least this many templates at once fits its frame to them."""
 DIFF_CHUNK = 65_536

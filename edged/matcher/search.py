@@ -13,7 +13,7 @@ import numpy.typing as npt
 from edged.matcher.ids import IntArray
 from edged.matcher.storage import F32, Rows
 
-__all__ = ["CHUNK", "MID_DIM", "MID_MIN", "PROBE", "SMALL", "Query", "Scan"]
+__all__ = ["CHUNK", "MID_DIM", "MID_MIN", "PROBE", "SMALL", "WIDE", "Query", "Scan"]
 
 CHUNK = 4096
 """Rows per stage-1 block: a block of widened head values stays in the L2 cache."""
@@ -26,6 +26,11 @@ MID_DIM = 32
 than 128 axes use a quarter of their axes: ``Rows.mid_dim``)."""
 MID_MIN = 1024
 """Candidate sets larger than this are narrowed with the mid axes."""
+WIDE = 128
+"""Templates of more axes (512-d unit vectors spread their variance over many more axes than 128-d
+ones) use a quarter of them for the head and another quarter for the mid bound (docs/matching.md),
+and with a threshold start from the first bound, not from the threshold: at a million such templates
+a stranger has many rows within a FAR 1e-4 threshold."""
 
 
 class Query:
@@ -66,7 +71,7 @@ class Scan:
         bounds = self._lower_bounds(q)  # +inf on removed rows
         if allowed is not None:
             bounds[~allowed] = np.inf
-        if np.isfinite(max_d2):
+        if np.isfinite(max_d2) and self.rows.dim <= WIDE:
             # identify with a threshold: usually few rows can be within it
             cand = self._within(bounds, max_d2, q)
             if cand.size <= SMALL:
