@@ -392,10 +392,16 @@ def test_storages_agree_within_their_error_bound() -> None:
     assert sizes["int8"] < 5000 * 260  # 128 B of codes + per-row data + compact UUID keys
 
 
-def test_wide_templates_are_pruned() -> None:
+FLAT = dataclasses.replace(MBF, name="flat", between=(128.0, 0.58), within=(192.0, 0.32))
+"""512-d unit templates with twice MBF's provisional spread (60 % of the variance in 128 axes, not 82 %)."""
+
+
+@pytest.mark.parametrize("model", [MBF, FLAT], ids=["mbf", "flat"])
+def test_wide_templates_are_pruned(model: TemplateModel) -> None:
     """512-d unit templates spread their variance over many axes: the head and mid bounds (a quarter
-    of the axes each) still leave full distances to a small share of the rows, not a full scan."""
-    templates, faces, owners, queries = dataset(20_000, seed=5, per_identity=4, model=MBF)
+    of the axes each, then further quarters while many rows remain) still leave full distances to a
+    small share of the rows, not a full scan, also when the spread is twice the provisional one."""
+    templates, faces, owners, queries = dataset(20_000, seed=5, per_identity=4, model=model)
     index = TemplateIndex(MBF.dim, "int8")
     index.add_many(faces, owners, templates)
     counted: list[int] = []

@@ -21,8 +21,8 @@ How a search stays exact and fast (docs/matching.md has the measurements):
   are widened in cache). Stage 2 takes the few templates with the smallest bounds, computes their full
   distances, and derives the bound ``B`` of the k-th best owner (and ``max_distance``); every template
   whose lower bound is ≤ ``B`` (plus a rounding margin) then gets its full distance (when there are
-  many, a second lower bound over the next ``MID_DIM`` axes, a quarter of the axes above 128-d, narrows
-  them first). Any template that
+  many, a second lower bound over the next ``MID_DIM`` axes narrows them first; above 128-d, bounds
+  over successive quarters of the axes, while many remain). Any template that
   could be in the answer has a lower bound ≤ ``B``, so the result is the brute-force result over the
   stored values. When the bound prunes little, a plain full scan is used instead.
 
