@@ -16,8 +16,10 @@ import pytest
 
 from edged.errors import BadArgument
 from edged.matcher import BATCH_DICT, MERGE_MIN, SMALL, STORAGES, Match, Storage, TemplateIndex
+from edged.matcher.search import Scan
 from edged_bench.index import run_index, synthetic_set
 from edged_bench.settings import IndexOptions
+from edged_bench.synthetic import DLIB, MBF, TemplateModel, fit_model
 
 # Worst-case distance error of each storage for templates of norm ≲ 1.6 (docs/matching.md):
 # float16 rounds each coordinate to 2^-12 relative; int8 to half a step of its per-template scale.
@@ -81,18 +83,28 @@ def check(
             assert m.distance <= best[m.owner_id] + tol
 
 
-def dataset(n: int, seed: int, per_identity: int = 3) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-    data = synthetic_set(n, 12, per_identity, seed)
+def dataset(
+    n: int, seed: int, per_identity: int = 3, model: TemplateModel = DLIB
+) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    data = synthetic_set(n, 12, per_identity, seed, model)
     faces = [str(uuid.UUID(int=(seed << 64) | i)) for i in range(n)]
     owners = [f"person-{j}" for j in data.identity.tolist()]
     return data.templates, faces, owners, np.concatenate([data.mated, data.non_mated])
 
 
 @pytest.mark.parametrize("storage", STORAGES)
-@pytest.mark.parametrize("n", [0, 1, 5, 200, 300, SMALL + 900, 9000])
-def test_search_matches_brute_force(storage: Storage, n: int) -> None:
-    templates, faces, owners, queries = dataset(n, seed=n)
-    index = TemplateIndex(storage=storage)
+@pytest.mark.parametrize(
+    ("n", "model"),
+    [
+        *((n, DLIB) for n in (0, 1, 5, 200, 300, SMALL + 900, 9000)),
+        *((n, MBF) for n in (5, 300, SMALL + 900, 9000)),
+    ],
+    ids=lambda v: v.name if isinstance(v, TemplateModel) else str(v),
+)
+def test_search_matches_brute_force(storage: Storage, n: int, model: TemplateModel) -> None:
+    """128-d dlib-like templates and 512-d unit ones (MBF-like): the answer of brute force."""
+    templates, faces, owners, queries = dataset(n, seed=n, model=model)
+    index = TemplateIndex(model.dim, storage)
     index.add_many(faces, owners, templates)
     assert len(index) == n
     assert index.owners() == set(owners)
@@ -108,7 +120,7 @@ def test_search_matches_brute_force(storage: Storage, n: int) -> None:
         for k in (1, 3, 50, n // 3 + 7):
             check(index.search(query, k), expected, k, tol, vectors, owner_of, query)
             check(index.search_faces(query, k), per_face, k, tol, vectors, owner_of, query, by_owner=False)
-        for max_distance in (0.0, 0.35, 0.55, 0.8, 5.0):
+        for max_distance in (0.0, 0.35, 0.55, 0.8, 5.0) if model is DLIB else (0.0, 0.8, 1.1, 1.25, 5.0):
             for k in (1, 10):
                 found = index.search(query, k, max_distance)
                 check(found, expected, k, tol, vectors, owner_of, query, max_distance)
@@ -119,8 +131,9 @@ def test_search_matches_brute_force(storage: Storage, n: int) -> None:
             found = index.search(query, k, owners=some_owners | {"nobody"})
             assert {m.owner_id for m in found} <= some_owners
             check(found, restricted, k, tol, vectors, owner_of, query)
-            found = index.search(query, k, 0.6, owners=some_owners)
-            check(found, restricted, k, tol, vectors, owner_of, query, 0.6)
+            near = 0.6 if model is DLIB else 1.1
+            found = index.search(query, k, near, owners=some_owners)
+            check(found, restricted, k, tol, vectors, owner_of, query, near)
         restricted = reference(templates, faces, owners, query, allowed=half_owners)
         for k in (1, 20):
             found = index.search(query, k, owners=half_owners)
@@ -379,6 +392,85 @@ def test_storages_agree_within_their_error_bound() -> None:
     assert sizes["int8"] < 5000 * 260  # 128 B of codes + per-row data + compact UUID keys
 
 
+FLAT = dataclasses.replace(MBF, name="flat", between=(128.0, 0.58), within=(192.0, 0.32))
+"""512-d unit templates with twice MBF's provisional spread (60 % of the variance in 128 axes, not 82 %)."""
+
+
+@pytest.mark.parametrize("model", [MBF, FLAT], ids=["mbf", "flat"])
+def test_wide_templates_are_pruned(model: TemplateModel) -> None:
+    """512-d unit templates spread their variance over many axes: the head and mid bounds (a quarter
+    of the axes each, then further quarters while many rows remain) still leave full distances to a
+    small share of the rows, not a full scan, also when the spread is twice the provisional one."""
+    templates, faces, owners, queries = dataset(20_000, seed=5, per_identity=4, model=model)
+    index = TemplateIndex(MBF.dim, "int8")
+    index.add_many(faces, owners, templates)
+    counted: list[int] = []
+    exact, full_scan = Scan._exact, Scan._full_scan
+
+    def count_exact(self: Scan, rows: np.ndarray, q: object) -> np.ndarray:
+        counted.append(rows.size)
+        return exact(self, rows, q)  # type: ignore[arg-type]
+
+    def count_full(self: Scan, q: object) -> np.ndarray:
+        counted.append(self.n)
+        return full_scan(self, q)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Scan, "_exact", count_exact)
+        patch.setattr(Scan, "_full_scan", count_full)
+        for query in queries:
+            counted.clear()
+            found = index.search(query, 1)
+            assert found[0].face_id == reference(templates, faces, owners, query)[0][1]
+            assert sum(counted) < 0.1 * len(faces), f"full distances for {sum(counted)} of {len(faces)} rows"
+
+
+def test_wide_storages_memory() -> None:
+    """512-d: bytes a face (templates, per-row data, search buffer, UUID keys) within the issue's
+    600 MB a million for int8, and the float16 and float32 storages twice and four times its codes."""
+    templates, faces, owners, _ = dataset(8000, seed=3, per_identity=4, model=MBF)
+    per_face = {}
+    for storage in STORAGES:
+        small, large = TemplateIndex(MBF.dim, storage), TemplateIndex(MBF.dim, storage)
+        small.add_many(faces[:4000], owners[:4000], templates[:4000])
+        large.add_many(faces, owners, templates)
+        per_face[storage] = (large.memory_bytes() - small.memory_bytes()) / 4000
+    itemsize = {"int8": 1, "float16": 2, "float32": 4}
+    for storage, cost in per_face.items():
+        assert 512 * itemsize[storage] < cost < 512 * itemsize[storage] + 88, per_face
+    assert per_face["int8"] * 1_000_000 < 600e6
+
+
+def test_fit_model_recovers_known_parameters() -> None:
+    """The synthetic generator's parameters, fitted back from its templates and identities (the one
+    call that refits the MBF statistics when real embeddings exist)."""
+    for model in (DLIB, MBF):
+        data = synthetic_set(12_000, 2, 4, 3, model)
+        fitted = fit_model(data.templates, data.identity)
+        assert fitted.dim == model.dim
+        assert fitted.unit_norm is model.unit_norm
+        assert fitted.mean_norm == pytest.approx(model.mean_norm, rel=0.05)
+        for got, want in (fitted.between, model.between), (fitted.within, model.within):
+            assert got[0] == pytest.approx(want[0], rel=0.1), (model.name, fitted)
+            assert got[1] == pytest.approx(want[1], rel=0.1), (model.name, fitted)
+    with pytest.raises(BadArgument, match="several faces"):
+        fit_model(data.templates[:3], [1, 2, 3])
+    with pytest.raises(BadArgument, match="do not match"):
+        fit_model(data.templates, data.identity[:-1])
+
+
+def test_mbf_templates_are_unit_vectors() -> None:
+    """The provisional MBF statistics: unit vectors, genuine cosines ≈ 0.5–0.8, impostors ≈ 0."""
+    data = synthetic_set(4000, 20, faces_per_identity=4, seed=1, model=MBF)
+    assert data.templates.shape == (4000, 512)
+    norms = np.linalg.norm(np.concatenate([data.templates, data.mated, data.non_mated]), axis=1)
+    assert np.allclose(norms, 1, atol=1e-5)
+    same = 1 - np.linalg.norm(data.templates[0::4] - data.templates[1::4], axis=1) ** 2 / 2
+    assert 0.55 < np.median(same) < 0.75
+    other = 1 - np.linalg.norm(data.templates[0:1000:4] - data.templates[4:1004:4], axis=1) ** 2 / 2
+    assert -0.05 < np.median(other) < 0.2
+
+
 @pytest.mark.parametrize(
     ("query", "words"),
     [
@@ -557,3 +649,11 @@ def test_index_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         run_index(dataclasses.replace(settings, sizes="1k,lots"))
     with pytest.raises(BadArgument, match="--storages"):
         run_index(dataclasses.replace(settings, storages="int4"))
+    with pytest.raises(BadArgument, match="--embedder"):
+        run_index(dataclasses.replace(settings, embedder="arcface"))
+    assert run_index(dataclasses.replace(settings, sizes="3k", embedder="mbf")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["embedder"] == "mbf"
+    assert 1.0 < report["threshold"] < 1.3  # FAR 1e-4 of the synthetic unit vectors' impostor pairs
+    for name in ("TemplateIndex float16", "TemplateIndex int8"):
+        assert report["sizes"]["3000"][name]["recall_at_1_mated"] == 1.0

@@ -13,13 +13,16 @@ How a search stays exact and fast (docs/matching.md has the measurements):
   frame: the same results, only less pruning.
 - **Storage.** ``float32`` (exact), ``float16`` (distance error ≲ 1e-4) or ``int8`` (one scale per
   template and per-axis weights; distance error ≲ 3e-3, 4× smaller than float32: the choice for
-  groups of 100k–1M). Each template is split into a *head* (the first ``head_dim`` axes) and a *tail*.
+  groups of 100k–1M). Each template is split into a *head* (the first ``head_dim`` axes) and a *tail*:
+  32 head axes for 128-d templates; a quarter of the axes for wider ones (512-d unit templates spread
+  their variance over more axes, so their head and mid bounds take 128 axes each).
 - **Two stages, no approximation.** Stage 1 computes, for every stored template, the distance over the
   head axes only, a lower bound of the full distance (a chunked float32 GEMV; int8 and float16 chunks
   are widened in cache). Stage 2 takes the few templates with the smallest bounds, computes their full
   distances, and derives the bound ``B`` of the k-th best owner (and ``max_distance``); every template
   whose lower bound is ≤ ``B`` (plus a rounding margin) then gets its full distance (when there are
-  many, a second lower bound over the next ``MID_DIM`` axes narrows them first). Any template that
+  many, a second lower bound over the next ``MID_DIM`` axes narrows them first; above 128-d, bounds
+  over successive quarters of the axes, while many remain). Any template that
   could be in the answer has a lower bound ≤ ``B``, so the result is the brute-force result over the
   stored values. When the bound prunes little, a plain full scan is used instead.
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 from edged.matcher.ids import BATCH_DICT, MERGE_MIN
 from edged.matcher.index import DIFF_CHUNK, FIT_MIN, HEAD_DIM, Match, TemplateIndex
-from edged.matcher.search import CHUNK, MID_DIM, MID_MIN, PROBE, SMALL
+from edged.matcher.search import CHUNK, MID_DIM, MID_MIN, PROBE, SMALL, WIDE
 from edged.matcher.storage import ENCODE_BLOCK, FIT_SAMPLE, STORAGES, Storage
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "PROBE",
     "SMALL",
     "STORAGES",
+    "WIDE",
     "Match",
     "Storage",
     "TemplateIndex",

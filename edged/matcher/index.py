@@ -13,13 +13,13 @@ import numpy.typing as npt
 
 from edged.errors import BadArgument
 from edged.matcher.ids import IdTable, IntArray
-from edged.matcher.search import Scan
+from edged.matcher.search import MID_DIM, WIDE, Scan
 from edged.matcher.storage import F32, STORAGES, Frame, Rows, Storage
 
 __all__ = ["DIFF_CHUNK", "FIT_MIN", "HEAD_DIM", "Match", "TemplateIndex"]
 
 HEAD_DIM = 32
-"""Axes in the stage-1 head (for 128-d templates; smaller dims use a quarter of their axes)."""
+"""Axes in the stage-1 head (for 64–128-d templates; others use a quarter of their axes)."""
 FIT_MIN = 256
 """An empty index filled with at least this many templates at once fits its frame to them."""
 DIFF_CHUNK = 65_536
@@ -39,8 +39,9 @@ class Match:
 class TemplateIndex:
     """Decrypted templates of one person group / face list, in memory only (never persisted).
 
-    ``storage``: ``float32`` (exact; 512 B of template a face), ``float16`` (default; 256 B) or
-    ``int8`` (128 B; for large groups). Each face also costs 16 B of per-row data plus its IDs.
+    ``storage``: ``float32`` (exact; 4 B an axis: 512 B of template a 128-d face), ``float16``
+    (default; 2 B) or ``int8`` (1 B; for large groups: 1M 512-d faces in ≈ 580 MB with UUID IDs).
+    Each face also costs 16 B of per-row data and 4 B of search buffer plus its IDs.
     Searches are exhaustive over the stored values (module doc)."""
 
     def __init__(self, dim: int = 128, storage: Storage = "float16") -> None:
@@ -50,7 +51,8 @@ class TemplateIndex:
             raise BadArgument(f"storage must be one of {', '.join(STORAGES)}, not {storage!r}")
         self.dim = dim
         self.storage: Storage = storage
-        self.head_dim = min(dim, HEAD_DIM) if dim >= 2 * HEAD_DIM else max(1, dim // 4)
+        self.head_dim = HEAD_DIM if 2 * HEAD_DIM <= dim <= WIDE else max(1, dim // 4)
+        self.mid_dim = MID_DIM if dim <= WIDE else dim // 4
         self._lock = threading.Lock()
         self._changes = 0  # bumped by every change (diff_faces compares in chunks, between changes)
         self._reset()
@@ -59,7 +61,7 @@ class TemplateIndex:
 
     def _reset(self) -> None:
         self._changes += 1
-        self._rows = Rows(self.dim, self.head_dim, self.storage)  # a row per face code
+        self._rows = Rows(self.dim, self.head_dim, self.mid_dim, self.storage)  # a row per face code
         self._faces = IdTable("face_id")
         self._owners = IdTable("owner_id")
         self._owner_count: npt.NDArray[np.int32] = np.zeros(0, np.int32)  # faces per owner code

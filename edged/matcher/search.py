@@ -1,7 +1,8 @@
 """The exact search of the matching index: a lower bound over the head axes for every row (a chunked
 float32 GEMV), full distances for the few rows with the smallest bounds, and then for every row whose
 bound could still beat the k-th best owner (narrowed by a second bound over the next ``MID_DIM`` axes
-when many). The answer is the brute-force answer over the stored values (``edged.matcher``)."""
+when many; for templates wider than ``WIDE``, by successive parts of a quarter of their axes). The
+answer is the brute-force answer over the stored values (``edged.matcher``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy.typing as npt
 from edged.matcher.ids import IntArray
 from edged.matcher.storage import F32, Rows
 
-__all__ = ["CHUNK", "MID_DIM", "MID_MIN", "PROBE", "SMALL", "Query", "Scan"]
+__all__ = ["CHUNK", "MID_DIM", "MID_MIN", "PROBE", "SMALL", "WIDE", "Query", "Scan"]
 
 CHUNK = 4096
 """Rows per stage-1 block: a block of widened head values stays in the L2 cache."""
@@ -22,9 +23,15 @@ SMALL = 2048
 PROBE = 64
 """Templates with the smallest lower bounds whose full distances give the first bound."""
 MID_DIM = 32
-"""Axes after the head that narrow a large candidate set before full distances."""
+"""Axes after the head that narrow a large candidate set before full distances (templates of more
+than 128 axes use a quarter of their axes: ``Rows.mid_dim``)."""
 MID_MIN = 1024
 """Candidate sets larger than this are narrowed with the mid axes."""
+WIDE = 128
+"""Templates of more axes (512-d unit vectors spread their variance over many more axes than 128-d
+ones) use a quarter of them for the head and another quarter for the mid bound (docs/matching.md),
+and with a threshold start from the first bound, not from the threshold: at a million such templates
+a stranger has many rows within a FAR 1e-4 threshold."""
 
 
 class Query:
@@ -65,7 +72,7 @@ class Scan:
         bounds = self._lower_bounds(q)  # +inf on removed rows
         if allowed is not None:
             bounds[~allowed] = np.inf
-        if np.isfinite(max_d2):
+        if np.isfinite(max_d2) and self.rows.dim <= WIDE:
             # identify with a threshold: usually few rows can be within it
             cand = self._within(bounds, max_d2, q)
             if cand.size <= SMALL:
@@ -87,32 +94,46 @@ class Scan:
 
     def _within(self, bounds: F32, bound: float, q: Query) -> IntArray:
         """Rows whose lower bound is within ``bound`` (plus a margin far above float32 rounding);
-        many rows are narrowed with a second bound over the next ``MID_DIM`` axes."""
+        many rows are narrowed with a second bound over the next ``MID_DIM`` axes (wide templates:
+        over successive parts of ``mid_dim`` axes while many remain)."""
         margin = 1e-4 * (bound + q.norm2) + 1e-6
         cand = np.flatnonzero(bounds <= bound + margin)
-        mid = min(MID_DIM, self.rows.dim - self.rows.head_dim)
-        if cand.size <= MID_MIN or mid == 0 or cand.size > bounds.size // 4:
+        dim, start = self.rows.dim, self.rows.head_dim
+        mid = min(self.rows.mid_dim, dim - start)
+        if cand.size <= MID_MIN or mid == 0 or (cand.size > bounds.size // 4 and dim <= WIDE):
             return cand
+        partial = bounds[cand]
+        while True:
+            # the head part plus the parts read so far: a tighter lower bound of the full distance
+            partial += self._part(cand, start, mid, q)
+            keep = partial <= bound + margin
+            cand, partial = cand[keep], partial[keep]
+            start += mid
+            mid = min(mid, dim - start)
+            if dim <= WIDE or cand.size <= MID_MIN or mid == 0:
+                return cand
+
+    def _part(self, rows: IntArray, start: int, width: int, q: Query) -> F32:
+        """Squared distances over the axes ``[start, start + width)`` (in the tail) of ``rows``."""
         h = self.rows.head_dim
-        qm = q.weighted[h : h + mid].copy()
-        ym2 = np.float32(q.y[h : h + mid] @ q.y[h : h + mid])
-        keep = np.empty(cand.size, bool)
-        block = np.empty((min(CHUNK, cand.size), mid), np.float32)
-        for i in range(0, cand.size, CHUNK):
-            rows = cand[i : i + CHUNK]
-            codes = block[: rows.size]
-            codes[:] = self.rows.tail[rows, :mid]
+        qm = q.weighted[start : start + width].copy()
+        ym2 = np.float32(q.y[start : start + width] @ q.y[start : start + width])
+        out = np.empty(rows.size, np.float32)
+        block = np.empty((min(CHUNK, rows.size), width), np.float32)
+        for i in range(0, rows.size, CHUNK):
+            part = rows[i : i + CHUNK]
+            codes = block[: part.size]
+            codes[:] = self.rows.tail[part, start - h : start - h + width]
             dots = codes @ qm
             if self.rows.m2s is not None:
-                scale = self.rows.m2s[rows] * np.float32(-0.5)
-                codes *= self.rows.frame.weight[h : h + mid]
+                scale = self.rows.m2s[part] * np.float32(-0.5)
+                codes *= self.rows.frame.weight[start : start + width]
                 stored2 = np.einsum("ij,ij->i", codes, codes) * (scale * scale)
                 dots *= scale
             else:
                 stored2 = np.einsum("ij,ij->i", codes, codes)
-            # the head part plus the mid part: a tighter lower bound of the full distance
-            keep[i : i + CHUNK] = bounds[rows] + (stored2 - 2 * dots + ym2) <= bound + margin
-        return cand[keep]
+            out[i : i + CHUNK] = stored2 - 2 * dots + ym2
+        return out
 
     def _lower_bounds(self, q: Query) -> F32:
         """Squared distance over the head axes for every row: a lower bound of the full one."""

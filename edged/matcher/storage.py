@@ -80,9 +80,10 @@ class Rows:
     the whole stored template, ``m2s`` (int8 only) -2·scale, ``owner`` the owner code (-1: none), and
     ``scratch``, the stage-1 bounds of the current search. Not locked: the index holds its lock."""
 
-    def __init__(self, dim: int, head_dim: int, storage: Storage) -> None:
+    def __init__(self, dim: int, head_dim: int, mid_dim: int, storage: Storage) -> None:
         self.dim = dim
         self.head_dim = head_dim
+        self.mid_dim = mid_dim
         self.storage: Storage = storage
         self.dtype = np.dtype(np.int8 if storage == "int8" else storage)
         self.frame = Frame.identity(dim)

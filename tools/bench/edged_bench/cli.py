@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces-per-identity", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-faiss", action="store_true", help="skip the faiss comparison even when installed")
+    p.add_argument(
+        "--embedder",
+        choices=("dlib", "mbf"),
+        default="dlib",
+        help="template statistics: dlib (128-d, fitted to LFW) or mbf (512-d unit vectors, provisional)",
+    )
     _output_options(p)
     add_command(p, IndexOptions, index)
 

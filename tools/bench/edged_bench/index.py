@@ -25,77 +25,21 @@ from edged.errors import BadArgument
 from edged.matcher import STORAGES, Storage, TemplateIndex
 from edged_bench.record import markdown_table, record
 from edged_bench.settings import IndexOptions
+from edged_bench.synthetic import (
+    DLIB,
+    EMBEDDERS,
+    SyntheticSet,
+    TemplateModel,
+    synthetic_set,
+    synthetic_threshold,
+)
+
+__all__ = ["SyntheticSet", "run_index", "synthetic_set"]
 
 F32 = npt.NDArray[np.float32]
-Ints = npt.NDArray[np.int64]
 
-DIM = 128
-MEAN_NORM = 1.30
-"""Norm of the templates' common mean (LFW, int8 embedder: 1.30; template norms 1.31–1.54)."""
-BETWEEN = (21.0, 0.244)
-"""Identity offsets: (decay in axes, total variance) of an exponentially decaying spectrum."""
-WITHIN = (36.0, 0.084)
-"""Per-face noise around an identity, the same form; each face's noise is scaled by a log-normal
-factor (σ 0.25) so that some faces are far from their identity, as profile and old photos are."""
 DEFAULT_THRESHOLD = 0.4739
 """The FAR 1e-4 threshold of the shipped calibration, used when the manifest cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticSet:
-    """Templates of ``n`` faces (``identity`` per face) and probes: ``mated`` (fresh faces of enrolled
-    identities, ``mated_identity``) and ``non_mated`` (faces of identities not in the set)."""
-
-    templates: F32
-    identity: Ints
-    mated: F32
-    mated_identity: Ints
-    non_mated: F32
-
-
-def _spectrum(decay: float, total: float) -> F32:
-    values = np.exp(-np.arange(DIM) / decay)
-    out: F32 = np.sqrt(values * total / values.sum()).astype(np.float32)
-    return out
-
-
-def synthetic_set(n: int, queries: int, faces_per_identity: int = 4, seed: int = 0) -> SyntheticSet:
-    """Templates that look like real ones: 128-d, norms ≈ 1.3–1.5, same-identity distances ≈
-    0.3–0.55 and different-identity ≈ 0.65–0.95 (LFW: 0.27–0.54 and 0.67–0.96, 5–95 %), variance
-    concentrated in few directions as in real templates (first 32 principal axes: 74 %; LFW: 78 %).
-    Identities are a common mean plus a random offset; faces are an identity plus scaled noise."""
-    rng = np.random.default_rng(seed)
-    basis, r = np.linalg.qr(rng.standard_normal((DIM, DIM)))
-    basis = (basis * np.sign(np.diag(r))).astype(np.float32)
-    mean = rng.standard_normal(DIM)
-    mean = (mean * MEAN_NORM / np.linalg.norm(mean)).astype(np.float32)
-    between, within = _spectrum(*BETWEEN), _spectrum(*WITHIN)
-    identities = max(1, -(-n // faces_per_identity))
-
-    def centres(count: int) -> F32:
-        out: F32 = (rng.standard_normal((count, DIM), dtype=np.float32) * between) @ basis.T + mean
-        return out
-
-    def faces(of: F32) -> F32:
-        scale = np.asarray(rng.lognormal(0.0, 0.25, of.shape[0]), np.float32)[:, None]
-        noise = (rng.standard_normal(of.shape, dtype=np.float32) * within) @ basis.T
-        out: F32 = of + scale * noise
-        return out
-
-    identity_centres = centres(identities)
-    identity = np.repeat(np.arange(identities, dtype=np.int64), faces_per_identity)[:n]
-    templates = np.empty((n, DIM), np.float32)
-    for i in range(0, n, 65_536):
-        templates[i : i + 65_536] = faces(identity_centres[identity[i : i + 65_536]])
-    half = queries // 2
-    mated_identity = rng.integers(0, identities, half)
-    return SyntheticSet(
-        templates,
-        identity,
-        faces(identity_centres[mated_identity]),
-        mated_identity,
-        faces(centres(queries - half)),
-    )
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -188,7 +132,7 @@ def row_of(face_id: str) -> int:
 def index_backend(
     storage: Storage, data: SyntheticSet, ids: list[str], owners: list[str]
 ) -> tuple[Search, Callable[[], int]]:
-    index = TemplateIndex(DIM, storage)
+    index = TemplateIndex(data.templates.shape[1], storage)
     index.add_many(ids, owners, data.templates)
 
     def search(query: F32, max_distance: float | None) -> tuple[int, float] | None:
@@ -205,10 +149,10 @@ def faiss_backend(data: SyntheticSet) -> tuple[Search, Callable[[], int]] | None
     except ImportError:
         return None
     faiss.omp_set_num_threads(1)
-    n = data.templates.shape[0]
+    n, dim = data.templates.shape
     nlist = max(1, min(4096, n // 64))  # ≥ 39 training points per list, as faiss asks
-    quantizer = faiss.IndexFlatL2(DIM)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, DIM, nlist, faiss.ScalarQuantizer.QT_8bit)
+    quantizer = faiss.IndexFlatL2(dim)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit)
     sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
     index.train(data.templates[np.sort(sample)])
     index.add(data.templates)
@@ -321,6 +265,20 @@ def measure(
     )
 
 
+def _describe(model: TemplateModel) -> str:
+    if model is DLIB:
+        return (
+            f"128-d, a common mean of norm {model.mean_norm} plus identity offsets and per-face noise "
+            "with decaying spectra fitted to LFW's statistics"
+        )
+    return (
+        f"{model.dim}-d unit vectors, a common mean of norm {model.mean_norm} plus identity offsets "
+        f"(decay {model.between[0]:g} axes, variance {model.between[1]:g}) and per-face noise (decay "
+        f"{model.within[0]:g}, variance {model.within[1]:g}), normalised; PROVISIONAL statistics of "
+        "the MBF embedder, chosen, not yet fitted to its embeddings"
+    )
+
+
 def calibrated_threshold(far: float = 1e-4) -> float:
     """The FAR 1e-4 threshold from the model manifest (no model is loaded)."""
     from edged.errors import EdgedError
@@ -345,14 +303,17 @@ def run_index(settings: IndexOptions) -> int:
         raise BadArgument(f"--queries must be ≥ 2, not {settings.queries}")
     if settings.faces_per_identity < 1:
         raise BadArgument(f"--faces-per-identity must be ≥ 1, not {settings.faces_per_identity}")
-    threshold = calibrated_threshold()
+    model = EMBEDDERS.get(settings.embedder)
+    if model is None:
+        raise BadArgument(f"--embedder: {settings.embedder!r} is not one of {', '.join(EMBEDDERS)}")
+    threshold = calibrated_threshold() if model is DLIB else synthetic_threshold(model)
     out = sys.stderr if settings.json else sys.stdout
     rows: list[list[str]] = []
     results: dict[str, dict[str, Any]] = {}
     with one_thread() as threads:
         for n in sizes:
             print(f"{n:,} templates: generating …", file=sys.stderr)
-            data = synthetic_set(n, settings.queries, settings.faces_per_identity, settings.seed)
+            data = synthetic_set(n, settings.queries, settings.faces_per_identity, settings.seed, model)
             exact = Exact(data.templates)
             probes = np.concatenate([data.mated, data.non_mated])
             truth_ms = []
@@ -376,10 +337,11 @@ def run_index(settings: IndexOptions) -> int:
                     f"{n:,}",
                     "numpy brute force float32 (reference)",
                     "",
-                    f"{n * DIM * 4 / 1e6:.1f}",
+                    f"{n * model.dim * 4 / 1e6:.1f}",
                     "",
                     _cell(truth_ms),
                     "",
+                    "1",
                     "1",
                     "1",
                     "1",
@@ -401,6 +363,8 @@ def run_index(settings: IndexOptions) -> int:
                         f"{result.rss_bytes / 1e6:.1f}",
                         _cell(result.latency_ms),
                         _cell(result.threshold_latency_ms),
+                        f"{_median(truth_ms) / _median(result.latency_ms):.1f} / "
+                        f"{_median(truth_ms) / _median(result.threshold_latency_ms):.1f}",
                         f"{result.recall_mated:.4f}",
                         f"{result.recall_all:.4f}",
                         f"{result.decisions_agree:.4f}",
@@ -416,6 +380,7 @@ def run_index(settings: IndexOptions) -> int:
         "RSS Δ MB",
         "rank-1 ms (median / p95)",
         f"d ≤ {threshold:.4f} ms (median / p95)",
+        "× brute force",
         "recall@1 mated",
         "recall@1 all",
         "decisions agree",
@@ -427,23 +392,28 @@ def run_index(settings: IndexOptions) -> int:
         command = (
             f"edged bench index --sizes {settings.sizes} --queries {settings.queries} "
             f"--storages {settings.storages} --faces-per-identity {settings.faces_per_identity} "
-            f"--seed {settings.seed}" + (" --no-faiss" if settings.no_faiss else "")
+            f"--seed {settings.seed}"
+            + (" --no-faiss" if settings.no_faiss else "")
+            + (f" --embedder {model.name}" if model is not DLIB else "")
         )
+        source = "" if model is DLIB else "; from the synthetic impostor pairs until the model is calibrated"
         note = (
-            "Synthetic templates (`tools/bench/edged_bench/index.py`: 128-d, a common mean of norm "
-            f"{MEAN_NORM} plus identity offsets and per-face noise with decaying spectra fitted to LFW's "
-            "statistics), "
+            f"Synthetic templates (`tools/bench/edged_bench/synthetic.py`: {_describe(model)}), "
             f"{settings.faces_per_identity} faces per identity, UUID face and person IDs. {settings.queries} "
             "queries: half fresh faces of enrolled identities (mated), half new identities. Latency is "
             f"one query at a time on {threads}. *rank-1*: best owner, no threshold (the worst case "
-            f"for pruning); *d ≤ t*: best owner within the FAR 1e-4 threshold (the identify path). "
+            f"for pruning); *d ≤ t*: best owner within the FAR 1e-4 threshold (the identify path{source}). "
+            "*× brute force*: the brute force's median latency over the backend's (rank-1 / d ≤ t). "
             "*recall@1*: the top owner equals the exact float32 brute force's; *decisions agree*: "
             "same identify outcome (the same person, or nobody) at the threshold. *index MB*: "
             "`TemplateIndex.memory_bytes()` (templates, per-row data, ID tables); *RSS Δ*: the "
             "process's resident memory after the build minus before it, after `malloc_trim`. "
             "faiss is measured only when installed (an ANN comparison, not an edged backend)."
         )
-        record(settings.record, "index", table + "\n\n" + note, command)
+        section = "index" if model is DLIB else f"index: {model.name} ({model.dim}-d)"
+        record(settings.record, section, table + "\n\n" + note, command)
     if settings.json:
-        print(json.dumps({"threshold": threshold, "threads": threads, "sizes": results}))
+        print(
+            json.dumps({"embedder": model.name, "threshold": threshold, "threads": threads, "sizes": results})
+        )
     return 0

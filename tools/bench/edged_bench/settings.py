@@ -49,6 +49,7 @@ class IndexOptions:
     no_faiss: bool
     record: Path | None
     json: bool
+    embedder: str = "dlib"
 
 
 @dataclass(frozen=True, slots=True)
