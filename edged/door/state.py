@@ -59,6 +59,34 @@ class TrackState:
     phase: Phase = "collecting"
     published: SessionState | None = None
 
+    def add_good(
+        self, w: float, best: dict[str, float], claimed: float | None, cap: float, recent_frames: int
+    ) -> None:
+        """One good frame's evidence, of weight ``w``: each person's best distance (``best``) and the
+        claimed person's (verify modes), distances counted up to ``cap``; the newest
+        ``recent_frames`` kept apart."""
+        self.good += 1
+        self.weight += w
+        for person, d in best.items():
+            self.credit[person] = self.credit.get(person, 0.0) + w * (cap - min(d, cap))
+        if claimed is not None:
+            self.claim_credit += w * (cap - min(claimed, cap))
+        self.recent.append((w, best, claimed))
+        while len(self.recent) > recent_frames:
+            self.recent.popleft()
+
+    def recent_distance(self, person: str | None, cap: float) -> float:
+        """The fused distance of ``person`` (None: the claimed person) over the newest good frames
+        (a frame that did not match them counts at ``cap``)."""
+        weight = sum(w for w, _, _ in self.recent)
+        if weight <= 0:
+            return cap
+        credit = 0.0
+        for w, best, claimed in self.recent:
+            d = claimed if person is None else best.get(person)
+            credit += w * (cap - min(d if d is not None else cap, cap))
+        return cap - credit / weight
+
     def reset(self) -> None:
         self.frames = self.passed = self.good = 0
         self.failed = Counter()
