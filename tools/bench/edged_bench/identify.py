@@ -165,6 +165,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
             "the embedder has no calibration in the model manifest: no threshold to identify at"
         )
     threshold = calibration.threshold_for(settings.far)
+    family = pipeline.embedder.family.name
     images = sorted(entry.image for entry in entries)
     print(f"embedding {len(images)} images of {settings.identities} …", file=sys.stderr)
     templates, per_image = embed_all(images, settings.root, pipeline, limits)
@@ -176,7 +177,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
     by_far: list[dict[str, Any]] = []
     with one_thread() as threads:
         for storage in STORAGES:
-            index = TemplateIndex(storage=storage)
+            index = TemplateIndex(dim=pipeline.embedder.dim, storage=storage)
             if protocol.gallery:
                 index.add_many(
                     [e.image for e in protocol.gallery],
@@ -265,7 +266,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
     if settings.record:
         command = (
             f"edged bench identify --root {settings.root} --identities {settings.identities} "
-            f"--far {settings.far:g}"
+            f"--far {settings.far:g}" + (f" --recognition-model {family}" if family != "dlib" else "")
         )
         note = (
             "Protocol: each person with ≥ 2 images is enrolled with one image (the first in sorted order "
@@ -277,7 +278,8 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
         )
         record(
             settings.record,
-            f"identify: {settings.identities.name} ({settings.root.name})",
+            f"identify: {settings.identities.name} ({settings.root.name})"
+            + (f", {family}" if family != "dlib" else ""),
             table + "\n\n" + note,
             command,
         )

@@ -1,0 +1,89 @@
+"""The embedder families in the face pipeline (edged.pipeline.embed.FAMILIES): ``dlib`` stays the
+default and unchanged; ``mbf`` gives 512-d unit templates from the 112×112 ArcFace chip with its
+own model identity and calibration; templates of two families never compare; the person directory
+refuses an ``mbf`` pipeline until it can hold its templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from edged.config import Config
+from edged.demo import astronaut
+from edged.directory.crypto import create_key_file
+from edged.directory.store import Store
+from edged.errors import ConfigError
+from edged.inference.manifest import Manifest
+from edged.pipeline.embed import FAMILIES, distance
+from edged.pipeline.pipeline import FacePipeline, PipelineSettings
+from edged.service.faces import FaceService
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mbf() -> FacePipeline:
+    return FacePipeline.load(Manifest.load(REPO / "models"), PipelineSettings(recognition_model="mbf"))
+
+
+@pytest.fixture(scope="module")
+def dlib() -> FacePipeline:
+    return FacePipeline.load(Manifest.load(REPO / "models"))
+
+
+def test_dlib_is_the_default_family(dlib: FacePipeline) -> None:
+    assert PipelineSettings().recognition_model == "dlib"
+    assert dlib.embedder.family is FAMILIES["dlib"]
+    assert dlib.embedder.model_id == "dlib_resnet_v1_int8.tflite"
+    face = dlib.faces(astronaut())[0]
+    assert face.embedding is not None and face.embedding.shape == (128,)
+    assert abs(float(np.linalg.norm(face.embedding)) - 1.0) > 0.05  # dlib's are not normalised
+
+
+@pytest.mark.parametrize("precision", ["int8", "float32"])
+def test_mbf_gives_unit_512d_templates_under_its_own_model_id(precision: str) -> None:
+    settings = PipelineSettings(recognition_model="mbf", embedder=precision)  # type: ignore[arg-type]
+    pipeline = FacePipeline.load(Manifest.load(REPO / "models"), settings)
+    assert pipeline.embedder.model_id == f"mbf_s8_v1_{precision}.tflite"
+    face = pipeline.faces(astronaut())[0]
+    assert face.embedding is not None and face.embedding.shape == (512,)
+    assert float(np.linalg.norm(face.embedding)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_mbf_matches_the_same_face_and_not_another_at_its_calibrated_threshold(mbf: FacePipeline) -> None:
+    assert mbf.calibration is not None
+    threshold = mbf.calibration.threshold_for(1e-4)
+    image = astronaut()
+    shifted = np.ascontiguousarray(np.roll(image, (25, 40), axis=(0, 1)))
+    cameraman = np.ascontiguousarray(np.stack([data.camera()] * 3, axis=-1))
+    a, b, c = (mbf.faces(i)[0].embedding for i in (image, shifted, cameraman))
+    assert a is not None and b is not None and c is not None
+    assert distance(a, b) < 0.5 < threshold  # the same photo moved: nearly the same template
+    assert distance(a, c) > threshold  # another person
+
+
+def test_templates_of_two_families_do_not_compare(mbf: FacePipeline, dlib: FacePipeline) -> None:
+    a, b = mbf.faces(astronaut())[0], dlib.faces(astronaut())[0]
+    assert a.embedding is not None and b.embedding is not None
+    with pytest.raises(ValueError, match="two models"):
+        distance(a.embedding, b.embedding)
+
+
+def test_mbf_needs_the_mesh(mbf: FacePipeline) -> None:
+    face = mbf.faces(astronaut(), embed=False)[0]
+    with pytest.raises(ValueError, match="mesh"):
+        mbf.embedder.chip(astronaut(), face.detection, None)
+
+
+def test_the_directory_refuses_an_mbf_pipeline_for_now(mbf: FacePipeline, tmp_path: Path) -> None:
+    if mbf.calibration is None:
+        pytest.fail("the mbf embedder has no calibration in models/manifest.yaml")
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"))
+    try:
+        with pytest.raises(ConfigError, match="recognition_model: mbf"):
+            FaceService(mbf, store, Config().directory, mbf.embedder.model_id)
+    finally:
+        store.close()
