@@ -17,7 +17,7 @@ from edged.directory.crypto import create_key_file
 from edged.directory.store import Store
 from edged.errors import ConfigError
 from edged.inference.manifest import Manifest
-from edged.pipeline.embed import FAMILIES, distance
+from edged.pipeline.embed import FAMILIES, FaceEmbedder, distance
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.service.faces import FaceService
 
@@ -87,3 +87,19 @@ def test_the_directory_refuses_an_mbf_pipeline_for_now(mbf: FacePipeline, tmp_pa
             FaceService(mbf, store, Config().directory, mbf.embedder.model_id)
     finally:
         store.close()
+
+
+def test_the_speed_benchmark_times_both_precisions_of_both_families(dlib: FacePipeline) -> None:
+    from edged_bench.speed import EMBEDDERS, embedder_table, make_frame
+
+    def load(family: str, precision: str) -> FaceEmbedder:
+        settings = PipelineSettings(recognition_model=family, embedder=precision)  # type: ignore[arg-type]
+        return FacePipeline.load(Manifest.load(REPO / "models"), settings).embedder
+
+    frame = make_frame(astronaut()[0:300, 75:375], 640, 480)
+    table, results = embedder_table(load, dlib, frame, 5)
+    assert [line.split("|")[2].strip() for line in table.splitlines()[2:]] == ["128", "128", "512", "512"]
+    for family, precision in EMBEDDERS:
+        cell = results[f"embed {family} {precision}"]
+        assert isinstance(cell["median_ms"], float) and cell["median_ms"] > 0
+    assert results["embed dlib int8"]["ratio_vs_dlib_int8"] == 1.0

@@ -165,13 +165,27 @@ def api(settings: ApiOptions, options: GlobalOptions) -> int:
 def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
     from edged.inference.manifest import Manifest
     from edged.pipeline.antispoof import AntiSpoof
+    from edged.pipeline.embed import FaceEmbedder
+    from edged.pipeline.pipeline import FacePipeline
     from edged_bench.speed import run_speed
 
     config = effective_config(options)
+    manifest = Manifest.load(config.model_dir)
+
+    def embedder(family: str, precision: str) -> FaceEmbedder:
+        update = {"recognition_model": family, "embedder": precision, "threads": 1, "model_threads": {}}
+        return FacePipeline.load(manifest, config.pipeline.model_copy(update=update)).embedder
+
+    def mbf() -> FacePipeline:
+        update = {"recognition_model": "mbf", "threads": 1, "model_threads": {}}
+        return FacePipeline.load(manifest, config.pipeline.model_copy(update=update))
+
     return run_speed(
         settings,
         lambda threads: load_pipeline(config, threads),
-        lambda threads, precision: AntiSpoof.load(Manifest.load(config.model_dir), threads, precision),
+        lambda threads, precision: AntiSpoof.load(manifest, threads, precision),
+        embedder,
+        mbf,
     )
 
 
