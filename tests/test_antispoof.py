@@ -33,14 +33,10 @@ MODELS = REPO / "models"
 SAMPLE_DIR = REPO.parent / "shared" / "models-src" / "silent-face" / "sample"
 SAMPLES = ("image_T1.jpg", "image_F1.jpg", "image_F2.jpg")
 
-REAL_TOLERANCE = 0.05
-"""int8 vs float32: |difference| of the ensemble's P(real). Measured: T1 0.0000, F1 0.026, F2 0.033,
-astronaut 0.021 (the build's gate, tools/build_liveness.py, is the same 0.05)."""
-CLASS_TOLERANCE = 0.08
-"""int8 vs float32: largest |difference| of any of the three averaged class probabilities.
-Measured: T1 0.0000, F1 0.055, F2 0.034, astronaut 0.021. (The issue asked for 0.03: F1 and F2
-are above it, because the int8 MiniFASNetV1SE follows its float model only to 0.11 / 0.07 between
-the two attack classes there: docs/models.md.)"""
+TOLERANCE = 0.03
+"""int8 vs float32: largest |difference| of any of the three averaged class probabilities (the
+issue's bar; the build's gate in tools/build_liveness.py is the same). Measured: see
+docs/models.md."""
 
 needs_samples = pytest.mark.skipif(
     not all((SAMPLE_DIR / name).is_file() for name in SAMPLES),
@@ -78,8 +74,7 @@ def read_sample(name: str) -> ImageRGB:
 def assert_parity(int8: AntiSpoof, float32: AntiSpoof, image: ImageRGB, box: Box) -> None:
     quantized, reference = int8.probabilities(image, box), float32.probabilities(image, box)
     assert quantized.shape == (3,) and abs(float(quantized.sum()) - 1.0) < 1e-5
-    assert abs(float(quantized[1] - reference[1])) <= REAL_TOLERANCE, (quantized, reference)
-    assert float(np.abs(quantized - reference).max()) <= CLASS_TOLERANCE, (quantized, reference)
+    assert float(np.abs(quantized - reference).max()) <= TOLERANCE, (quantized, reference)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from edged_bench.liveness import (
     judge,
     lfw_paths,
     tally,
+    targets,
 )
 
 RunEdged = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -74,6 +75,22 @@ def test_attacks_count_when_accepted_bona_fide_when_not_accepted() -> None:
     assert a.fusion == {"realface": 1, "uncertain": 0, "spoofface": 1}
     assert (b.judged, b.no_face, b.errors) == (2, 0, (1, 2, 1))
     assert b.rate(1) == 1.0
+
+
+def test_the_targets_show_bona_fide_stills_the_quality_gate_refused_apart() -> None:
+    stills = Category("lfw_still", "LFW stills", False, False, 4)
+    refused = ("uncertain", "uncertain", "uncertain")
+    outcomes = [
+        Outcome("lfw_still", "1", ("realface", "uncertain", "realface"), 0.95, None),
+        Outcome("lfw_still", "2", ("uncertain", "uncertain", "uncertain"), 0.6, None),
+        Outcome("lfw_still", "3", refused, None, None, refused=True),
+        Outcome("lfw_still", "4", refused, None, None, refused=True),
+    ]
+    line = next(t for t in targets([tally(stills, outcomes)]) if "stills" in t)
+    # the refused ones stay in the rate (3/4); over the 2 acquired, 1 was not realface
+    assert "75.0 % (3/4)" in line and "NOT met" in line
+    assert "2 of them with every frame refused by the quality gate" in line
+    assert "over the 2 acquired: 50.0 %" in line
 
 
 def test_the_bench_decides_as_the_liveness_checker(

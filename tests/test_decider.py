@@ -1005,6 +1005,45 @@ def test_a_challenge_done_grants_and_one_failed_is_spoof() -> None:
     assert summary(events) == [("spoof", ("presentation_attack",), None)]
 
 
+@pytest.mark.parametrize("mode", ["identify", "verify"])
+def test_a_photo_held_on_the_track_does_not_lend_another_face_its_identity(mode: str) -> None:
+    # the splice at the door: a sharp photo of ada held until the challenge is asked, then the
+    # attacker's own live face on the same track (gate passed, nobody matches it) does the turn;
+    # over all its frames the track is still ada (the photo frames outweigh), over its newest not
+    clock = ManualClock()
+    decider = live_door(clock, "challenge", mode=mode, verify_window_s=30)
+    if mode == "verify":
+        decider.claim("ada")
+    photo = good(1, ("ada", 0.30)) if mode == "identify" else claimed(1, "ada", 0.30)
+    attacker = good(1, sharp=45.0) if mode == "identify" else claimed(1, "ada", None)
+    events, asked = ask(decider, clock, photo)
+    done = dataclasses.replace(REAL, challenge=asked.challenge, decided_by=("challenge",))
+    events += run(decider, clock, [[live(attacker, UNSURE)]] * 8 + [[live(attacker, done)]])
+    assert "granted" not in [d.outcome for d in decisions(events)], summary(events)
+
+    # the same approach by ada herself (her live face after the photo-like still frames) is granted
+    clock = ManualClock()
+    decider = live_door(clock, "challenge", mode=mode, verify_window_s=30)
+    if mode == "verify":
+        decider.claim("ada")
+    events, asked = ask(decider, clock, photo)
+    done = dataclasses.replace(REAL, challenge=asked.challenge, decided_by=("challenge",))
+    turning = good(1, ("ada", 0.40)) if mode == "identify" else claimed(1, "ada", 0.40)
+    events += run(decider, clock, [[live(turning, UNSURE)]] * 8 + [[live(turning, done)]])
+    assert summary(events) == [("granted", ("match",), "ada")]
+
+
+def test_the_newest_frames_must_match_the_tracks_person_without_liveness_too() -> None:
+    clock = ManualClock()
+    decider = make(clock, trigger_frames=12, recent_frames=3)
+    # 9 frames of ada, then 3 of nobody: the whole track fuses to 0.3·0.75 + 0.61·0.25 ≈ 0.38 (ada),
+    # its newest 3 frames are nobody
+    events = run(decider, clock, [[good(1, ("ada", 0.3))]] * 9 + [[good(1)]] * 3)
+    assert summary(events) == [("unknown", ("no_match",), None)]
+    with pytest.raises(ValidationError):
+        door(recent_frames=0)
+
+
 @pytest.mark.parametrize(("mode", "face"), MODES, ids=[m for m, _ in MODES])
 def test_a_challenge_not_done_in_time_is_denied_challenge_timeout(mode: str, face: FaceObservation) -> None:
     clock = ManualClock()

@@ -193,6 +193,67 @@ def test_a_track_of_a_real_head_turn_passes_its_challenge(
         assert result.decision == decision, (asked, result)
 
 
+def test_frames_the_quality_gate_refused_answer_no_challenge(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # the splice: one sharp frame (the face a liveness-with-verify checks) and a turn that only
+    # frames the gate refused show (nobody verifies whose face they are): the turn is not seen
+    assert astronaut_face.mesh is not None
+    images = head_turn(astronaut, astronaut_face.mesh.points, 1)
+    frames = track(pipeline, images, scores=[0.6] * len(images))
+    assert all(f.quality_ok for f in frames)
+    spliced = [frames[0], *(dataclasses.replace(f, quality_ok=False) for f in frames[1:])]
+    for answer in (frames, spliced):
+        track_ = LivenessTrack(SETTINGS)
+        track_.ask("turn_right", 0.0)
+        for frame in answer:
+            track_.add(frame)
+        result = track_.result(frames[0].t + SETTINGS.challenge_window_s)
+        expected = "realface" if answer is frames else "uncertain"
+        assert result.decision == expected, result
+    assert {c.name for c in result.cues} == {"model", "challenge"}  # no parallax, no blink from one frame
+
+
+def test_a_turn_whose_first_frames_the_gate_refused_is_measured_from_the_pose_at_the_ask(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # a blur as the head starts turning: the first gate-passing frame after the ask is at the turn's
+    # peak, so measured from it the return to centre would look like the other turn (a spoof);
+    # measured from the last good frame before the ask, it is the asked turn
+    assert astronaut_face.mesh is not None
+    turn = track(pipeline, head_turn(astronaut, astronaut_face.mesh.points, 1), scores=[0.6] * 12)
+    yaws = [cues.yaw_degrees(f.points) for f in turn]
+    peak = max(range(len(turn)), key=lambda i: abs(yaws[i] - yaws[0]))
+    assert abs(yaws[peak] - yaws[0]) >= SETTINGS.turn_deg and abs(yaws[-1] - yaws[0]) < 5
+    before = [dataclasses.replace(turn[0], t=0.1 * i) for i in range(3)]  # still, then the ask
+    shown = 0.3
+    after = [
+        dataclasses.replace(f, t=shown + 0.1 * i, quality_ok=f.quality_ok and not 0 < i < peak)
+        for i, f in enumerate(turn)
+    ]
+    after[0] = dataclasses.replace(after[0], quality_ok=False)  # the frame of the ask too
+    track_ = LivenessTrack(SETTINGS)
+    for frame in before:
+        track_.add(frame)
+    track_.ask("turn_right", shown)
+    for frame in after:
+        track_.add(frame)
+    result = track_.result(shown + SETTINGS.challenge_window_s)
+    assert result.decision == "realface", result
+
+
+def test_a_tracks_result_rests_on_the_frames_the_gate_passed(
+    pipeline: FacePipeline, astronaut: ImageRGB, astronaut_face: Face
+) -> None:
+    # the door's liveness_min_frames counts what the result rests on: refused frames say nothing
+    assert astronaut_face.mesh is not None
+    turn = track(pipeline, head_turn(astronaut, astronaut_face.mesh.points, 1), scores=[0.97] * 12)
+    track_ = LivenessTrack(SETTINGS)
+    for i, frame in enumerate(turn[:6]):
+        track_.add(dataclasses.replace(frame, quality_ok=frame.quality_ok and i % 3 != 0))
+    assert track_.result(turn[5].t).frames == 4
+
+
 def at_fps(turn: list[LivenessFrame], fps: float, back: bool) -> list[LivenessFrame]:
     """A subject at ``fps`` doing a head turn (the real meshes of ``turn``: out to its largest yaw
     change and, with ``back``, back again): still until 1 s (the challenge is asked then), out over

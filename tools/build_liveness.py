@@ -11,13 +11,15 @@ Steps:
    have exactly its layers and shapes) — the float reference;
 3. rebuild it in TensorFlow from the same state dict (batch-norms folded) and convert it to a
    float32 TFLite model; check it against PyTorch (class probabilities within 1e-4);
-4. quantize to int8 — every layer but the 40×40 ones, which stay float32 (``convert_int8``);
-   float32 raw BGR input, float32 logits out — calibrated on crops of real faces: lfw-dev
-   images, faces found by this checkout's BlazeFace, cropped exactly as
-   ``edged.pipeline.antispoof`` crops them (``model_input``);
+4. quantize to int8: MiniFASNetV2 as static int8, every layer but the 40×40 ones, which stay
+   float32 (``convert_int8``), calibrated on crops of real faces: lfw-dev images, faces found by
+   this checkout's BlazeFace, cropped exactly as ``edged.pipeline.antispoof`` crops them
+   (``model_input``); MiniFASNetV1SE as dynamic-range int8 (``convert_dynamic``: int8 weights,
+   activations quantized per input at run time). Both take float32 raw BGR input and give float32
+   logits;
 5. check int8 against float32 on the crops of the three upstream sample images and of
-   scikit-image's astronaut: the ensemble's P(real) must agree within 0.05, else the build fails
-   (per-class differences are logged: see ``check_ensemble``);
+   scikit-image's astronaut: every class probability of the ensemble must agree within 0.03, else
+   the build fails (``check_ensemble``);
 6. update the ``antispoof_*`` entries of ``models/manifest.yaml`` (the others are kept as they are).
 """
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import manifest_yaml
 import numpy as np
 import tensorflow as tf
 import torch
@@ -66,9 +69,9 @@ REPOSITORY = "https://github.com/minivision-ai/Silent-Face-Anti-Spoofing"
 COMMIT = "b6d5f04ad78778917853b25c778acef6d5626d15"
 LICENCE = "Apache-2.0 (LICENSE of the upstream repository, copied beside the weights)"
 SAMPLES = ("image_T1.jpg", "image_F1.jpg", "image_F2.jpg")
-INT8_TOLERANCE = 0.05
-"""int8 vs float32: largest |difference| of the ensemble's P(real) on each parity image (the
-issue asked for 0.03 on every class: not reached, see docs/models.md)."""
+INT8_TOLERANCE = 0.03
+"""int8 vs float32: largest |difference| of any of the ensemble's class probabilities on each
+parity image (the build fails above it)."""
 FLOAT_TOLERANCE = 1e-4
 DEFAULT_CALIB_COUNT = 300
 DETECTOR_FILE = "face_detection_short_range.tflite"
@@ -84,6 +87,9 @@ class Source:
     sha256: str
     variant: Variant
     scale: float
+    dynamic: bool
+    """int8 with activations quantized per input at run time (no calibration), not calibrated
+    static int8: V1SE's attack classes do not survive fixed activation ranges (docs/models.md)."""
 
     @property
     def int8_file(self) -> str:
@@ -102,6 +108,7 @@ SOURCES = (
         "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
         MINIFASNET_V2,
         2.7,
+        dynamic=False,
     ),
     Source(
         "antispoof_v1se",
@@ -110,6 +117,7 @@ SOURCES = (
         "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
         MINIFASNET_V1SE,
         4.0,
+        dynamic=True,
     ),
 )
 
@@ -229,6 +237,15 @@ def check_parity(
 # --------------------------------------------------------------------------- conversion
 
 
+def convert_dynamic(module: Any) -> bytes:
+    """int8 weights (per output channel) with the activations quantized to int8 per input at run
+    time (TFLite's dynamic-range quantization; XNNPACK runs the convolutions in int8): no fixed
+    activation ranges, so no calibration. Float32 raw BGR input, float32 logits."""
+    conv = _converter(module)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return bytes(conv.convert())
+
+
 def convert_int8(module: Any, patches: list[np.ndarray]) -> bytes:
     """int8 everywhere except the layers at 40×40 (``STEM_SCOPE``), which stay float32.
 
@@ -284,19 +301,20 @@ def build_one(
     reference = load_reference(str(src / source.file), source.variant)
     module = MiniFASNetTF(fold_network(numpy_state(reference), source.variant), source.key)
     (out / source.float32_file).write_bytes(convert_float32(module))
-    patches = [model_input(image, box, source.scale) for image, box in calibration]
-    logger.info("%s: calibrating int8 on %d crops (scale %.1f)", source.key, len(patches), source.scale)
-    (out / source.int8_file).write_bytes(convert_int8(module, patches))
+    if source.dynamic:
+        logger.info("%s: int8 weights, activations quantized at run time", source.key)
+        (out / source.int8_file).write_bytes(convert_dynamic(module))
+    else:
+        patches = [model_input(image, box, source.scale) for image, box in calibration]
+        logger.info("%s: calibrating int8 on %d crops (scale %.1f)", source.key, len(patches), source.scale)
+        (out / source.int8_file).write_bytes(convert_int8(module, patches))
     parity_patches = {name: model_input(image, box, source.scale) for name, (image, box) in parity.items()}
     check_parity(out, source, reference, parity_patches)
 
 
 def check_ensemble(out: Path, parity: dict[str, tuple[ImageRGB, Box]]) -> None:
-    """The gate on int8: the ensemble's P(real) (what edged uses) within ``INT8_TOLERANCE`` of
-    float32 on the three upstream samples and the astronaut. The per-class differences are logged
-    but not gated: the float model itself moves by up to 0.4 between its two attack classes under
-    +-2 grey levels of input noise on image_F1 (docs/models.md), and the int8 V1SE does not follow
-    it there within 0.03."""
+    """The gate on int8: every class probability of the ensemble (what edged uses) within
+    ``INT8_TOLERANCE`` of float32 on the three upstream samples and the astronaut."""
     for name, (image, box) in parity.items():
         float_p = np.mean(
             [run_tflite(out / s.float32_file, model_input(image, box, s.scale)) for s in SOURCES], axis=0
@@ -304,18 +322,18 @@ def check_ensemble(out: Path, parity: dict[str, tuple[ImageRGB, Box]]) -> None:
         int8_p = np.mean(
             [run_tflite(out / s.int8_file, model_input(image, box, s.scale)) for s in SOURCES], axis=0
         )
-        real = float(abs(int8_p[1] - float_p[1]))
+        worst = float(np.abs(int8_p - float_p).max())
         logger.info(
-            "ensemble %-12s P(real) %.4f float32, %.4f int8: |diff| %.4f; max class |diff| %.4f",
+            "ensemble %-12s P(real) %.4f float32, %.4f int8: max class |diff| %.4f",
             name,
             float_p[1],
             int8_p[1],
-            real,
-            float(np.abs(int8_p - float_p).max()),
+            worst,
         )
-        if real > INT8_TOLERANCE:
+        if worst > INT8_TOLERANCE:
             raise RuntimeError(
-                f"int8 P(real) differs from float32 by {real:.4f} on {name} (limit {INT8_TOLERANCE})"
+                f"int8 class probabilities differ from float32 by {worst:.4f} on {name} "
+                f"(limit {INT8_TOLERANCE})"
             )
 
 
@@ -332,7 +350,13 @@ def manifest_entries(out: Path, count: int, calib_name: str) -> dict[str, dict[s
                 "PyTorch state dict -> TensorFlow (tools/minifasnet.py: batch-norms folded into the "
                 "convolutions, linear+BN1d+prob folded into one dense) -> TFLite"
             )
-            if precision == "int8":
+            if precision == "int8" and source.dynamic:
+                transform += "; post-training dynamic-range int8 quantization"
+                quantization = (
+                    "int8 weights (per output channel); activations quantized to int8 per input at "
+                    "run time (dynamic range, no calibration set); float32 input and output"
+                )
+            elif precision == "int8":
                 transform += "; post-training int8 quantization of all but the 40x40 layers"
                 quantization = (
                     "int8 weights and activations except the 40x40 layers (stem + first down-sampling "
@@ -386,8 +410,7 @@ def update_manifest(out: Path, entries: dict[str, dict[str, Any]]) -> Path:
     models = document["models"]
     for key, entry in entries.items():
         models[key] = entry
-    # the style tools/calibrate.py writes the file in, so that the other entries stay byte-identical
-    path.write_text(yaml.safe_dump(document, sort_keys=False, width=110))
+    manifest_yaml.write(path, document)  # the other tools' style: their entries stay byte-identical
     return path
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import manifest_yaml
 import numpy as np
 import tensorflow as tf
 import yaml
@@ -289,29 +290,8 @@ def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
     for key, item in previous.items():
         models.setdefault(key, item)
     document = {"schema": MANIFEST_SCHEMA, "models": models}
-    path.write_text(yaml.dump(document, Dumper=_ManifestDumper, sort_keys=False, width=100))
+    manifest_yaml.write(path, document)
     return path
-
-
-class _ManifestDumper(yaml.SafeDumper):  # type: ignore[misc]
-    """Block style, except that lists of scalars and mappings of scalars stay on one line."""
-
-
-def _is_flat(items: list[Any]) -> bool:
-    return all(isinstance(item, (int, float, str)) for item in items)
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=_is_flat(data))
-
-
-def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
-    flat = _is_flat(list(data.values())) and len(data) <= 2
-    return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=flat)
-
-
-_ManifestDumper.add_representer(list, _represent_list)
-_ManifestDumper.add_representer(dict, _represent_dict)
 
 
 def _describe_float_weights(path: Path) -> str:

@@ -27,6 +27,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent / "bench"))  # edged_bench.accuracy
 
+import manifest_yaml
+
 from edged.inference.manifest import MANIFEST_NAME, default_model_dir
 from edged.pipeline.embed import FAMILIES
 from edged.pipeline.image import read_image
@@ -158,7 +160,7 @@ def main() -> int:
         key = "calibration_flip_average" if args.flip_average else "calibration"
         model_key = FAMILIES[args.family].keys[args.embedder]
         data["models"][model_key][key] = table
-        path.write_text(yaml.safe_dump(data, sort_keys=False, width=110))
+        manifest_yaml.write(path, data)
         print(f"wrote the calibration of {model_key} to {path}", file=sys.stderr)
     return 0
 

@@ -288,13 +288,28 @@ class Decider:
             best[match.owner_id] = min(best.get(match.owner_id, math.inf), match.distance)
         for person, d in best.items():
             track.credit[person] = track.credit.get(person, 0.0) + w * (self.cap - min(d, self.cap))
-        if verifying and face.claimed:
-            d = min(m.distance for m in face.claimed)
-            track.claim_credit += w * (self.cap - min(d, self.cap))
+        claimed = min(m.distance for m in face.claimed) if verifying and face.claimed else None
+        if claimed is not None:
+            track.claim_credit += w * (self.cap - min(claimed, self.cap))
+        track.recent.append((w, best, claimed))
+        while len(track.recent) > self.settings.recent_frames:
+            track.recent.popleft()
 
     def _fused(self, track: TrackState, credit: float) -> Score:
         distance = self.cap - credit / track.weight
         return Score(distance, self.calibration.confidence(distance))
+
+    def _recent_distance(self, track: TrackState, person: str | None) -> float:
+        """The fused distance of ``person`` (None: the claimed person) over the track's newest
+        ``recent_frames`` good frames (a frame that did not match them counts at the cap)."""
+        weight = sum(w for w, _, _ in track.recent)
+        if weight <= 0:
+            return self.cap
+        credit = 0.0
+        for w, best, claimed in track.recent:
+            d = claimed if person is None else best.get(person)
+            credit += w * (self.cap - min(d if d is not None else self.cap, self.cap))
+        return self.cap - credit / weight
 
     def _best(self, track: TrackState, exclude: str | None = None) -> tuple[str, Score] | None:
         people = [(c, p) for p, c in track.credit.items() if p != exclude]
@@ -318,13 +333,17 @@ class Decider:
             if best is None or best[1].distance > self.threshold:
                 return Verdict("unknown", (NO_MATCH,), None, None if best is None else best[1])
             person, score = best
+            if self._recent_distance(track, person) > self.threshold:
+                # the track's face now is not the one that matched before it (a photo held up, then
+                # another face on the same track): nobody is identified
+                return Verdict("unknown", (NO_MATCH,), None, score)
             if allowed is not None and person not in allowed:
                 return Verdict("denied", (NOT_ALLOWED,), person, score)
             return Verdict("granted", (MATCH,), person, score)
         assert self._claim is not None
         claimed = self._claim.person_id
         score = self._fused(track, track.claim_credit)
-        match = score.distance <= self.threshold
+        match = score.distance <= self.threshold and self._recent_distance(track, None) <= self.threshold
         other = self._best(track, exclude=claimed) if self.settings.mode == "verify" else None
         someone_else = other is not None and (
             other[1].distance <= self.threshold and other[1].distance < score.distance

@@ -36,6 +36,14 @@ class DoorSettings(Strict):
     trigger_frames: int = Field(
         3, ge=1, le=100, description="frames that pass the quality gate before any decision on a track"
     )
+    recent_frames: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="the newest good frames of a track that must match its person too: a track's "
+        "identity is the fused distance over all its good frames AND over these (a photo of an enrolled "
+        "person held on the track before another face does not lend that face its identity)",
+    )
     low_quality_frames: int = Field(
         10, ge=1, le=1000, description="frames of a track, none passing the gate, before low_quality"
     )

@@ -4,7 +4,7 @@ the worker thread)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from edged.door.events import Outcome, Phase, Score, SessionState
@@ -41,6 +41,8 @@ class TrackState:
     weight: float = 0.0
     credit: dict[str, float] = field(default_factory=dict)
     claim_credit: float = 0.0
+    # the newest good frames' evidence: (weight, best distance per person, the claimed person's)
+    recent: deque[tuple[float, dict[str, float], float | None]] = field(default_factory=deque)
     low_quality_reported: bool = False
     # liveness (a door with liveness on): the latest result, since when the track has been ready but
     # uncertain, the challenge asked and until when (monotonic)
@@ -63,6 +65,7 @@ class TrackState:
         self.weight = 0.0
         self.credit = {}
         self.claim_credit = 0.0
+        self.recent.clear()
         self.low_quality_reported = False
         self.uncertain_since = None
         self.challenge = None

@@ -175,9 +175,9 @@ def _sample(
     image: ImageRGB, centre: npt.NDArray[np.float64], k: float, angle: float, scale: float, size: int
 ) -> ImageRGB:
     """The ``size``×``size`` chip whose pixel ``u`` shows frame point ``centre + k·R(angle)·(u − c)``,
-    ``c = (size − 1)/2``, bilinear, truncated to uint8 (black outside the frame); the region is
-    first halved with the Gaussian pyramid while ``scale`` (frame pixels per chip pixel) halved
-    stays above 1."""
+    ``c = (size − 1)/2``, bilinear, truncated to uint8 (black outside the frame). ``scale`` is the
+    frame pixels per chip pixel: the region is first halved with the Gaussian pyramid as long as a
+    chip pixel still spans more than two frame pixels."""
     cos, sin = math.cos(angle), math.sin(angle)
     levels = 0
     while scale / 2 ** (levels + 1) > 1.0:

@@ -1,5 +1,6 @@
 """The passive anti-spoofing model: Silent-Face-Anti-Spoofing's MiniFASNet pair as TFLite models
-(int8, except their 40×40 layers, which stay float32; float32 references beside them).
+(int8 — MiniFASNetV2 static with its 40×40 layers in float32, MiniFASNetV1SE dynamic-range —
+with float32 references beside them; docs/models.md).
 
 Two networks look at the same face at two crop scales — MiniFASNetV2 at 2.7× the face box,
 MiniFASNetV1SE at 4.0× — and their softmaxes over three classes (0 and 2: presentation attacks,
@@ -131,8 +132,9 @@ def softmax(logits: FloatArray) -> FloatArray:
 
 
 class AntiSpoofModel:
-    """One network: an 80×80 BGR crop → 3 logits. Takes the int8 model (uint8 input) or the
-    float32 reference (float input of the same 0..255 values)."""
+    """One network: an 80×80 BGR crop → 3 logits. Takes the shipped int8 model or the float32
+    reference (both read float32 input of raw 0..255 values; a uint8-input model works too if its
+    input scale is 1 and zero point 0: the crop is cast, not quantized)."""
 
     def __init__(self, model: TFLiteModel, scale: float) -> None:
         spec = model.inputs[0]

@@ -340,17 +340,19 @@ def check_challenge(
     turn_deg: float,
     closed_fraction: float,
     eyes: Sequence[float] | None = None,
+    reference: float | None = None,
 ) -> ChallengeCheck:
     """Whether exactly ``challenge`` happened after ``shown``: ``points``/``times`` are the track's
     mesh points and times in order (frames before ``shown`` only give the blink's open-eye
-    reference); the turns are measured from the yaw of the first frame at or after ``shown``.
-    ``complete``: the window is over (no more frames will come). ``eyes``: how open the eyes are on
-    each frame (``EyeModel.openness``); default: the mesh's eye aspect ratio."""
+    reference); the turns are measured from ``reference`` (a yaw, degrees), by default the yaw of
+    the first frame at or after ``shown``. ``complete``: the window is over (no more frames will
+    come). ``eyes``: how open the eyes are on each frame (``EyeModel.openness``); default: the
+    mesh's eye aspect ratio."""
     after = [p for p, t in zip(points, times, strict=True) if t >= shown]
     if not after:
         return ChallengeCheck(0.0, 0.0, 0, "failed" if complete else "pending")
     yaws = np.array([yaw_degrees(p) for p in after])
-    start = float(yaws[0])
+    start = float(yaws[0]) if reference is None else reference
     left = max(0.0, float(yaws.max()) - start)
     right = max(0.0, start - float(yaws.min()))
     ratios = list(eyes) if eyes is not None else [eye_aspect_ratio(p) for p in points]

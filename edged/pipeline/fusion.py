@@ -55,7 +55,8 @@ NOT_MEASURED = float("nan")
 CHALLENGE_MAX_FPS = 60.0
 """The frame rate a track's challenge buffer is sized for: it keeps the first frame at or after the
 ask and up to ``challenge_window_s`` × this many frames after it (at a higher rate the oldest of
-those go, never the first: the turns are measured from its yaw)."""
+those go, never the first: the turns are measured from its yaw, or from the last gate-passing
+frame before the ask when the gate refused it: ``_reference_yaw``)."""
 
 
 class LivenessSettings(Strict):
@@ -165,10 +166,17 @@ def track_cues(
     (default: ``frames``; ``LivenessTrack`` gives the frames it kept from the ask on). ``now``: the
     current time (default: the last frame's); the challenge's window is over when ``now`` is past it."""
     found: list[Cue] = []
+    # every cue looks only at the frames that pass the quality gate: a mesh on a refused frame (cut
+    # by the border, extreme pose, blurred) can be far off, and liveness-with-verify verifies exactly
+    # these frames — frames nobody verifies must not vouch for liveness (a blurred live face of one
+    # person answering a challenge beside a sharp photo of another)
+    reference = _reference_yaw(frames if answer is None else answer, challenge)
+    frames = [f for f in frames if f.quality_ok]
+    if answer is not None:
+        answer = [f for f in answer if f.quality_ok]
     if len(frames) >= 2:
-        # a mesh on a frame the quality gate refused (cut by the border, extreme pose) can be far
-        # off; a frame without its face patch cannot be tracked in the image
-        good = [(f.points, f.patch) for f in frames if f.quality_ok and f.patch is not None]
+        # a frame without its face patch cannot be tracked in the image
+        good = [(f.points, f.patch) for f in frames if f.patch is not None]
         parallax = cues.track_parallax(
             [points for points, _ in good], [patch for _, patch in good], settings.parallax_min_motion_deg
         )
@@ -189,8 +197,28 @@ def track_cues(
             Cue("blink", round(seen.deepest, 4), 1.0 if seen.count else 0.5, "real" if seen.count else "none")
         )
     if challenge is not None:
-        found.append(_challenge_cue(frames if answer is None else answer, settings, challenge, now))
+        found.append(
+            _challenge_cue(frames if answer is None else answer, settings, challenge, now, reference)
+        )
     return tuple(found)
+
+
+def _reference_yaw(
+    frames: Sequence[LivenessFrame], challenge: tuple[Challenge, float] | None
+) -> float | None:
+    """The yaw a challenge's turns are measured from: the first frame at or after the ask when the
+    quality gate passed it; when it refused it (a blur as the turn starts), the last gate-passing
+    frame before the ask — not the first gate-passing one after, which may be mid-turn (a genuine
+    return to centre would then read as the other turn). None: the first gate-passing frame after
+    the ask (``cues.check_challenge``'s default), when no frame before it passed."""
+    if challenge is None:
+        return None
+    shown = challenge[1]
+    first = next((f for f in frames if f.t >= shown), None)
+    if first is None or first.quality_ok:
+        return None
+    before = [f for f in frames if f.t < shown and f.quality_ok]
+    return cues.yaw_degrees(before[-1].points) if before else None
 
 
 def eye_series(frames: Sequence[LivenessFrame]) -> list[float]:
@@ -207,6 +235,7 @@ def _challenge_cue(
     settings: LivenessSettings,
     challenge: tuple[Challenge, float],
     now: float | None,
+    reference: float | None = None,
 ) -> Cue:
     asked, shown = challenge
     end = shown + settings.challenge_window_s
@@ -221,6 +250,7 @@ def _challenge_cue(
         settings.turn_deg,
         settings.blink_closed_fraction,
         eye_series(inside),
+        reference,
     )
     value = {"turn_left": check.left, "turn_right": check.right, "blink": float(check.blinks)}[asked]
     if check.status == "passed":
@@ -311,7 +341,8 @@ class LivenessTrack:
         answer = [*self._before, *([self._first] if self._first is not None else []), *self._after]
         motion = track_cues(frames, self.settings, self.challenge, now, answer)
         asked = self.challenge[0] if self.challenge else None
-        return fuse(scores, motion, self.settings, len(frames), asked)
+        # the frames the result rests on: those the cues looked at (the door's liveness_min_frames)
+        return fuse(scores, motion, self.settings, sum(f.quality_ok for f in frames), asked)
 
 
 class LivenessChecker:

@@ -165,7 +165,8 @@ class Liveness(Operations):
         none does). ``BadArgument`` when two consecutive verified frames do not show the same face:
         the liveness of one face and the identity of another must not make one result. (Frames the
         gate refuses — a profile, a blur — are not compared: their templates drift, and a genuine
-        head turn must not be refused for it.)"""
+        head turn must not be refused for it; the liveness cues ignore them too, so every frame that
+        vouched for liveness is a verified one.)"""
         faces = []
         for i, image in enumerate(images):
             found = self.finder.faces(image)

@@ -416,7 +416,19 @@ def targets(tallies: Sequence[Tally]) -> list[str]:
         rate = errors / judged
         verdict = "met" if rate <= limit + 1e-12 else "NOT met"
         measured = f"{100 * rate:.1f} % ({errors}/{judged})"
-        lines.append(f"- {what} (fusion): {measured}; target ≤ {100 * limit:.0f} %: {verdict}")
+        line = f"- {what} (fusion): {measured}; target ≤ {100 * limit:.0f} %: {verdict}"
+        refused = sum(t.refused for t in tallies if t.category.key in keys)
+        if refused and not any(t.category.attack for t in tallies if t.category.key in keys):
+            # every frame refused: `uncertain` without the model asked (ISO/IEC 30107-3 would count
+            # it as a non-response, BPNRR, outside BPCER); shown, not taken out of the rate
+            acquired = judged - refused
+            line += (
+                f" ({refused} of them with every frame refused by the quality gate; over the "
+                f"{acquired} acquired: {100 * (errors - refused) / acquired:.1f} %)"
+                if acquired
+                else " (every one refused by the quality gate on every frame)"
+            )
+        lines.append(line)
     return lines
 
 
