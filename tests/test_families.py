@@ -1,10 +1,13 @@
-"""The embedder families in the face pipeline (edged.pipeline.embed.FAMILIES): ``dlib`` stays the
-default and unchanged; ``mbf`` gives 512-d unit templates from the 112×112 ArcFace chip with its
-own model identity and calibration; templates of two families never compare; the person directory
-refuses an ``mbf`` pipeline until it can hold its templates."""
+"""The embedder families (edged.pipeline.embed.FAMILIES): ``dlib`` stays the default and unchanged;
+``mbf`` gives 512-d unit templates from the 112×112 ArcFace chip with its own model identity and
+calibration; templates of two models never compare — in the pipeline, and in one directory shared
+by terminals of both models (groups and face lists keep their model; a person of the directory
+may hold templates of both); the speed benchmark's embedders table."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,17 @@ from skimage import data
 from edged.config import Config
 from edged.demo import astronaut
 from edged.directory.crypto import create_key_file
+from edged.directory.scope import DirectoryScope
 from edged.directory.store import Store
-from edged.errors import ConfigError
+from edged.errors import BadArgument
 from edged.inference.manifest import Manifest
 from edged.pipeline.embed import FAMILIES, FaceEmbedder, distance
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.service.faces import FaceService
+from edged.service.policy import Caller
 
 REPO = Path(__file__).resolve().parents[1]
+MANAGER = Caller("cli", "manager")
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +84,92 @@ def test_mbf_needs_the_mesh(mbf: FacePipeline) -> None:
         mbf.embedder.chip(astronaut(), face.detection, None)
 
 
-def test_the_directory_refuses_an_mbf_pipeline_for_now(mbf: FacePipeline, tmp_path: Path) -> None:
-    if mbf.calibration is None:
-        pytest.fail("the mbf embedder has no calibration in models/manifest.yaml")
+# ---------------------------------------------------------------------------------------------
+# models side by side in one directory: two terminals' services (dlib, mbf) on one store
+
+
+@pytest.fixture
+def services(
+    dlib: FacePipeline, mbf: FacePipeline, tmp_path: Path
+) -> Iterator[tuple[FaceService, FaceService]]:
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"))
     try:
-        with pytest.raises(ConfigError, match="recognition_model: mbf"):
-            FaceService(mbf, store, Config().directory, mbf.embedder.model_id)
+        yield (
+            FaceService(dlib, store, Config().directory, dlib.embedder.model_id),
+            FaceService(mbf, store, Config().directory, mbf.embedder.model_id),
+        )
     finally:
         store.close()
+
+
+def test_an_mbf_group_enrols_trains_and_identifies(services: tuple[FaceService, FaceService]) -> None:
+    _, service = services
+    image = astronaut()
+    service.changes.create_group(MANAGER, "lobby", "Lobby")
+    person = service.changes.create_person(MANAGER, "lobby", "Eileen")
+    service.changes.add_person_face(MANAGER, "lobby", person, image)
+    service.changes.train(MANAGER, "lobby")
+    [detected] = service.recognition.detect(MANAGER, np.ascontiguousarray(np.roll(image, (10, 20), (0, 1))))
+    assert detected.face_id is not None
+    [(_, candidates)] = service.recognition.identify([detected.face_id], group_id="lobby")
+    assert [c.person_id for c in candidates] == [person]
+    assert service.store.groups.get("lobby").recognition_model == "mbf_s8_v1_int8.tflite"
+
+
+def test_two_models_never_compare(services: tuple[FaceService, FaceService]) -> None:
+    old, new = services
+    image = astronaut()
+    old.changes.create_group(MANAGER, "staff", "Staff")
+    person = old.changes.create_person(MANAGER, "staff", "Eileen")
+    old.changes.add_person_face(MANAGER, "staff", person, image)
+    old.changes.train(MANAGER, "staff")
+    [probe] = new.recognition.detect(MANAGER, image)
+    [old_probe] = old.recognition.detect(MANAGER, image)
+    assert probe.face_id is not None and old_probe.face_id is not None
+    both = re.escape("dlib_resnet_v1_int8.tflite; this terminal matches with mbf_s8_v1_int8.tflite")
+    with pytest.raises(BadArgument, match=both):
+        new.recognition.identify([probe.face_id], group_id="staff")
+    with pytest.raises(BadArgument, match=both):
+        new.recognition.verify_person(probe.face_id, person, "staff")
+    with pytest.raises(BadArgument, match=both):
+        new.changes.add_person_face(MANAGER, "staff", person, image)
+    with pytest.raises(
+        BadArgument, match=re.escape("detected with recognition model dlib_resnet_v1_int8.tflite")
+    ):
+        new.recognition.verify_faces(probe.face_id, old_probe.face_id)
+    old.changes.create_face_list(MANAGER, "visitors", "Visitors")
+    with pytest.raises(BadArgument, match="face list 'visitors' uses recognition model"):
+        new.changes.add_list_face(MANAGER, "visitors", image)
+    with pytest.raises(BadArgument, match="face list 'visitors' uses recognition model"):
+        new.recognition.find_similar(probe.face_id, face_list_id="visitors")
+
+
+def test_a_person_of_the_directory_holds_templates_of_both_models(
+    services: tuple[FaceService, FaceService],
+) -> None:
+    # the person directory (no group) holds persons whose faces were enrolled under either model:
+    # each terminal matches its own model's templates only
+    old, new = services
+    image = astronaut()
+    person = old.changes.create_person(MANAGER, None, "Eileen")
+    old.changes.add_person_face(MANAGER, None, person, image)
+    [probe] = new.recognition.detect(MANAGER, image)
+    assert probe.face_id is not None
+    with pytest.raises(BadArgument, match=re.escape("no faces of recognition model mbf_s8_v1_int8.tflite")):
+        new.recognition.verify_person(probe.face_id, person, None)
+    new.changes.add_person_face(MANAGER, None, person, image)
+    assert old.store.persons.faces.count(person) == 2
+    assert new.recognition.verify_person(probe.face_id, person, None).is_identical
+    [(_, found)] = new.recognition.identify([probe.face_id], person_ids=["*"])
+    assert [c.person_id for c in found] == [person]
+    [old_probe] = old.recognition.detect(MANAGER, image)
+    assert old_probe.face_id is not None
+    [(_, found)] = old.recognition.identify([old_probe.face_id], person_ids=["*"])
+    assert [c.person_id for c in found] == [person]
+    assert new.store.faces.templates(DirectoryScope(), model_id="mbf_s8_v1_int8.tflite").matrix.shape == (
+        1,
+        512,
+    )
 
 
 def test_the_speed_benchmark_times_both_precisions_of_both_families(dlib: FacePipeline) -> None:

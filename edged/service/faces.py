@@ -24,7 +24,7 @@ from edged.directory.lists import FaceList
 from edged.directory.persons import Person
 from edged.directory.scope import GroupScope
 from edged.directory.store import Store
-from edged.errors import BadArgument, ConfigError
+from edged.errors import BadArgument
 from edged.inference.manifest import Calibration
 from edged.matcher import Match, TemplateIndex
 from edged.pipeline.liveness import LivenessAssessor
@@ -69,18 +69,12 @@ class FaceService:
         the liveness checker on this service's pipeline (None: liveness checks are ``ModelError``)."""
         if pipeline.calibration is None:
             raise BadArgument("the embedder has no calibration: run tools/calibrate.py")
-        if pipeline.embedder.family.name != "dlib":
-            raise ConfigError(
-                f"pipeline.recognition_model: {pipeline.embedder.family.name}: the person directory does "
-                "not hold its templates yet (models side by side and migration come next, issue 11); "
-                "it serves the benchmarks and tools/calibrate.py until then"
-            )
         self.pipeline = pipeline
         self.store = store
         self.settings = settings
         self.model_id = model_id
         self.calibration: Calibration = pipeline.calibration
-        self.access = DirectoryAccess(store)
+        self.access = DirectoryAccess(store, model_id, pipeline.embedder.dim)
         finder = FaceFinder(pipeline, settings.enroll_requires_quality)
         folder = store.path.parent
         self.quota = FaceIdQuota(store.transient, settings, free or (lambda: free_bytes(folder)), store.clock)
