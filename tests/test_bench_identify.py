@@ -54,7 +54,9 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def identify_options(root: Path, identities: Path, record: Path | None = None) -> IdentifyOptions:
     """The settings ``edged bench identify`` parses into."""
-    return IdentifyOptions(root=root, identities=identities, far=1e-4, recognition_model="dlib", record=record, json=True)
+    return IdentifyOptions(
+        root=root, identities=identities, far=1e-4, recognition_model="dlib", record=record, json=True
+    )
 
 
 def test_identify_report(
