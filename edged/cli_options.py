@@ -119,15 +119,23 @@ parse_far = bounded_float("--far", "a number such as 1e-4", 1, closed=False)
 """The type of ``--far`` (a target false-accept rate)."""
 
 
-def effective_config(options: GlobalOptions, embedder: str | None = None) -> Config:
+def effective_config(
+    options: GlobalOptions, embedder: str | None = None, recognition_model: str | None = None
+) -> Config:
     """The configuration file with the command-line overrides applied (validated again);
-    ``embedder`` is ``edged bench accuracy --embedder``."""
+    ``embedder`` and ``recognition_model`` are the benchmarks' ``--embedder`` and
+    ``--recognition-model``."""
     from pydantic import ValidationError
 
     from edged.config import Config, load_config
 
     data = load_config(options.config).model_dump()
-    overrides = {"threads": options.threads, "detector": options.detector, "embedder": embedder}
+    overrides = {
+        "threads": options.threads,
+        "detector": options.detector,
+        "embedder": embedder,
+        "recognition_model": recognition_model,
+    }
     data["pipeline"].update({k: v for k, v in overrides.items() if v is not None})
     if options.max_pixels is not None:
         data["images"]["max_pixels"] = options.max_pixels

@@ -12,7 +12,8 @@ import numpy as np
 from edged.directory.sealed import TEMPLATE_DIM
 from edged.directory.store import DB_NAME
 
-MODEL = "edged-mfn-int8-v1"
+MODEL = "dlib_resnet_v1_int8.tflite"
+"""The default terminal's model ID (templates made here are random: the store does not look at them)."""
 NAME = "Zebulon Quixotic-Marchbanks"
 
 

@@ -7,6 +7,7 @@ demo opens the pose limit so the stranger is matched (and unknown) rather than l
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -166,9 +167,9 @@ def test_config_validates_device_and_door_ids() -> None:
             Config.model_validate(bad)
 
 
-@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "missing"])
-def test_a_door_needs_a_trained_group(
-    pipeline: FacePipeline, tmp_path: Path, kek: crypto.Kek, trained: bool
+@pytest.mark.parametrize("case", ["untrained", "missing", "other model"])
+def test_a_door_needs_a_trained_group_of_its_model(
+    pipeline: FacePipeline, tmp_path: Path, kek: crypto.Kek, case: str
 ) -> None:
     from edged.directory.store import Store
     from edged.service.faces import FaceService
@@ -177,15 +178,24 @@ def test_a_door_needs_a_trained_group(
     MANAGER = Caller("cli", "manager")
 
     state = tmp_path / "state"
-    if not trained:  # the group exists but was never trained
+    if case != "missing":  # the group exists: never trained, or enrolled by a terminal of another model
+        model = pipeline.embedder.model_id if case == "untrained" else "dlib_resnet_v1_float32.tflite"
         store = Store.open(state, kek)
-        FaceService(pipeline, store, Config().directory, "m").changes.create_group(MANAGER, "staff", "Staff")
+        FaceService(pipeline, store, Config().directory, model).changes.create_group(
+            MANAGER, "staff", "Staff"
+        )
         store.close()
-    group = "staff" if not trained else "nobody"
+    group = "nobody" if case == "missing" else "staff"
     config = Config.model_validate({"doors": {"front": {"group": group}}})
     stop = threading.Event()
     app = App(config, state, kek, None, stop, None, pipeline=pipeline)
-    with pytest.raises(ConfigError, match=r"door 'front': person group '\w+' (is not trained|does not)"):
+    expected = {
+        "untrained": "person group 'staff' is not trained",
+        "missing": "person group 'nobody' does not",
+        "other model": "person group 'staff' uses recognition model dlib_resnet_v1_float32.tflite; this "
+        "terminal matches with dlib_resnet_v1_int8.tflite",
+    }[case]
+    with pytest.raises(ConfigError, match=re.escape(f"door 'front': {expected}")):
         app.start()
     assert stop.is_set() and app.capture is None and app.worker is None
     assert threading.active_count() >= 1

@@ -54,7 +54,9 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def identify_options(root: Path, identities: Path, record: Path | None = None) -> IdentifyOptions:
     """The settings ``edged bench identify`` parses into."""
-    return IdentifyOptions(root=root, identities=identities, far=1e-4, record=record, json=True)
+    return IdentifyOptions(
+        root=root, identities=identities, far=1e-4, recognition_model="dlib", record=record, json=True
+    )
 
 
 def test_identify_report(
@@ -152,3 +154,13 @@ def test_identities_file_errors(tmp_path: Path) -> None:
         load_identities(bad)
     with pytest.raises(BadArgument, match="cannot read identities file"):
         load_identities(tmp_path / "missing.csv")
+
+
+def test_the_threshold_at_an_fpir_admits_at_most_that_share_of_non_mated_probes() -> None:
+    from edged_bench.identify import Rank1, threshold_at_fpir
+
+    distances = np.array([0.9, 0.5, np.inf, 0.7, 0.6, 0.8, 1.0, 1.1, 1.2, 1.3, 1.4])  # 10 with a face
+    probes = Rank1([""] * distances.size, distances, [])
+    t = threshold_at_fpir(probes, 0.2)  # 2 of 10 may fall within: 0.5 and 0.6, not 0.7
+    assert 0.6 <= t < 0.7
+    assert threshold_at_fpir(probes, 0.0) < 0.5

@@ -287,11 +287,16 @@ class WatchedFaces(Faces):
         self.loads: list[tuple[Scope, bool]] = []
 
     def templates(
-        self, scope: Scope, *, person_ids: Sequence[str] | None = None, face_ids: Sequence[str] | None = None
+        self,
+        scope: Scope,
+        *,
+        person_ids: Sequence[str] | None = None,
+        face_ids: Sequence[str] | None = None,
+        model_id: str | None = None,
     ) -> Templates:
         if person_ids is None and face_ids is None:
             self.loads.append((scope, self.db.in_transaction))
-        return super().templates(scope, person_ids=person_ids, face_ids=face_ids)
+        return super().templates(scope, person_ids=person_ids, face_ids=face_ids, model_id=model_id)
 
 
 def test_the_duplicate_check_loads_its_index_before_the_write_transaction(
@@ -303,11 +308,13 @@ def test_the_duplicate_check_loads_its_index_before_the_write_transaction(
     first = enrolled_group(service, astronaut)
     store = service.store
     store.faces = watched = WatchedFaces(store)
-    fresh = FaceService(pipeline, store, DirectorySettings(), "m")  # nothing cached
+    fresh = FaceService(pipeline, store, DirectorySettings(), pipeline.embedder.model_id)  # nothing cached
     second = fresh.changes.create_person(MANAGER, "staff", "Impostor")
     with pytest.raises(DuplicateIdentity, match=first):
         fresh.changes.add_person_face(MANAGER, "staff", second, shifted(astronaut, 10, 10))
-    enrolling = FaceService(pipeline, store, DirectorySettings(), "m")  # the CLI's enroll
+    enrolling = FaceService(
+        pipeline, store, DirectorySettings(), pipeline.embedder.model_id
+    )  # the CLI's enroll
     twin = enrolling.changes.embed(MANAGER, shifted(astronaut, -10, 5))
     (refused,) = enrolling.changes.enrol_person(MANAGER, "staff", None, "Twin", [twin]).faces
     assert isinstance(refused, DuplicateIdentity) and first in refused.message
@@ -325,7 +332,9 @@ def test_the_duplicate_check_sees_what_another_process_committed(
     assert len(service.access.indexes.get(GroupScope("staff"))) == 0  # cached, empty
     cli = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"), clock)
     try:
-        first = enrolled_person(FaceService(pipeline, cli, DirectorySettings(), "m"), astronaut)
+        first = enrolled_person(
+            FaceService(pipeline, cli, DirectorySettings(), pipeline.embedder.model_id), astronaut
+        )
     finally:
         cli.close()
     with pytest.raises(DuplicateIdentity, match=first):
@@ -342,7 +351,9 @@ def test_duplicate_identity_can_warn_instead(
     tmp_path: Path, pipeline: FacePipeline, astronaut: ImageRGB, clock: ManualClock
 ) -> None:
     store = Store.open(tmp_path / "warn", create_key_file(tmp_path / "k"), clock)
-    service = FaceService(pipeline, store, DirectorySettings(duplicate_policy="warn"), "m")
+    service = FaceService(
+        pipeline, store, DirectorySettings(duplicate_policy="warn"), pipeline.embedder.model_id
+    )
     first = enrolled_group(service, astronaut)
     second = service.changes.create_person(MANAGER, "staff", "Twin")
     enrolment = service.changes.add_person_face(MANAGER, "staff", second, astronaut)
@@ -466,7 +477,12 @@ def test_audit_records_past_the_retention_are_pruned(
     tmp_path: Path, pipeline: FacePipeline, clock: ManualClock
 ) -> None:
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
-    month = FaceService(pipeline, store, DirectorySettings(audit_retention_days=30, audit_min_records=0), "m")
+    month = FaceService(
+        pipeline,
+        store,
+        DirectorySettings(audit_retention_days=30, audit_min_records=0),
+        pipeline.embedder.model_id,
+    )
     forever = FaceService(
         pipeline, store, DirectorySettings(audit_retention_days=0, audit_min_records=0), "m"
     )
@@ -492,7 +508,7 @@ def test_the_audit_log_is_bounded_by_count_and_keeps_its_newest_records_whatever
 ) -> None:
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
     settings = DirectorySettings(audit_retention_days=30, audit_max_records=6, audit_min_records=3)
-    service = FaceService(pipeline, store, settings, "m")
+    service = FaceService(pipeline, store, settings, pipeline.embedder.model_id)
     try:
         for i in range(4):
             service.changes.create_group(MANAGER, f"g{i}", "G")
@@ -560,7 +576,7 @@ def test_a_large_audit_log_is_pruned_in_batches_that_let_the_service_lock_go(
 ) -> None:
     store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"), clock)
     settings = DirectorySettings(audit_max_records=1000, audit_min_records=100)
-    service = FaceService(pipeline, store, settings, "m")
+    service = FaceService(pipeline, store, settings, pipeline.embedder.model_id)
     store.audit = watched = WatchedAuditLog(store, service.access.lock)
     try:
         with store.db.tx():

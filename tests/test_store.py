@@ -482,10 +482,11 @@ def test_face_not_found_names_the_id(store: Store, group: str, rng: np.random.Ge
     assert store.persons.faces.get(ada_face, ada).owner_id == ada
 
 
-def test_a_template_must_be_128_finite_floats(store: Store, group: str) -> None:
+def test_a_template_must_be_128_or_512_finite_floats(store: Store, group: str) -> None:
     person_id = store.persons.create(group, "Ada", None)
-    for bad in (np.zeros(127, np.float32), np.zeros(256, np.float32), np.full(128, np.nan, np.float32)):
-        with pytest.raises(ValueError, match="128 finite floats"):
+    bad_ones = (np.zeros(127, np.float32), np.zeros(256, np.float32), np.full(128, np.nan, np.float32))
+    for bad in (*bad_ones, np.full(512, np.inf, np.float32)):
+        with pytest.raises(ValueError, match="128 or 512 finite floats"):
             store.persons.add_face(group, person_id, bad, MODEL, None, {})
     assert store.persons.faces.count(person_id) == 0
 

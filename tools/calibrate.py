@@ -7,7 +7,8 @@ distance threshold whose impostor acceptance rate is at most that FAR. The dista
 is a logistic curve fitted to the genuine/impostor labels, centred so that confidence 0.5 falls on
 the default threshold, sampled into a monotone piecewise-linear table.
 
-    python tools/calibrate.py --root ../shared/faces/lfw-dev [--embedder int8|float32] [--write]
+    python tools/calibrate.py --root ../shared/faces/lfw-dev [--family dlib|mbf]
+        [--embedder int8|float32] [--write]
 """
 
 from __future__ import annotations
@@ -29,16 +30,20 @@ sys.path.insert(1, str(Path(__file__).resolve().parent / "bench"))  # edged_benc
 import manifest_yaml
 
 from edged.inference.manifest import MANIFEST_NAME, default_model_dir
+from edged.pipeline.embed import FAMILIES
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import EMBEDDER_KEYS, FacePipeline, PipelineSettings
 from edged_bench.accuracy import choose_face
 
-FARS = (1e-2, 1e-3, 1e-4, 1e-5)
+FARS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 DEFAULT_FAR = 1e-3
 
 
-def embed_all(root: Path, embedder: str, flip_average: bool) -> tuple[np.ndarray, list[str], list[str]]:
-    pipeline = FacePipeline.load(settings=PipelineSettings(embedder=embedder, flip_average=flip_average))
+def embed_all(
+    root: Path, embedder: str, flip_average: bool, family: str = "dlib"
+) -> tuple[np.ndarray, list[str], list[str]]:
+    settings = PipelineSettings(recognition_model=family, embedder=embedder, flip_average=flip_average)
+    pipeline = FacePipeline.load(settings=settings)
     with (root / "identities.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     vectors, identities, missing = [], [], []
@@ -113,7 +118,7 @@ def calibration_table(genuine: np.ndarray, impostor: np.ndarray, pairs_source: s
     ]
     default = next(t["threshold"] for t in thresholds if t["far"] == DEFAULT_FAR)
     k = fit_slope(genuine, impostor, float(default))  # type: ignore[arg-type]
-    grid = np.round(np.arange(0.0, 1.61, 0.05), 2)
+    grid = np.round(np.arange(0.0, 2.01, 0.05), 2)  # unit-length templates are at most 2 apart
     points = [[float(d), round(float(1 / (1 + math.exp(k * (d - float(default))))), 4)] for d in grid]  # type: ignore[arg-type]
     points.append([round(float(default), 4), 0.5])
     points.sort()
@@ -135,11 +140,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", type=Path, required=True, help="calibration set with identities.csv")
-    parser.add_argument("--embedder", choices=tuple(EMBEDDER_KEYS), default="int8")
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="dlib", help="the embedder family")
+    parser.add_argument("--embedder", choices=tuple(EMBEDDER_KEYS), default="int8", help="its precision")
     parser.add_argument("--flip-average", action="store_true", help="calibrate flip-averaged templates")
     parser.add_argument("--write", action="store_true", help="store the table in models/manifest.yaml")
     args = parser.parse_args()
-    vectors, identities, missing = embed_all(args.root, args.embedder, args.flip_average)
+    vectors, identities, missing = embed_all(args.root, args.embedder, args.flip_average, args.family)
     genuine, impostor = pair_distances(vectors, identities)
     table = calibration_table(
         genuine,
@@ -152,9 +158,10 @@ def main() -> int:
         path = default_model_dir() / MANIFEST_NAME
         data = yaml.safe_load(path.read_text())
         key = "calibration_flip_average" if args.flip_average else "calibration"
-        data["models"][EMBEDDER_KEYS[args.embedder]][key] = table
+        model_key = FAMILIES[args.family].keys[args.embedder]
+        data["models"][model_key][key] = table
         manifest_yaml.write(path, data)
-        print(f"wrote the calibration of {EMBEDDER_KEYS[args.embedder]} to {path}", file=sys.stderr)
+        print(f"wrote the calibration of {model_key} to {path}", file=sys.stderr)
     return 0
 
 

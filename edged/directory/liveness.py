@@ -179,6 +179,8 @@ class Admitted:
     number: int
     challenge: str | None
     reference: FloatArray | None = field(default=None, repr=False)
+    model_id: str | None = None
+    """The recognition model of ``reference``."""
 
 
 def check_device_correlation_id(value: str | None) -> str | None:
@@ -407,7 +409,8 @@ class LivenessSessions:
                     "a liveness session's reference template",
                 )
                 reference = np.frombuffer(plain, "<f4").astype(np.float32)
-        return Admitted(session_id, number, session.challenge, reference)
+        model_id = None if row.reference is None else str(row.model_id)
+        return Admitted(session_id, number, session.challenge, reference, model_id)
 
     def finish_attempt(
         self,

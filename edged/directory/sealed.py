@@ -25,6 +25,9 @@ from edged.errors import FaceNotFound
 from edged.types import FloatArray
 
 TEMPLATE_DIM = 128
+"""The dlib family's template size (the directory's templates before the mbf family)."""
+TEMPLATE_DIMS = (128, 512)
+"""The template sizes the directory stores (one per embedder family: dlib, mbf)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +48,8 @@ class Templates:
     matrix: FloatArray
 
     @classmethod
-    def empty(cls) -> Templates:
-        return cls((), (), np.zeros((0, TEMPLATE_DIM), np.float32))
+    def empty(cls, dim: int = TEMPLATE_DIM) -> Templates:
+        return cls((), (), np.zeros((0, dim), np.float32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +86,9 @@ class SealedTemplate:
 
 def template_bytes(template: FloatArray) -> bytes:
     vector = np.asarray(template, np.float32).reshape(-1)
-    if vector.size != TEMPLATE_DIM or not np.all(np.isfinite(vector)):
-        raise ValueError(f"a template is {TEMPLATE_DIM} finite floats, got shape {np.shape(template)}")
+    if vector.size not in TEMPLATE_DIMS or not np.all(np.isfinite(vector)):
+        sizes = " or ".join(str(d) for d in TEMPLATE_DIMS)
+        raise ValueError(f"a template is {sizes} finite floats, got shape {np.shape(template)}")
     return vector.astype("<f4").tobytes()
 
 
@@ -105,6 +109,8 @@ def open_templates(keys: Keys, rows: Sequence[SealedTemplate], *, faces_own_them
         vectors.append(np.frombuffer(plain, "<f4"))
     if not vectors:
         return Templates.empty()
+    if len({v.size for v in vectors}) > 1:  # the caller did not choose a model (``model_id``)
+        raise ValueError("templates of two recognition models cannot be read as one matrix")
     return Templates(tuple(face_ids), tuple(owner_ids), np.stack(vectors).astype(np.float32))
 
 

@@ -13,7 +13,7 @@ from edged.directory.crypto import seal, unseal
 from edged.directory.db import Db, new_id
 from edged.directory.keys import Keys
 from edged.directory.sealed import face_aad, template_bytes
-from edged.errors import FaceNotFound
+from edged.errors import BadArgument, FaceNotFound
 from edged.types import FloatArray
 
 _OWNER = "transient"
@@ -69,9 +69,10 @@ class TransientFaces:
             )
         return TransientFace(face_id, expires)
 
-    def get(self, face_id: str) -> FloatArray:
+    def get(self, face_id: str, model_id: str | None = None) -> FloatArray:
         """The template of a face ID; ``FaceNotFound`` when it does not exist or has expired (an
-        expired one is reaped on the spot)."""
+        expired one is reaped on the spot); ``BadArgument`` when ``model_id`` is given and the face
+        was detected with another recognition model (its template compares with no other's)."""
         row = self.db.execute(
             "SELECT key_id, template, model_id, expires FROM transient_faces WHERE face_id = ?", (face_id,)
         ).fetchone()
@@ -79,12 +80,17 @@ class TransientFaces:
             raise FaceNotFound(
                 f"face ID {face_id!r} does not exist or has expired (face IDs live at most 24 h)"
             )
-        key_id, blob, model_id, expires = row
+        key_id, blob, stored_model, expires = row
         if expires <= self.clock.now():
             self.reap()
             raise FaceNotFound(f"face ID {face_id!r} has expired")
+        if model_id is not None and stored_model != model_id:
+            raise BadArgument(
+                f"face ID {face_id!r} was detected with recognition model {stored_model}; this comparison "
+                f"uses {model_id}: detect the face again"
+            )
         plain = unseal(
-            self.keys.unwrap(key_id), bytes(blob), face_aad(_OWNER, face_id, model_id), "a template"
+            self.keys.unwrap(key_id), bytes(blob), face_aad(_OWNER, face_id, stored_model), "a template"
         )
         return np.frombuffer(plain, "<f4").astype(np.float32)
 

@@ -10,13 +10,14 @@ from edged.inference.manifest import Calibration, Manifest
 from edged.inference.runtime import TFLiteModel
 from edged.pipeline.align import chip_for
 from edged.pipeline.detect import VARIANTS, FaceDetector
-from edged.pipeline.embed import FaceEmbedder
+from edged.pipeline.embed import FAMILIES, FaceEmbedder, FamilyName
 from edged.pipeline.mesh import FaceMesher
 from edged.pipeline.quality import QualityThresholds, assess
 from edged.strict import Strict
 from edged.types import Detection, Face, ImageRGB, Mesh
 
-EMBEDDER_KEYS = {"int8": "face_embedder", "float32": "face_embedder_float32"}
+EMBEDDER_KEYS = FAMILIES["dlib"].keys
+"""The dlib family's manifest keys per precision (``FAMILIES`` has every family's)."""
 
 __all__ = ["EMBEDDER_KEYS", "FacePipeline", "PipelineSettings"]
 
@@ -31,6 +32,11 @@ class PipelineSettings(Strict):
         None, gt=0, lt=1, description="detector score threshold (default: the model's, 0.5 short / 0.6 full)"
     )
     min_face_px: float = Field(20.0, ge=0, description="detections smaller than this (pixels) are ignored")
+    recognition_model: FamilyName = Field(
+        "dlib",
+        description="the embedder family: dlib (128-d, 150×150 chip) or mbf (512-d, 112×112 ArcFace "
+        "chip); templates of one never compare with the other's (docs/models.md)",
+    )
     embedder: Literal["int8", "float32"] = Field(
         "int8", description="int8 is the daemon's model; float32 is the reference"
     )
@@ -71,7 +77,8 @@ class FacePipeline:
         manifest = manifest or Manifest.load()
         settings = settings or PipelineSettings()
         variant = VARIANTS[settings.detector]
-        embedder_key = EMBEDDER_KEYS[settings.embedder]
+        family = FAMILIES[settings.recognition_model]
+        embedder_key = family.keys[settings.embedder]
         detector = FaceDetector(
             TFLiteModel(manifest.verified_path(variant.model_key), settings.threads_for("detector")),
             variant,
@@ -82,10 +89,11 @@ class FacePipeline:
         embedder = FaceEmbedder(
             TFLiteModel(manifest.verified_path(embedder_key), settings.threads_for("embedder")),
             settings.flip_average,
+            family,
         )
         flip = settings.flip_average
         calibration = manifest.entry(embedder_key).calibration_for(flip) or manifest.entry(
-            "face_embedder"
+            family.keys["int8"]
         ).calibration_for(flip)
         return cls(detector, mesher, embedder, calibration, settings.quality)
 
@@ -99,9 +107,12 @@ class FacePipeline:
         return self._finish(image, detection, mesh, embed)
 
     def _finish(self, image: ImageRGB, detection: Detection, mesh: Mesh, embed: bool) -> Face:
-        chip = chip_for(image, detection, mesh)
+        chip = chip_for(image, detection, mesh)  # the quality gate's chip, whatever the embedder
         quality = assess(image, detection, mesh, chip, self.quality_limits)
-        embedding = self.embedder.embed(chip) if embed else None
+        embedding = None
+        if embed:
+            own = chip if self.embedder.family.name == "dlib" else self.embedder.chip(image, detection, mesh)
+            embedding = self.embedder.embed(own)
         return Face(detection, mesh, quality, embedding)
 
     def embed(self, image: ImageRGB, face: Face) -> Face:

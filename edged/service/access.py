@@ -50,10 +50,11 @@ class Change:
 class DirectoryAccess:
     """The service lock, the store it guards, the index cache and the directory version."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, model_id: str | None = None, dim: int = 128) -> None:
+        """``model_id``/``dim``: the recognition model of the indexes' templates (``Indexes``)."""
         self.store = store
         self.lock = threading.RLock()
-        self.indexes = Indexes(store, self.lock)
+        self.indexes = Indexes(store, self.lock, model_id, dim)
         self._data_version = store.data_version()  # changes when another connection commits
         self._version = store.version()
         self._refusals: list[tuple[str, str, str, dict[str, str], str]] = []  # waiting for a commit

@@ -218,6 +218,9 @@ class DirectoryChanges(Operations):
         warnings: list[str] = []
         with self.access.change(caller, operation) as change:
             self.store.persons.get(group_id, person_id)
+            if group_id is not None:
+                model = self.store.groups.get(group_id).recognition_model
+                self.indexes.check_model(f"person group {group_id!r}", model)
             if self.store.persons.faces.count(person_id) >= MAX_FACES_PER_PERSON:
                 raise QuotaExceeded(f"person {person_id!r} already has {MAX_FACES_PER_PERSON} faces")
             if self.settings.duplicate_policy != "off":
@@ -315,7 +318,9 @@ class DirectoryChanges(Operations):
         embedded = self._enrollable(caller, operation, image, target, user_data)
         face, template = embedded.face, embedded.template
         with self.access.change(caller, operation) as change:
-            kind = self.store.face_lists.get(list_id).kind
+            face_list = self.store.face_lists.get(list_id)
+            self.indexes.check_model(f"face list {list_id!r}", face_list.recognition_model)
+            kind = face_list.kind
             if self.store.face_lists.faces.count(list_id) >= MAX_LIST_FACES[kind]:
                 raise QuotaExceeded(f"face list {list_id!r} already holds {MAX_LIST_FACES[kind]:,} faces")
             face_id = self.store.face_lists.add_face(

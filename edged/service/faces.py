@@ -74,7 +74,7 @@ class FaceService:
         self.settings = settings
         self.model_id = model_id
         self.calibration: Calibration = pipeline.calibration
-        self.access = DirectoryAccess(store)
+        self.access = DirectoryAccess(store, model_id, pipeline.embedder.dim)
         finder = FaceFinder(pipeline, settings.enroll_requires_quality)
         folder = store.path.parent
         self.quota = FaceIdQuota(store.transient, settings, free or (lambda: free_bytes(folder)), store.clock)

@@ -18,7 +18,7 @@ import numpy as np
 from edged.directory.scope import DirectoryScope, GroupScope, ListScope, Scope
 from edged.directory.sealed import Templates
 from edged.directory.store import Store
-from edged.errors import FaceListNotFound, PersonGroupNotFound, PersonGroupNotTrained
+from edged.errors import BadArgument, FaceListNotFound, PersonGroupNotFound, PersonGroupNotTrained
 from edged.matcher import Storage, TemplateIndex
 from edged.types import FloatArray
 
@@ -32,9 +32,15 @@ connection is shared, so other operations get it between pages (≈ 20 ms of dec
 class Indexes:
     """The index cache, keyed by scope."""
 
-    def __init__(self, store: Store, lock: threading.RLock) -> None:
+    def __init__(
+        self, store: Store, lock: threading.RLock, model_id: str | None = None, dim: int = 128
+    ) -> None:
+        """``model_id``: the recognition model whose templates the indexes hold (a person may hold
+        templates of several; None: every template, all of one size ``dim``)."""
         self.store = store
         self.lock = lock
+        self.model_id = model_id
+        self.dim = dim
         self._cache: dict[Scope, TemplateIndex] = {}
 
     def storage(self, scope: Scope) -> Storage:
@@ -62,16 +68,35 @@ class Indexes:
         """The index of a trained person group; ``PersonGroupNotFound`` / ``PersonGroupNotTrained``.
         Under the lock."""
         group = self.store.groups.get(group_id)
+        self.check_model(f"person group {group_id!r}", group.recognition_model)
         if group.train_status != "succeeded":
             raise PersonGroupNotTrained(
                 f"person group {group_id!r} is not trained (status {group.train_status}): run train first"
             )
         return self.get(GroupScope(group_id))
 
+    def check_model(self, what: str, model: str) -> None:
+        """``BadArgument`` when ``what`` (a group, a face list) holds templates of another
+        recognition model than the indexes' (they never compare)."""
+        if self.model_id is not None and model != self.model_id:
+            raise BadArgument(
+                f"{what} uses recognition model {model}; this terminal matches with {self.model_id} "
+                "(templates of two models are never compared)"
+            )
+
     def load(self, scope: Scope) -> TemplateIndex:
-        """A new index of the scope's templates, all read at once (under the lock)."""
-        templates = self.store.faces.templates(scope)
-        index = TemplateIndex(storage=self.storage(scope))
+        """A new index of the scope's templates, all read at once (under the lock); a group or a
+        face list of another recognition model is ``BadArgument``."""
+        if isinstance(scope, GroupScope):
+            self.check_model(
+                f"person group {scope.group_id!r}", self.store.groups.get(scope.group_id).recognition_model
+            )
+        elif isinstance(scope, ListScope):
+            self.check_model(
+                f"face list {scope.list_id!r}", self.store.face_lists.get(scope.list_id).recognition_model
+            )
+        templates = self.store.faces.templates(scope, model_id=self.model_id)
+        index = TemplateIndex(dim=self.dim, storage=self.storage(scope))
         if templates.face_ids:
             index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
         return index
@@ -108,10 +133,10 @@ class Indexes:
         removed (first: nothing is decrypted for that), stored faces it lacks are decrypted and
         added. Under the lock; returns (added, removed). ``PersonGroupNotFound`` /
         ``FaceListNotFound`` when the scope is gone."""
-        missing, extra = index.diff_faces(self.store.faces.ids(scope))
+        missing, extra = index.diff_faces(self.store.faces.ids(scope, self.model_id))
         removed = index.remove_faces(extra)
         if missing:
-            templates = self.store.faces.templates(scope, face_ids=missing)
+            templates = self.store.faces.templates(scope, face_ids=missing, model_id=self.model_id)
             index.add_many(templates.face_ids, templates.owner_ids, templates.matrix)
         return len(missing), removed
 
@@ -156,13 +181,15 @@ class Indexes:
         after: str | None = None
         while True:
             with self.lock:
-                page = self.store.faces.train_page(GroupScope(group_id), after, TRAIN_PAGE_PERSONS)
+                page = self.store.faces.train_page(
+                    GroupScope(group_id), after, TRAIN_PAGE_PERSONS, self.model_id
+                )
             if page.last is None:
                 break
             after = page.last
             if page.templates.face_ids:
                 pages.append(page.templates)
-        index = TemplateIndex(storage=storage)
+        index = TemplateIndex(dim=self.dim, storage=storage)
         if pages:
             index.add_many(
                 [f for p in pages for f in p.face_ids],

@@ -265,6 +265,11 @@ class Liveness(Operations):
         targets = {"sessionId": session_id, "attempt": str(admitted.number)}
         try:
             reference = admitted.reference
+            if reference is not None and admitted.model_id != self.model_id:
+                raise BadArgument(
+                    f"liveness session {session_id!r} holds a reference of recognition model "
+                    f"{admitted.model_id}; this terminal verifies with {self.model_id}"
+                )
             if verify_image is not None:
                 reference = self._template(verify_image, "verifyImage")
             result = self._assess(images, interval_s, _CHALLENGE.get(admitted.challenge or ""))

@@ -71,7 +71,7 @@ class Recognition(Operations):
         return self.calibration.threshold_for(far)
 
     def _transient(self, face_id: str) -> FloatArray:
-        return self.store.transient.get(face_id)
+        return self.store.transient.get(face_id, self.model_id)
 
     def detect(
         self, caller: Caller, image: ImageRGB, return_face_id: bool = True, ttl_s: int | None = None
@@ -114,9 +114,16 @@ class Recognition(Operations):
         with self.access.lock:
             probe = self._transient(face_id)
             self.store.persons.get(group_id, person_id)  # PersonNotFound / PersonGroupNotFound
-            templates = self.store.faces.templates(person_scope(group_id), person_ids=[person_id])
+            if group_id is not None:
+                model = self.store.groups.get(group_id).recognition_model
+                self.indexes.check_model(f"person group {group_id!r}", model)
+            templates = self.store.faces.templates(
+                person_scope(group_id), person_ids=[person_id], model_id=self.model_id
+            )
         if not templates.face_ids:
-            raise BadArgument(f"person {person_id!r} has no faces to verify against")
+            raise BadArgument(
+                f"person {person_id!r} has no faces of recognition model {self.model_id} to verify against"
+            )
         best = min(distance(probe, row) for row in templates.matrix)
         far = self.calibration.default_far if far is None else far
         threshold = self.calibration.threshold_for(far)
@@ -185,7 +192,7 @@ class Recognition(Operations):
             probe = self._transient(face_id)
             if face_ids is not None:
                 check_range("faceIds count", len(face_ids), 1, 1000)
-                index = TemplateIndex()
+                index = TemplateIndex(dim=int(probe.size))
                 index.add_many(
                     list(face_ids), list(face_ids), np.stack([self._transient(f) for f in face_ids])
                 )

@@ -137,7 +137,9 @@ def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: Imag
     folds = np.array([p.fold for p in pairs], np.int64) if all(p.fold is not None for p in pairs) else None
     calibration = pipeline.calibration
     default = calibration.default_threshold if calibration else 0.6
-    systems: dict[str, Embedder] = {f"edged ({settings.embedder})": edged_embedder(pipeline)}
+    family = pipeline.embedder.family.name
+    label = settings.embedder if family == "dlib" else f"{family}, {settings.embedder}"
+    systems: dict[str, Embedder] = {f"edged ({label})": edged_embedder(pipeline)}
     if settings.compare:
         reference = face_recognition_embedder()
         if reference is None:
@@ -185,7 +187,9 @@ def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: Imag
     if settings.record:
         command = (
             f"edged bench accuracy --pairs {settings.pairs} --root {settings.root} "
-            f"--embedder {settings.embedder}" + (" --compare" if settings.compare else "")
+            f"--embedder {settings.embedder}"
+            + (f" --recognition-model {family}" if family != "dlib" else "")
+            + (" --compare" if settings.compare else "")
         )
         note = (
             f"Protocol: {first.protocol}. Images with no detected face count as failures and their pairs "
@@ -194,7 +198,8 @@ def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: Imag
         )
         record(
             settings.record,
-            f"accuracy: {settings.pairs.name} ({settings.root.name})",
+            f"accuracy: {settings.pairs.name} ({settings.root.name})"
+            + (f", {family}" if family != "dlib" else ""),
             table + "\n\n" + note,
             command,
         )

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=Path, required=True, help="CSV: image_a,image_b,same_person[,fold]")
     p.add_argument("--root", type=Path, required=True, help="directory the CSV paths are relative to")
     p.add_argument("--embedder", choices=("int8", "float32"), default="int8")
+    p.add_argument("--recognition-model", choices=("dlib", "mbf"), default="dlib", help="the embedder family")
     p.add_argument("--compare", action="store_true", help="also run face_recognition (dlib) when installed")
     _output_options(p)
     add_command(p, AccuracyOptions, accuracy)
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--far", type=parse_far, default=1e-4, help="per-comparison FAR for the threshold (default 1e-4)"
     )
+    p.add_argument("--recognition-model", choices=("dlib", "mbf"), default="dlib", help="the embedder family")
     _output_options(p)
     add_command(p, IdentifyOptions, identify)
 
@@ -132,14 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 def accuracy(settings: AccuracyOptions, options: GlobalOptions) -> int:
     from edged_bench.accuracy import run_accuracy
 
-    config = effective_config(options, embedder=settings.embedder)
+    config = effective_config(
+        options, embedder=settings.embedder, recognition_model=settings.recognition_model
+    )
     return run_accuracy(settings, load_pipeline(config), config.images)
 
 
 def identify(settings: IdentifyOptions, options: GlobalOptions) -> int:
     from edged_bench.identify import run_identify
 
-    config = effective_config(options)
+    config = effective_config(options, recognition_model=settings.recognition_model)
     return run_identify(settings, load_pipeline(config), config.images)
 
 
@@ -167,13 +171,27 @@ def api(settings: ApiOptions, options: GlobalOptions) -> int:
 def speed(settings: SpeedOptions, options: GlobalOptions) -> int:
     from edged.inference.manifest import Manifest
     from edged.pipeline.antispoof import AntiSpoof
+    from edged.pipeline.embed import FaceEmbedder
+    from edged.pipeline.pipeline import FacePipeline
     from edged_bench.speed import run_speed
 
     config = effective_config(options)
+    manifest = Manifest.load(config.model_dir)
+
+    def embedder(family: str, precision: str) -> FaceEmbedder:
+        update = {"recognition_model": family, "embedder": precision, "threads": 1, "model_threads": {}}
+        return FacePipeline.load(manifest, config.pipeline.model_copy(update=update)).embedder
+
+    def mbf() -> FacePipeline:
+        update = {"recognition_model": "mbf", "threads": 1, "model_threads": {}}
+        return FacePipeline.load(manifest, config.pipeline.model_copy(update=update))
+
     return run_speed(
         settings,
         lambda threads: load_pipeline(config, threads),
-        lambda threads, precision: AntiSpoof.load(Manifest.load(config.model_dir), threads, precision),
+        lambda threads, precision: AntiSpoof.load(manifest, threads, precision),
+        embedder,
+        mbf,
     )
 
 

@@ -147,6 +147,22 @@ def rates(split_: Split, mated: Rank1, non_mated: Rank1, threshold: float) -> di
     }
 
 
+def threshold_at_fpir(non_mated: Rank1, fpir: float) -> float:
+    """The largest distance threshold at which at most ``fpir`` of the non-mated probes (with a
+    face) have a candidate within it (open-set identification's operating point)."""
+    distances = np.sort(non_mated.distance[np.isfinite(non_mated.distance)])
+    allowed = int(np.floor(fpir * distances.size))
+    if distances.size == 0:
+        return 0.0
+    if allowed >= distances.size:
+        return float(distances[-1])
+    return float(np.nextafter(distances[allowed], -np.inf))
+
+
+FPIR_TARGET = 0.01
+"""The open-set operating point reported beside the calibrated FARs: FNIR at FPIR 1 %."""
+
+
 def _ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {"median": 0.0, "p95": 0.0}
@@ -165,6 +181,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
             "the embedder has no calibration in the model manifest: no threshold to identify at"
         )
     threshold = calibration.threshold_for(settings.far)
+    family = pipeline.embedder.family.name
     images = sorted(entry.image for entry in entries)
     print(f"embedding {len(images)} images of {settings.identities} …", file=sys.stderr)
     templates, per_image = embed_all(images, settings.root, pipeline, limits)
@@ -174,9 +191,10 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
     no_face_non_mated = sum(1 for e in protocol.non_mated if not has_face[e.image])
     results: dict[str, dict[str, Any]] = {}
     by_far: list[dict[str, Any]] = []
+    at_fpir: dict[str, Any] = {}
     with one_thread() as threads:
         for storage in STORAGES:
-            index = TemplateIndex(storage=storage)
+            index = TemplateIndex(dim=pipeline.embedder.dim, storage=storage)
             if protocol.gallery:
                 index.add_many(
                     [e.image for e in protocol.gallery],
@@ -194,6 +212,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
                     {"far": t.far, **rates(protocol, mated, non_mated, t.threshold)}
                     for t in sorted(calibration.thresholds, key=lambda t: -t.far)
                 ]
+                at_fpir = rates(protocol, mated, non_mated, threshold_at_fpir(non_mated, FPIR_TARGET))
     headline = results[HEADLINE_STORAGE]
     report: dict[str, Any] = {
         "images": len(images),
@@ -217,6 +236,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
         "embed_ms_per_image": round(1000 * per_image, 2),
         "storages": results,
         "by_far": by_far,
+        "at_fpir": {"target": FPIR_TARGET, **at_fpir},
     }
     rows = [
         [
@@ -250,6 +270,14 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
                 f"{_pct(r['fpir'])} ({r['false_positives']})",
             ]
             for r in by_far
+        ]
+        + [
+            [
+                f"FPIR {FPIR_TARGET:.0%} (open set)",
+                f"{at_fpir['threshold']:.4f}",
+                _pct(at_fpir["rank1_rate"]),
+                f"{_pct(at_fpir['fpir'])} ({at_fpir['false_positives']})",
+            ]
         ],
     )
     counts = (
@@ -265,7 +293,7 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
     if settings.record:
         command = (
             f"edged bench identify --root {settings.root} --identities {settings.identities} "
-            f"--far {settings.far:g}"
+            f"--far {settings.far:g}" + (f" --recognition-model {family}" if family != "dlib" else "")
         )
         note = (
             "Protocol: each person with ≥ 2 images is enrolled with one image (the first in sorted order "
@@ -277,7 +305,8 @@ def run_identify(settings: IdentifyOptions, pipeline: FacePipeline, limits: Imag
         )
         record(
             settings.record,
-            f"identify: {settings.identities.name} ({settings.root.name})",
+            f"identify: {settings.identities.name} ({settings.root.name})"
+            + (f", {family}" if family != "dlib" else ""),
             table + "\n\n" + note,
             command,
         )

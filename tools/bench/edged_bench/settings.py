@@ -25,6 +25,7 @@ class AccuracyOptions:
     pairs: Path
     root: Path
     embedder: str
+    recognition_model: str
     compare: bool
     record: Path | None
     json: bool
@@ -35,6 +36,7 @@ class IdentifyOptions:
     root: Path
     identities: Path
     far: float
+    recognition_model: str
     record: Path | None
     json: bool
 

@@ -15,6 +15,7 @@ import numpy as np
 from edged.errors import NoFaceDetected
 from edged.pipeline.align import chip_for
 from edged.pipeline.antispoof import AntiSpoof, Precision
+from edged.pipeline.embed import FaceEmbedder
 from edged.pipeline.image import read_image
 from edged.pipeline.pipeline import FacePipeline
 from edged.pipeline.quality import assess
@@ -55,6 +56,8 @@ def time_pipeline(pipeline: FacePipeline, frame: ImageRGB, repeat: int) -> dict[
         t2 = clock()
         chip = chip_for(frame, det, mesh)
         assess(frame, det, mesh, chip, pipeline.quality_limits)
+        if pipeline.embedder.family.name != "dlib":  # its own chip besides the gate's (as FacePipeline)
+            chip = pipeline.embedder.chip(frame, det, mesh)
         t3 = clock()
         pipeline.embedder.embed(chip)
         t4 = clock()
@@ -108,6 +111,51 @@ def antispoof_table(
     return markdown_table(header, rows), results
 
 
+EMBEDDERS = (("dlib", "int8"), ("dlib", "float32"), ("mbf", "int8"), ("mbf", "float32"))
+ROUNDS = 5
+
+
+def embedder_table(
+    load_embedder: Callable[[str, str], FaceEmbedder], pipeline: FacePipeline, frame: ImageRGB, repeat: int
+) -> tuple[str, dict[str, dict[str, object]]]:
+    """Both precisions of both embedder families on one face's own chips, one thread, interleaved
+    over ``ROUNDS`` rounds (a shared machine's load falls on all of them alike); ratios to dlib int8."""
+    face = pipeline.faces(frame, embed=False)[0]
+    embedders = {key: load_embedder(*key) for key in EMBEDDERS}
+    chips = {key: e.chip(frame, face.detection, face.mesh) for key, e in embedders.items()}
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in EMBEDDERS}
+    for key, embedder in embedders.items():
+        for _ in range(5):
+            embedder.embed(chips[key])  # warm-up
+    per_round = max(1, repeat // ROUNDS)
+    for _ in range(ROUNDS):
+        for key, embedder in embedders.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                embedder.embed(chips[key])
+                samples[key].append((time.perf_counter() - t0) * 1000)
+    base = stats(samples[EMBEDDERS[0]])[0]
+    rows, results = [], {}
+    for key in EMBEDDERS:
+        median, p95 = stats(samples[key])
+        e = embedders[key]
+        rows.append(
+            [
+                f"{key[0]} {key[1]} ({e.model_id})",
+                f"{e.dim}",
+                f"{median:.2f} / {p95:.2f}",
+                f"{median / base:.2f}×",
+            ]
+        )
+        results[f"embed {key[0]} {key[1]}"] = {
+            "median_ms": median,
+            "p95_ms": p95,
+            "ratio_vs_dlib_int8": median / base,
+        }
+    header = ["embedder, 1 thread (ms per face, median / p95)", "dim", "embed", "÷ dlib int8"]
+    return markdown_table(header, rows), results
+
+
 def time_face_recognition(frame: ImageRGB, repeat: int) -> list[float] | None:
     try:
         import face_recognition
@@ -130,7 +178,11 @@ def run_speed(
     settings: SpeedOptions,
     load: Callable[[int], FacePipeline],
     load_antispoof: Callable[[int, Precision], AntiSpoof] | None = None,
+    load_embedder: Callable[[str, str], FaceEmbedder] | None = None,
+    load_mbf: Callable[[], FacePipeline] | None = None,
 ) -> int:
+    """``load_embedder(family, precision)``: an embedder for the embedders' table; ``load_mbf``: a
+    one-thread pipeline with the mbf embedder, for its row beside dlib's (both: None skips them)."""
     source = read_image(settings.image) if settings.image else None
     if source is None:
         from edged.demo import astronaut
@@ -161,6 +213,19 @@ def run_speed(
                 [f"edged, {width}×{height}, {threads} thread(s)"]
                 + ["{:.2f} / {:.2f}".format(*stats(samples[stage])) for stage in STAGES]
                 + ["{:.2f} / {:.2f}".format(*stats(samples[ANTISPOOF])), ""]
+            )
+        if load_mbf is not None and (width, height) == FRAME_SIZES[0]:
+            mbf = load_mbf()
+            time_pipeline(mbf, frame, 10)
+            samples = time_pipeline(mbf, frame, settings.repeat)
+            results[f"{width}x{height} threads=1 mbf"] = {
+                stage: dict(zip(("median_ms", "p95_ms"), stats(samples[stage]), strict=True))
+                for stage in STAGES
+            }
+            rows.append(
+                [f"edged (mbf int8), {width}×{height}, 1 thread(s)"]
+                + ["{:.2f} / {:.2f}".format(*stats(samples[stage])) for stage in STAGES]
+                + ["", ""]
             )
         if settings.compare:
             reference = time_face_recognition(frame, max(5, settings.repeat // 20))
@@ -195,6 +260,10 @@ def run_speed(
     )
     results.update(spoof_results)
     table += "\n\n" + spoof_table
+    if load_embedder is not None:
+        embed_table, embed_results = embedder_table(load_embedder, pipelines[1], frame, settings.repeat)
+        results.update(embed_results)
+        table += "\n\n" + embed_table
     print(table, file=sys.stderr if settings.json else sys.stdout)
     if settings.record:
         command = (
@@ -207,7 +276,11 @@ def run_speed(
             "face_locations (HOG) + face_encodings on the same frame, in the same run. `antispoof` is "
             "both MiniFASNet networks (int8) on that face — two crops, resizes, inferences and "
             "softmaxes — and is not part of `total`; the second table compares them, per network, "
-            "with their float32 references (640×480, 1 thread)."
+            "with their float32 references (640×480, 1 thread). The `mbf int8` row is the same pipeline "
+            "with the MBF embedder (`pipeline.recognition_model: mbf`: align is then the quality gate's "
+            "150×150 chip plus the 112×112 ArcFace chip). The embedders' table times `embed` alone on "
+            "each family's own chip of that face, the four models interleaved over 5 rounds; its ratio "
+            "column is to dlib int8 in the same run."
         )
         record(settings.record, "speed", table + "\n\n" + note, command)
     if settings.json:
