@@ -16,7 +16,7 @@ from skimage import data
 
 from edged.config import Config
 from edged.demo import astronaut
-from edged.directory.crypto import create_key_file
+from edged.directory.crypto import create_key_file, read_kek
 from edged.directory.scope import DirectoryScope
 from edged.directory.store import Store
 from edged.errors import BadArgument
@@ -25,6 +25,7 @@ from edged.pipeline.embed import FAMILIES, FaceEmbedder, distance
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
 from edged.service.faces import FaceService
 from edged.service.policy import Caller
+from edged.service.settings import DirectorySettings
 
 REPO = Path(__file__).resolve().parents[1]
 MANAGER = Caller("cli", "manager")
@@ -170,6 +171,51 @@ def test_a_person_of_the_directory_holds_templates_of_both_models(
         1,
         512,
     )
+
+
+def test_no_write_reaches_a_group_of_another_model(
+    services: tuple[FaceService, FaceService], dlib: FacePipeline, tmp_path: Path
+) -> None:
+    # neither a train (it would build an empty index and call it trained) nor an enrolment (with
+    # the duplicate check off too: no person may be left behind without faces)
+    old, new = services
+    new.changes.create_group(MANAGER, "lobby", "Lobby")
+    refusing = re.escape("person group 'lobby' uses recognition model mbf_s8_v1_int8.tflite")
+    with pytest.raises(BadArgument, match=refusing):
+        old.changes.train(MANAGER, "lobby")
+    assert old.store.groups.get("lobby").train_status == "notstarted"
+    lax = FaceService(dlib, old.store, DirectorySettings(duplicate_policy="off"), dlib.embedder.model_id)
+    face = lax.changes.embed(MANAGER, astronaut())
+    with pytest.raises(BadArgument, match=refusing):
+        lax.changes.enrol_person(MANAGER, "lobby", None, "Eileen", [face])
+    with pytest.raises(BadArgument, match=refusing):
+        lax.changes.create_person(MANAGER, "lobby", "Eileen")
+    assert old.store.persons.count("lobby") == 0
+
+
+@pytest.mark.parametrize("kind", ["group", "large"])
+def test_a_group_re_created_under_another_model_is_not_searched_by_the_door(
+    services: tuple[FaceService, FaceService], tmp_path: Path, kind: str
+) -> None:
+    daemon, _ = services
+    image = astronaut()
+    daemon.changes.create_group(MANAGER, "staff", "Staff")
+    person = daemon.changes.create_person(MANAGER, "staff", "Eileen")
+    daemon.changes.add_person_face(MANAGER, "staff", person, image)
+    daemon.changes.train(MANAGER, "staff")
+    template = daemon.pipeline.faces(image)[0].embedding
+    assert template is not None
+    assert [m.owner_id for m in daemon.search_door("staff", template, 1, 0.6)] == [person]
+    other = Store.open(tmp_path / "state", read_kek(tmp_path / "kek"))  # another process
+    try:
+        other.groups.delete("staff")
+        other.groups.create("staff", "Staff", None, kind, "mbf_s8_v1_int8.tflite")
+    finally:
+        other.close()
+    daemon.refresh()  # drops the stale index (its people were deleted), raises nothing
+    # the door worker logs this once and decides nothing on the frame (edged.door.worker)
+    with pytest.raises(BadArgument, match=re.escape("'staff' uses recognition model mbf_s8_v1_int8.tflite")):
+        daemon.search_door("staff", template, 1, 0.6)
 
 
 def test_the_speed_benchmark_times_both_precisions_of_both_families(dlib: FacePipeline) -> None:

@@ -114,6 +114,8 @@ class DirectoryChanges(Operations):
         scope = GroupScope(group_id)
         with self.access.lock:
             storage = self.indexes.storage(scope)  # PersonGroupNotFound
+            model = self.store.groups.get(group_id).recognition_model
+            self.indexes.check_model(f"person group {group_id!r}", model)  # nothing to build here
             self.store.groups.set_training(group_id, "running")
         try:
             index = self.indexes.build(group_id, storage)
@@ -146,7 +148,9 @@ class DirectoryChanges(Operations):
         with self.access.change(caller, "create_person") as change:
             check_names(name, user_data)
             if group_id is not None:
-                kind = self.store.groups.get(group_id).kind
+                group = self.store.groups.get(group_id)
+                self.indexes.check_model(f"person group {group_id!r}", group.recognition_model)
+                kind = group.kind
                 if self.store.persons.count(group_id) >= MAX_PERSONS[kind]:
                     raise QuotaExceeded(
                         f"person group {group_id!r} already holds {MAX_PERSONS[kind]:,} persons"

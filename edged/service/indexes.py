@@ -149,7 +149,18 @@ class Indexes:
         synced = 0
         for scope, index in list(self._cache.items()):
             try:
-                if self.storage(scope) != index.storage:  # deleted and re-created as the other kind
+                model = self._model_of(scope)
+                if self.model_id is not None and model not in (None, self.model_id):
+                    # deleted and re-created by a terminal of another model: nothing here to search
+                    logger.warning(
+                        "directory changed by another process: %s now uses recognition model %s, "
+                        "this terminal %s: its index is dropped",
+                        scope,
+                        model,
+                        self.model_id,
+                    )
+                    self.drop(scope)
+                elif self.storage(scope) != index.storage:  # deleted and re-created as the other kind
                     self._cache[scope] = self.load(scope)
                     index.clear()
                 else:
@@ -171,6 +182,15 @@ class Indexes:
         if failed is not None:
             raise failed
         return synced
+
+    def _model_of(self, scope: Scope) -> str | None:
+        """The recognition model of a group's or a face list's scope (None: the person directory,
+        which holds templates of any model); NotFound when the scope is gone."""
+        if isinstance(scope, GroupScope):
+            return self.store.groups.get(scope.group_id).recognition_model
+        if isinstance(scope, ListScope):
+            return self.store.face_lists.get(scope.list_id).recognition_model
+        return None
 
     # -- training ---------------------------------------------------------------------------------
 
