@@ -393,14 +393,15 @@ def test_storages_agree_within_their_error_bound() -> None:
 
 
 FLAT = dataclasses.replace(MBF, name="flat", between=(128.0, 0.58), within=(192.0, 0.32))
-"""512-d unit templates with twice MBF's provisional spread (60 % of the variance in 128 axes, not 82 %)."""
+"""512-d unit templates spread flatter than MBF's (1.25× its fitted decay lengths; twice the provisional
+guess they replaced)."""
 
 
 @pytest.mark.parametrize("model", [MBF, FLAT], ids=["mbf", "flat"])
 def test_wide_templates_are_pruned(model: TemplateModel) -> None:
     """512-d unit templates spread their variance over many axes: the head and mid bounds (a quarter
     of the axes each, then further quarters while many rows remain) still leave full distances to a
-    small share of the rows, not a full scan, also when the spread is twice the provisional one."""
+    small share of the rows, not a full scan, also when the spread is flatter than MBF's."""
     templates, faces, owners, queries = dataset(20_000, seed=5, per_identity=4, model=model)
     index = TemplateIndex(MBF.dim, "int8")
     index.add_many(faces, owners, templates)
@@ -460,7 +461,8 @@ def test_fit_model_recovers_known_parameters() -> None:
 
 
 def test_mbf_templates_are_unit_vectors() -> None:
-    """The provisional MBF statistics: unit vectors, genuine cosines ≈ 0.5–0.8, impostors ≈ 0."""
+    """The MBF statistics (fitted on real templates): unit vectors, genuine cosines ≈ 0.5–0.8,
+    impostors ≈ 0."""
     data = synthetic_set(4000, 20, faces_per_identity=4, seed=1, model=MBF)
     assert data.templates.shape == (4000, 512)
     norms = np.linalg.norm(np.concatenate([data.templates, data.mated, data.non_mated]), axis=1)
