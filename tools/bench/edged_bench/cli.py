@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder",
         choices=("dlib", "mbf"),
         default="dlib",
-        help="template statistics: dlib (128-d, fitted to LFW) or mbf (512-d unit vectors, fitted on real MBF templates)",
+        help="template statistics: dlib (128-d, fitted to LFW) or mbf (512-d unit vectors, fitted to LFW)",
     )
     _output_options(p)
     add_command(p, IndexOptions, index)

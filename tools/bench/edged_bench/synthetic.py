@@ -103,7 +103,7 @@ def synthetic_set(
 ) -> SyntheticSet:
     """Templates that look like real ones. ``DLIB``: 128-d, norms ≈ 1.3–1.5, same-identity distances
     ≈ 0.3–0.55 and different-identity ≈ 0.65–0.95 (LFW: 0.27–0.54 and 0.67–0.96, 5–95 %), first 32
-    principal axes 74 % of the variance (LFW: 78 %). ``MBF``: fitted on real MBF templates (``MBF_WITHIN``)."""
+    principal axes 74 % of the variance (LFW: 78 %). ``MBF``: fitted on real templates (``MBF_WITHIN``)."""
     dim = model.dim
     rng = np.random.default_rng(seed)
     basis, r = np.linalg.qr(rng.standard_normal((dim, dim)))
