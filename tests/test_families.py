@@ -79,6 +79,22 @@ def test_templates_of_two_families_do_not_compare(mbf: FacePipeline, dlib: FaceP
         distance(a.embedding, b.embedding)
 
 
+@pytest.mark.parametrize("family", ["dlib", "mbf"])
+def test_each_precision_has_its_own_calibration(family: str) -> None:
+    manifest = Manifest.load(REPO / "models")
+    loaded = {
+        precision: FacePipeline.load(
+            manifest,
+            PipelineSettings(recognition_model=family, embedder=precision),  # type: ignore[arg-type]
+        ).calibration
+        for precision in ("int8", "float32")
+    }
+    assert loaded["int8"] is not None and loaded["float32"] is not None
+    for precision, calibration in loaded.items():
+        assert calibration == manifest.entry(FAMILIES[family].keys[precision]).calibration  # type: ignore[index]
+    assert loaded["int8"].default_threshold != loaded["float32"].default_threshold
+
+
 def test_mbf_needs_the_mesh(mbf: FacePipeline) -> None:
     face = mbf.faces(astronaut(), embed=False)[0]
     with pytest.raises(ValueError, match="mesh"):

@@ -92,9 +92,8 @@ class FacePipeline:
             family,
         )
         flip = settings.flip_average
-        calibration = manifest.entry(embedder_key).calibration_for(flip) or manifest.entry(
-            family.keys["int8"]
-        ).calibration_for(flip)
+        # each model (family and precision) by its own calibration: never another's thresholds
+        calibration = manifest.entry(embedder_key).calibration_for(flip)
         return cls(detector, mesher, embedder, calibration, settings.quality)
 
     def detect(self, image: ImageRGB) -> list[Detection]:
