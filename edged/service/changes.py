@@ -120,6 +120,9 @@ class DirectoryChanges(Operations):
         try:
             index = self.indexes.build(group_id, storage)
             with self.access.change(caller, "train") as change:  # no enrolment reaches only the old index
+                # again, inside the change: another process may have re-created the group meanwhile
+                model = self.store.groups.get(group_id).recognition_model
+                self.indexes.check_model(f"person group {group_id!r}", model)
                 self.indexes.resync(scope, index)
                 self.store.groups.set_training(group_id, "succeeded")
                 change.targets = {"personGroupId": group_id}

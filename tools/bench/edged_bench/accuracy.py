@@ -131,13 +131,25 @@ def distances_for(
     return distances, failures, per_image
 
 
+FACE_RECOGNITION_THRESHOLD = 0.6
+"""face_recognition's documented tolerance (dlib's 128-d descriptor): the reference's fixed threshold
+on a pairs file without folds."""
+
+
 def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: ImageLimits) -> int:
     pairs = load_pairs(settings.pairs)
     same = np.array([p.same for p in pairs], np.int64)
     folds = np.array([p.fold for p in pairs], np.int64) if all(p.fold is not None for p in pairs) else None
     calibration = pipeline.calibration
-    default = calibration.default_threshold if calibration else 0.6
     family = pipeline.embedder.family.name
+    has_folds = folds is not None and np.unique(folds).size > 1
+    if calibration is None and not has_folds:
+        raise BadArgument(
+            f"{pipeline.embedder.model_id} has no calibration in the model manifest, and "
+            f"{settings.pairs.name} has no folds to choose a threshold on: run tools/calibrate.py "
+            f"--family {family} --embedder {settings.embedder}"
+        )
+    default = calibration.default_threshold if calibration is not None else 0.0  # folds choose it
     label = settings.embedder if family == "dlib" else f"{family}, {settings.embedder}"
     systems: dict[str, Embedder] = {f"edged ({label})": edged_embedder(pipeline)}
     if settings.compare:
@@ -151,7 +163,9 @@ def run_accuracy(settings: AccuracyOptions, pipeline: FacePipeline, limits: Imag
         print(f"{name}: embedding images of {settings.pairs} …", file=sys.stderr)
         distances, failures, per_image = distances_for(pairs, settings.root, embed, limits)
         failed_pairs = sum(1 for p in pairs if p.image_a in failures or p.image_b in failures)
-        reports[name] = (evaluate(distances, same, folds, default, failed_pairs), per_image, failures)
+        # face_recognition's descriptors are dlib's: its own classic threshold, whatever edged's model
+        threshold = default if name.startswith("edged") else FACE_RECOGNITION_THRESHOLD
+        reports[name] = (evaluate(distances, same, folds, threshold, failed_pairs), per_image, failures)
     rows = []
     for name, (rep, per_image, failures) in reports.items():
         rows.append(

@@ -396,7 +396,11 @@ def run_index(settings: IndexOptions) -> int:
             + (" --no-faiss" if settings.no_faiss else "")
             + (f" --embedder {model.name}" if model is not DLIB else "")
         )
-        source = "" if model is DLIB else "; from the synthetic impostor pairs until the model is calibrated"
+        source = (
+            ""
+            if model is DLIB
+            else "; from the synthetic impostor pairs (synthetic templates, synthetic threshold)"
+        )
         note = (
             f"Synthetic templates (`tools/bench/edged_bench/synthetic.py`: {_describe(model)}), "
             f"{settings.faces_per_identity} faces per identity, UUID face and person IDs. {settings.queries} "
