@@ -135,7 +135,8 @@ def embedder_table(
                 embedder.embed(chips[key])
                 samples[key].append((time.perf_counter() - t0) * 1000)
     base = stats(samples[EMBEDDERS[0]])[0]
-    rows, results = [], {}
+    rows: list[list[str]] = []
+    results: dict[str, dict[str, object]] = {}
     for key in EMBEDDERS:
         median, p95 = stats(samples[key])
         e = embedders[key]
