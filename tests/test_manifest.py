@@ -305,3 +305,28 @@ def test_confidence_is_monotone_and_one_half_at_the_default_threshold() -> None:
     region = (values > 0.01) & (values < 0.99)
     assert region.sum() >= 10
     assert (np.diff(values[region]) < 0).all()
+
+
+def test_a_rebuilt_models_entries_keep_their_calibration_and_the_rest_stays_byte_identical(
+    tmp_path: Path,
+) -> None:
+    # what tools/build_mbf.py and build_liveness.py write: their entries, without a calibration
+    # block (calibrate.py adds that later); a rebuild must not drop it, nor touch other entries
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        import manifest_yaml
+    finally:
+        sys.path.pop(0)
+    original = (Path(__file__).resolve().parents[1] / "models" / "manifest.yaml").read_text()
+    path = tmp_path / "manifest.yaml"
+    path.write_text(original)
+    models = yaml.safe_load(original)["models"]
+    assert "calibration" in models["mbf_embedder"]
+    rebuilt = {
+        key: {k: v for k, v in models[key].items() if k not in manifest_yaml.CALIBRATION_KEYS}
+        for key in ("mbf_embedder", "mbf_embedder_float32")
+    }
+    manifest_yaml.update(path, rebuilt)
+    assert path.read_text() == original

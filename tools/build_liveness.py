@@ -40,7 +40,6 @@ import manifest_yaml
 import numpy as np
 import tensorflow as tf
 import torch
-import yaml
 from ai_edge_litert.interpreter import Interpreter
 from build_models import _converter, convert_float32, sha256, tensor_specs
 from minifasnet import (
@@ -403,17 +402,6 @@ def manifest_entries(out: Path, count: int, calib_name: str) -> dict[str, dict[s
     return entries
 
 
-def update_manifest(out: Path, entries: dict[str, dict[str, Any]]) -> Path:
-    """Replace (or append) only the anti-spoofing entries; every other entry stays as it is."""
-    path = out / "manifest.yaml"
-    document = yaml.safe_load(path.read_text()) if path.exists() else {"schema": 1, "models": {}}
-    models = document["models"]
-    for key, entry in entries.items():
-        models[key] = entry
-    manifest_yaml.write(path, document)  # the other tools' style: their entries stay byte-identical
-    return path
-
-
 def build(src: Path, out: Path, calib_dir: Path, count: int) -> Path:
     check_sources(src)
     torch.manual_seed(0)
@@ -431,7 +419,7 @@ def build(src: Path, out: Path, calib_dir: Path, count: int) -> Path:
     entries = manifest_entries(
         out, len(calibration), f"{calib_dir.name} ({calib_dir.parent.name}/{calib_dir.name})"
     )
-    return update_manifest(out, entries)
+    return manifest_yaml.update(out / "manifest.yaml", entries)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -43,9 +43,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import manifest_yaml
 import numpy as np
 import tensorflow as tf
-import yaml
 from ai_edge_litert.interpreter import Interpreter
 from build_models import convert_float32, convert_int8, sha256, tensor_specs
 from chips import ArcFaceAligner, load_rgb
@@ -307,28 +307,6 @@ def manifest_entries(out: Path, count: int, calib_name: str) -> dict[str, dict[s
     return entries
 
 
-def update_manifest(out: Path, entries: dict[str, dict[str, Any]]) -> Path:
-    """Replace (or append) only these entries, as text: every other line of the file stays
-    byte-identical, whatever style it was written in."""
-    path = out / "manifest.yaml"
-    lines = path.read_text().splitlines(keepends=True)
-    kept: list[str] = []
-    skipping = False
-    for line in lines:
-        if line.startswith("  ") and not line.startswith("   "):  # a model's key under models:
-            skipping = line.strip().rstrip(":") in entries
-        if not skipping:
-            kept.append(line)
-    block = yaml.safe_dump({"models": entries}, sort_keys=False, width=110).split("\n", 1)[1]
-    text = "".join(kept) + block
-    document = yaml.safe_load(text)
-    for key, entry in entries.items():
-        if document["models"][key] != entry:
-            raise RuntimeError(f"manifest entry {key} did not round-trip")
-    path.write_text(text)
-    return path
-
-
 def build(src: Path, out: Path, calib_dir: Path, count: int, work: Path) -> Path:
     source = check_source(src)
     layers = load_mbf(source)
@@ -343,7 +321,7 @@ def build(src: Path, out: Path, calib_dir: Path, count: int, work: Path) -> Path
     for file in (FLOAT32_FILE, INT8_FILE):
         (out / file).write_bytes((work / file).read_bytes())
     entries = manifest_entries(out, len(calibration), f"{calib_dir.parent.name}/{calib_dir.name}")
-    return update_manifest(out, entries)
+    return manifest_yaml.update(out / "manifest.yaml", entries)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

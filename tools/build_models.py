@@ -270,7 +270,7 @@ def manifest_entry(folder: Path, entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-CALIBRATION_KEYS = ("calibration", "calibration_flip_average")  # written by tools/calibrate.py
+CALIBRATION_KEYS = manifest_yaml.CALIBRATION_KEYS
 
 
 def write_manifest(folder: Path, entries: list[ModelEntry]) -> Path:
