@@ -114,15 +114,12 @@ class DirectoryChanges(Operations):
         scope = GroupScope(group_id)
         with self.access.lock:
             storage = self.indexes.storage(scope)  # PersonGroupNotFound
-            model = self.store.groups.get(group_id).recognition_model
-            self.indexes.check_model(f"person group {group_id!r}", model)  # nothing to build here
+            self.indexes.check_scope(scope)  # another model's group: nothing to build here
             self.store.groups.set_training(group_id, "running")
         try:
             index = self.indexes.build(group_id, storage)
             with self.access.change(caller, "train") as change:  # no enrolment reaches only the old index
-                # again, inside the change: another process may have re-created the group meanwhile
-                model = self.store.groups.get(group_id).recognition_model
-                self.indexes.check_model(f"person group {group_id!r}", model)
+                self.indexes.check_scope(scope)  # again: another process may have re-created it meanwhile
                 self.indexes.resync(scope, index)
                 self.store.groups.set_training(group_id, "succeeded")
                 change.targets = {"personGroupId": group_id}
@@ -225,9 +222,7 @@ class DirectoryChanges(Operations):
         warnings: list[str] = []
         with self.access.change(caller, operation) as change:
             self.store.persons.get(group_id, person_id)
-            if group_id is not None:
-                model = self.store.groups.get(group_id).recognition_model
-                self.indexes.check_model(f"person group {group_id!r}", model)
+            self.indexes.check_scope(person_scope(group_id))
             if self.store.persons.faces.count(person_id) >= MAX_FACES_PER_PERSON:
                 raise QuotaExceeded(f"person {person_id!r} already has {MAX_FACES_PER_PERSON} faces")
             if self.settings.duplicate_policy != "off":

@@ -84,9 +84,9 @@ class Indexes:
                 "(templates of two models are never compared)"
             )
 
-    def load(self, scope: Scope) -> TemplateIndex:
-        """A new index of the scope's templates, all read at once (under the lock); a group or a
-        face list of another recognition model is ``BadArgument``."""
+    def check_scope(self, scope: Scope) -> None:
+        """``check_model`` for a group's or a face list's scope (the person directory holds any
+        model's templates); ``PersonGroupNotFound`` / ``FaceListNotFound`` when it is gone."""
         if isinstance(scope, GroupScope):
             self.check_model(
                 f"person group {scope.group_id!r}", self.store.groups.get(scope.group_id).recognition_model
@@ -95,6 +95,11 @@ class Indexes:
             self.check_model(
                 f"face list {scope.list_id!r}", self.store.face_lists.get(scope.list_id).recognition_model
             )
+
+    def load(self, scope: Scope) -> TemplateIndex:
+        """A new index of the scope's templates, all read at once (under the lock); a group or a
+        face list of another recognition model is ``BadArgument``."""
+        self.check_scope(scope)
         templates = self.store.faces.templates(scope, model_id=self.model_id)
         index = TemplateIndex(dim=self.dim, storage=self.storage(scope))
         if templates.face_ids:

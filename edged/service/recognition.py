@@ -114,9 +114,7 @@ class Recognition(Operations):
         with self.access.lock:
             probe = self._transient(face_id)
             self.store.persons.get(group_id, person_id)  # PersonNotFound / PersonGroupNotFound
-            if group_id is not None:
-                model = self.store.groups.get(group_id).recognition_model
-                self.indexes.check_model(f"person group {group_id!r}", model)
+            self.indexes.check_scope(person_scope(group_id))
             templates = self.store.faces.templates(
                 person_scope(group_id), person_ids=[person_id], model_id=self.model_id
             )
