@@ -87,3 +87,6 @@ class Face:
     mesh: Mesh | None
     quality: Quality
     embedding: FloatArray | None = field(default=None, repr=False)
+    chip: ImageRGB | None = field(default=None, repr=False, compare=False)
+    """The aligned 150×150 chip the quality gate judged (kept so that embedding the face later does
+    not align it again); in memory only, like the frame."""

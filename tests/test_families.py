@@ -95,6 +95,29 @@ def test_each_precision_has_its_own_calibration(family: str) -> None:
     assert loaded["int8"].default_threshold != loaded["float32"].default_threshold
 
 
+@pytest.mark.parametrize("family", ["dlib", "mbf"])
+def test_embedding_a_found_face_later_aligns_and_judges_it_once(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the door worker finds faces without embedding them, then embeds the one it tracks: the gate's
+    # chip and verdict are not made again, and the template is the one faces() would have given
+    import edged.pipeline.pipeline as module
+
+    settings = PipelineSettings(recognition_model=family)  # type: ignore[arg-type]
+    pipeline = FacePipeline.load(Manifest.load(REPO / "models"), settings)
+    image = astronaut()
+    [found] = pipeline.faces(image, embed=False)
+    [direct] = pipeline.faces(image)
+    calls: list[str] = []
+    monkeypatch.setattr(module, "chip_for", lambda *a: calls.append("chip_for"))
+    monkeypatch.setattr(module, "assess", lambda *a: calls.append("assess"))
+    embedded = pipeline.embed(image, found)
+    assert calls == []
+    assert embedded.quality == found.quality
+    assert embedded.embedding is not None and direct.embedding is not None
+    assert np.array_equal(embedded.embedding, direct.embedding)
+
+
 def test_mbf_needs_the_mesh(mbf: FacePipeline) -> None:
     face = mbf.faces(astronaut(), embed=False)[0]
     with pytest.raises(ValueError, match="mesh"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -108,17 +109,21 @@ class FacePipeline:
     def _finish(self, image: ImageRGB, detection: Detection, mesh: Mesh, embed: bool) -> Face:
         chip = chip_for(image, detection, mesh)  # the quality gate's chip, whatever the embedder
         quality = assess(image, detection, mesh, chip, self.quality_limits)
-        embedding = None
-        if embed:
-            own = chip if self.embedder.family.name == "dlib" else self.embedder.chip(image, detection, mesh)
-            embedding = self.embedder.embed(own)
-        return Face(detection, mesh, quality, embedding)
+        face = Face(detection, mesh, quality, chip=chip)
+        return self.embed(image, face) if embed else face
 
     def embed(self, image: ImageRGB, face: Face) -> Face:
-        """``face`` with its template (for faces found with ``embed=False``)."""
+        """``face`` with its template (for faces found with ``embed=False``): its quality stands,
+        only the embedder's chip is made (none for dlib when the face kept the gate's chip)."""
         if face.embedding is not None:
             return face
-        return self._finish(image, face.detection, face.mesh or self.mesher.mesh(image, face.detection), True)
+        if face.mesh is None or face.chip is None:  # not from this pipeline's faces()/analyze()
+            return self._finish(
+                image, face.detection, face.mesh or self.mesher.mesh(image, face.detection), True
+            )
+        dlib = self.embedder.family.name == "dlib"  # it reads the gate's chip
+        own = face.chip if dlib else self.embedder.chip(image, face.detection, face.mesh)
+        return dataclasses.replace(face, embedding=self.embedder.embed(own))
 
     def faces(self, image: ImageRGB, embed: bool = True) -> list[Face]:
         """Every face in the frame, largest first. Detections that the face mesh does not confirm
