@@ -19,7 +19,7 @@ from edged.demo import astronaut
 from edged.directory.crypto import create_key_file, read_kek
 from edged.directory.scope import DirectoryScope
 from edged.directory.store import Store
-from edged.errors import BadArgument
+from edged.errors import BadArgument, ConfigError
 from edged.inference.manifest import Manifest
 from edged.pipeline.embed import FAMILIES, FaceEmbedder, distance
 from edged.pipeline.pipeline import FacePipeline, PipelineSettings
@@ -255,6 +255,23 @@ def test_a_group_re_created_under_another_model_is_not_searched_by_the_door(
     # the door worker logs this once and decides nothing on the frame (edged.door.worker)
     with pytest.raises(BadArgument, match=re.escape("'staff' uses recognition model mbf_s8_v1_int8.tflite")):
         daemon.search_door("staff", template, 1, 0.6)
+
+
+@pytest.mark.parametrize(("family", "precision"), [("mbf", "int8"), ("dlib", "float32")])
+def test_a_model_without_its_calibration_does_not_start_the_directory(
+    family: str, precision: str, tmp_path: Path
+) -> None:
+    # no flip-averaged calibration exists for these: a start-up error naming the setting and the fix
+    settings = PipelineSettings(recognition_model=family, embedder=precision, flip_average=True)  # type: ignore[arg-type]
+    pipeline = FacePipeline.load(Manifest.load(REPO / "models"), settings)
+    assert pipeline.calibration is None
+    store = Store.open(tmp_path / "state", create_key_file(tmp_path / "kek"))
+    try:
+        expected = f"--family {family} --embedder {precision} --flip-average --write"
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            FaceService(pipeline, store, Config().directory, pipeline.embedder.model_id)
+    finally:
+        store.close()
 
 
 def test_the_speed_benchmark_times_both_precisions_of_both_families(dlib: FacePipeline) -> None:

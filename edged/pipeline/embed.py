@@ -111,6 +111,11 @@ class FaceEmbedder:
         return self.model.path.name
 
     @property
+    def precision(self) -> Precision:
+        """``int8`` for a quantized file (integer input), else ``float32``."""
+        return "float32" if self._input_dtype == np.float32 else "int8"
+
+    @property
     def dim(self) -> int:
         return self.family.dim
 

@@ -24,7 +24,7 @@ from edged.directory.lists import FaceList
 from edged.directory.persons import Person
 from edged.directory.scope import GroupScope
 from edged.directory.store import Store
-from edged.errors import BadArgument
+from edged.errors import BadArgument, ConfigError
 from edged.inference.manifest import Calibration
 from edged.matcher import Match, TemplateIndex
 from edged.pipeline.liveness import LivenessAssessor
@@ -68,7 +68,15 @@ class FaceService:
         directory's folder), for the face IDs' disk floor (``edged.service.quota``). ``liveness``:
         the liveness checker on this service's pipeline (None: liveness checks are ``ModelError``)."""
         if pipeline.calibration is None:
-            raise BadArgument("the embedder has no calibration: run tools/calibrate.py")
+            embedder = pipeline.embedder
+            flip = embedder.flip_average
+            raise ConfigError(
+                f"pipeline: {embedder.model_id}{' with flip_average' if flip else ''} has no calibration in "
+                "models/manifest.yaml (each model and precision is calibrated on its own): change "
+                "pipeline.recognition_model / embedder / flip_average, or run tools/calibrate.py "
+                f"--family {embedder.family.name} --embedder {embedder.precision}"
+                f"{' --flip-average' if flip else ''} --write"
+            )
         self.pipeline = pipeline
         self.store = store
         self.settings = settings
