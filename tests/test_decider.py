@@ -1040,6 +1040,8 @@ def test_the_newest_frames_must_match_the_tracks_person_without_liveness_too() -
     # its newest 3 frames are nobody
     events = run(decider, clock, [[good(1, ("ada", 0.3))]] * 9 + [[good(1)]] * 3)
     assert summary(events) == [("unknown", ("no_match",), None)]
+    [refused] = decisions(events)
+    assert refused.score is not None and refused.score.distance > THRESHOLD  # the newest frames' score
     with pytest.raises(ValidationError):
         door(recent_frames=0)
 

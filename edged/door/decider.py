@@ -287,7 +287,9 @@ class Decider:
         track.add_good(face.weight, best, claimed, self.cap, self.settings.recent_frames)
 
     def _fused(self, track: TrackState, credit: float) -> Score:
-        distance = self.cap - credit / track.weight
+        return self._at(self.cap - credit / track.weight)
+
+    def _at(self, distance: float) -> Score:
         return Score(distance, self.calibration.confidence(distance))
 
     def _best(self, track: TrackState, exclude: str | None = None) -> tuple[str, Score] | None:
@@ -312,17 +314,19 @@ class Decider:
             if best is None or best[1].distance > self.threshold:
                 return Verdict("unknown", (NO_MATCH,), None, None if best is None else best[1])
             person, score = best
-            if track.recent_distance(person, self.cap) > self.threshold:
+            recent = track.recent_distance(person, self.cap)
+            if recent > self.threshold:
                 # the track's face now is not the one that matched before it (a photo held up, then
-                # another face on the same track): nobody is identified
-                return Verdict("unknown", (NO_MATCH,), None, score)
+                # another face on the same track): nobody is identified, at the newest frames' score
+                return Verdict("unknown", (NO_MATCH,), None, self._at(recent))
             if allowed is not None and person not in allowed:
                 return Verdict("denied", (NOT_ALLOWED,), person, score)
             return Verdict("granted", (MATCH,), person, score)
         assert self._claim is not None
         claimed = self._claim.person_id
         score = self._fused(track, track.claim_credit)
-        match = score.distance <= self.threshold and track.recent_distance(None, self.cap) <= self.threshold
+        score = max(score, self._at(track.recent_distance(None, self.cap)), key=lambda s: s.distance)
+        match = score.distance <= self.threshold
         other = self._best(track, exclude=claimed) if self.settings.mode == "verify" else None
         someone_else = other is not None and (
             other[1].distance <= self.threshold and other[1].distance < score.distance
