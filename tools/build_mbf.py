@@ -111,6 +111,7 @@ def fold_layers(layers: list[Layer]) -> list[Step]:
     steps: list[Step] = []
     produced: dict[int, int] = {-1: -1}  # reference layer index -> step index
     sign: np.ndarray | None = None  # pending sign of the current activation's channels
+    flipped: set[int] = set()  # reference layers whose output carries flipped channels
     channels = 0
     index = 0
     while index < len(layers):
@@ -132,8 +133,10 @@ def fold_layers(layers: list[Layer]) -> list[Step]:
                 sign = flip if (flip < 0).any() else None
                 index += 1
             steps.append(("conv", Conv(kernel, bias, conv.stride, conv.depthwise, neg_alpha)))
-        elif isinstance(layer, AddLayer):
             if sign is not None:
+                flipped.add(index)
+        elif isinstance(layer, AddLayer):
+            if sign is not None or layer.other in flipped:  # either input: the add would mix signs
                 raise ValueError(f"layer {index}: a sign-flipped activation feeds a residual add")
             steps.append(("add", produced[layer.other]))
         elif isinstance(layer, DenseLayer):
