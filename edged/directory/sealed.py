@@ -48,8 +48,10 @@ class Templates:
     matrix: FloatArray
 
     @classmethod
-    def empty(cls, dim: int = TEMPLATE_DIM) -> Templates:
-        return cls((), (), np.zeros((0, dim), np.float32))
+    def empty(cls) -> Templates:
+        """No rows (its width is the dlib size whatever the model: check ``face_ids``, not the
+        matrix's shape)."""
+        return cls((), (), np.zeros((0, TEMPLATE_DIM), np.float32))
 
 
 @dataclass(frozen=True, slots=True)
