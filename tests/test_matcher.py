@@ -651,9 +651,9 @@ def test_index_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
         run_index(dataclasses.replace(settings, sizes="1k,lots"))
     with pytest.raises(BadArgument, match="--storages"):
         run_index(dataclasses.replace(settings, storages="int4"))
-    with pytest.raises(BadArgument, match="--embedder"):
-        run_index(dataclasses.replace(settings, embedder="arcface"))
-    assert run_index(dataclasses.replace(settings, sizes="3k", embedder="mbf")) == 0
+    with pytest.raises(BadArgument, match="--recognition-model"):
+        run_index(dataclasses.replace(settings, recognition_model="arcface"))
+    assert run_index(dataclasses.replace(settings, sizes="3k", recognition_model="mbf")) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["embedder"] == "mbf"
     assert 1.0 < report["threshold"] < 1.3  # FAR 1e-4 of the synthetic unit vectors' impostor pairs

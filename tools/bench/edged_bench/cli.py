@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-faiss", action="store_true", help="skip the faiss comparison even when installed")
     p.add_argument(
-        "--embedder",
+        "--recognition-model",
         choices=("dlib", "mbf"),
         default="dlib",
         help="template statistics: dlib (128-d, fitted to LFW) or mbf (512-d unit vectors, fitted to LFW)",

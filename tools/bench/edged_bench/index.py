@@ -303,9 +303,11 @@ def run_index(settings: IndexOptions) -> int:
         raise BadArgument(f"--queries must be ≥ 2, not {settings.queries}")
     if settings.faces_per_identity < 1:
         raise BadArgument(f"--faces-per-identity must be ≥ 1, not {settings.faces_per_identity}")
-    model = EMBEDDERS.get(settings.embedder)
+    model = EMBEDDERS.get(settings.recognition_model)
     if model is None:
-        raise BadArgument(f"--embedder: {settings.embedder!r} is not one of {', '.join(EMBEDDERS)}")
+        raise BadArgument(
+            f"--recognition-model: {settings.recognition_model!r} is not one of {', '.join(EMBEDDERS)}"
+        )
     threshold = calibrated_threshold() if model is DLIB else synthetic_threshold(model)
     out = sys.stderr if settings.json else sys.stdout
     rows: list[list[str]] = []
@@ -394,7 +396,7 @@ def run_index(settings: IndexOptions) -> int:
             f"--storages {settings.storages} --faces-per-identity {settings.faces_per_identity} "
             f"--seed {settings.seed}"
             + (" --no-faiss" if settings.no_faiss else "")
-            + (f" --embedder {model.name}" if model is not DLIB else "")
+            + (f" --recognition-model {model.name}" if model is not DLIB else "")
         )
         source = (
             ""

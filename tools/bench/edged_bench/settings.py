@@ -51,7 +51,7 @@ class IndexOptions:
     no_faiss: bool
     record: Path | None
     json: bool
-    embedder: str = "dlib"
+    recognition_model: str = "dlib"
 
 
 @dataclass(frozen=True, slots=True)
